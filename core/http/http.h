@@ -1,0 +1,37 @@
+/*
+ * Internals shared by the files of core/http: the per-request state of the
+ * internal API and the lws protocol callbacks that server.c registers.
+ */
+#ifndef ESS_HTTP_H
+#define ESS_HTTP_H
+
+#include <libwebsockets.h>
+#include <stdint.h>
+
+#include "util/buf.h"
+
+typedef struct {
+    int method;          /* LWSHUMETH_*, or -1 */
+    char *path;          /* owned */
+    char *query;         /* owned, "" when none */
+    ess_buf_t body;      /* request body */
+    int64_t expect_body; /* Content-Length, or 0 */
+    int too_large;
+    int status;
+    ess_buf_t resp;      /* response body */
+    size_t resp_sent;
+    int phase;           /* 0 reading, 1 headers sent, waiting to write body */
+    uint64_t start_ns;
+    char *route;         /* owned: route label for metrics */
+} ess_api_req_t;
+
+int ess__api_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                      size_t len);
+int ess__ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                     size_t len);
+
+/* The public WebSocket per-session data is a pointer to a connection that
+ * ws.c allocates and frees through its deferred queue. */
+#define ESS_WS_PSS_SIZE sizeof(void *)
+
+#endif

@@ -1,0 +1,126 @@
+/*
+ * The lws context on our libuv loop and its two vhosts. Owns the context's
+ * lifetime and the drain sequence; the request and connection handling
+ * live in api.c (internal) and ws.c (public).
+ */
+#include "http/server.h"
+#include "ess.h"
+#include "http/http.h"
+#include "util/log.h"
+
+#include <libwebsockets.h>
+#include <string.h>
+
+static const struct lws_protocols internal_protocols[] = {
+    {"ess-http", ess__api_callback, sizeof(ess_api_req_t), 0, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0},
+};
+
+static const struct lws_protocols public_protocols[] = {
+    {"ess-ws", ess__ws_callback, ESS_WS_PSS_SIZE, 4096, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0},
+};
+
+static void lws_logger(int level, const char *line)
+{
+    size_t n = strlen(line);
+    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        n--;
+    if (level & LLL_ERR)
+        ess_log_warn("lws: %.*s", (int)n, line);
+    else
+        ess_log_debug("lws: %.*s", (int)n, line);
+}
+
+static struct lws_vhost *vhost(ess_app_t *app, const char *name, const ess_listen_t *at,
+                               const struct lws_protocols *protocols, size_t max_header)
+{
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof info);
+    info.vhost_name = name;
+    info.port = at->port;
+    info.iface = at->host[0] ? at->host : NULL;
+    info.protocols = protocols;
+    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
+    info.keepalive_timeout = 30;
+    info.timeout_secs = 30;
+    info.max_http_header_data = (unsigned short)(max_header > 65535 ? 65535 : max_header);
+    if (protocols == public_protocols && app->cfg->ping_interval_s > 0) {
+        /* Ping a connection idle for the interval; hang up after twice that
+         * with no valid traffic (a dead peer). */
+        static lws_retry_bo_t policy;
+        policy.secs_since_valid_ping = (uint16_t)app->cfg->ping_interval_s;
+        policy.secs_since_valid_hangup = (uint16_t)(app->cfg->ping_interval_s * 2 + 5);
+        info.retry_and_idle_policy = &policy;
+    }
+    return lws_create_vhost(app->lws, &info);
+}
+
+int ess_server_start(ess_app_t *app, char *err, size_t errlen)
+{
+    lws_set_log_level(LLL_ERR | LLL_WARN, lws_logger);
+
+    void *loops[1] = {app->loop};
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof info);
+    info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
+    info.foreign_loops = loops;
+    info.user = app;
+    info.max_http_header_data = (unsigned short)app->cfg->max_header_bytes;
+    info.max_http_header_pool = 64;
+    info.fd_limit_per_thread = (unsigned int)(app->cfg->max_connections + 64);
+    info.pt_serv_buf_size = 32 * 1024;
+    info.timeout_secs = 30;
+    app->lws = lws_create_context(&info);
+    if (app->lws == NULL) {
+        snprintf(err, errlen, "cannot create the libwebsockets context (libuv event lib)");
+        return ESS_EIO;
+    }
+    if (!vhost(app, "internal", &app->cfg->internal_listen, internal_protocols,
+               (size_t)app->cfg->max_header_bytes)) {
+        snprintf(err, errlen, "cannot listen on internal %s:%d", app->cfg->internal_listen.host,
+                 app->cfg->internal_listen.port);
+        return ESS_EIO;
+    }
+    if (!vhost(app, "public", &app->cfg->public_listen, public_protocols,
+               (size_t)app->cfg->max_header_bytes)) {
+        snprintf(err, errlen, "cannot listen on public %s:%d", app->cfg->public_listen.host,
+                 app->cfg->public_listen.port);
+        return ESS_EIO;
+    }
+    ess_log_info("listening: public %s:%d, internal %s:%d",
+                 app->cfg->public_listen.host[0] ? app->cfg->public_listen.host : "0.0.0.0",
+                 app->cfg->public_listen.port,
+                 app->cfg->internal_listen.host[0] ? app->cfg->internal_listen.host : "0.0.0.0",
+                 app->cfg->internal_listen.port);
+    return ESS_OK;
+}
+
+/* lws's deprecation callback takes no argument: one server per process. */
+static ess_app_t *draining_app;
+static void (*drain_done)(ess_app_t *app);
+
+static int deprecated_cb(void)
+{
+    ess_log_info("server: all connections closed");
+    if (drain_done)
+        drain_done(draining_app);
+    return 0;
+}
+
+void ess_server_drain(ess_app_t *app, void (*done)(ess_app_t *app))
+{
+    if (app->lws == NULL || draining_app != NULL)
+        return;
+    draining_app = app;
+    drain_done = done;
+    lws_context_deprecate(app->lws, deprecated_cb);
+}
+
+void ess_server_destroy(ess_app_t *app)
+{
+    if (app->lws == NULL)
+        return;
+    lws_context_destroy(app->lws);
+    app->lws = NULL;
+}

@@ -1,0 +1,219 @@
+/*
+ * essd: start-up and shutdown order, nothing else. Configuration first
+ * (it can stop us with a clear message before anything is opened), then
+ * logging, the registry, the Lua API handlers, the broker side and the
+ * listeners; shutdown runs the same steps backwards after the drain.
+ */
+#include "app.h"
+#include "ess.h"
+#include "gateway/gateway.h"
+#include "http/server.h"
+#include "loop/signals.h"
+#include "metrics/metrics.h"
+#include "script/api.h"
+#include "util/datetime.h"
+#include "util/log.h"
+
+#include <inttypes.h>
+#include <string.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#define DEFAULT_CONFIG "config/essd.yaml"
+
+static const char usage[] =
+    "usage: essd [--config PATH] [--check-config]\n"
+    "       essd --parse-datetime STRING\n"
+    "       essd --version | --help\n"
+    "\n"
+    "  --config PATH          YAML configuration (default $ESS_CONFIG, else " DEFAULT_CONFIG
+    " when present, else built-in defaults)\n"
+    "  --check-config         validate the configuration and exit (0 valid, 2 invalid)\n"
+    "  --parse-datetime STR   print the epoch milliseconds (UTC) a date/time selector means\n"
+    "  --version              print the version\n"
+    "\n"
+    "Environment overrides: ESS_AMPQ_URL (or ESS_AMQP_URL), ESS_INGRESS_LOCATION,\n"
+    "ESS_INGRESS_SECURE, ESS_MESSAGE_STATS_INTERVAL, ESS_PUBLIC_LISTEN, ESS_INTERNAL_LISTEN,\n"
+    "ESS_DATABASE_PATH, ESS_LOG_DIR, ESS_LOG_LEVEL, ESS_API_TOKEN, ESS_LUA_PATH.\n";
+
+static uv_timer_t drain_timer;
+static uint64_t drain_deadline;
+
+static int64_t now_ms(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+static int parse_datetime(const char *s)
+{
+    int64_t ms;
+    const char *err = NULL;
+    if (ess_datetime_parse(s, strlen(s), now_ms(), &ms, &err) != ESS_OK) {
+        fprintf(stderr, "essd: cannot parse date/time \"%s\": %s\n", s, err ? err : "invalid");
+        return 2;
+    }
+    printf("%" PRId64 "\n", ms);
+    return 0;
+}
+
+static void finish(ess_app_t *app)
+{
+    if (app->lws == NULL)
+        return;
+    ess_log_info("shutdown: closing listeners");
+    uv_timer_stop(&drain_timer);
+    uv_close((uv_handle_t *)&drain_timer, NULL);
+    ess_server_destroy(app);
+    ess_signals_stop();
+}
+
+/* Polls the drain: done when no request is in flight, or the grace is over. */
+static void drain_tick(uv_timer_t *t)
+{
+    ess_app_t *app = t->data;
+    if (app->api_inflight == 0 && ess_metrics.ws_open == 0) {
+        finish(app);
+    } else if (uv_now(app->loop) >= drain_deadline) {
+        ess_log_warn("shutdown: grace period over with %d requests and %lld sockets open",
+                     app->api_inflight, (long long)ess_metrics.ws_open);
+        finish(app);
+    }
+}
+
+static void gateway_stopped(ess_app_t *app)
+{
+    (void)app;
+}
+
+static void on_terminate(ess_app_t *app, int signum)
+{
+    if (app->draining) {
+        ess_log_warn("shutdown: second signal, stopping now");
+        finish(app);
+        return;
+    }
+    ess_log_info("shutdown: signal %d, draining (grace %ds)", signum, app->cfg->grace_s);
+    app->draining = 1;
+    ess_server_drain(app, NULL);
+    ess_gateway_stop(app, gateway_stopped);
+    drain_deadline = uv_now(app->loop) + (uint64_t)app->cfg->grace_s * 1000;
+    uv_timer_init(app->loop, &drain_timer);
+    drain_timer.data = app;
+    uv_timer_start(&drain_timer, drain_tick, 0, 20);
+}
+
+static void on_reload(ess_app_t *app)
+{
+    (void)app;
+    ess_log_warn("reload: SIGHUP received; script reload is not implemented yet");
+}
+
+static const char *config_path(const char *arg)
+{
+    if (arg)
+        return arg;
+    const char *env = getenv("ESS_CONFIG");
+    if (env && env[0])
+        return env;
+    return access(DEFAULT_CONFIG, F_OK) == 0 ? DEFAULT_CONFIG : NULL;
+}
+
+int main(int argc, char **argv)
+{
+    const char *cfg_arg = NULL;
+    int check_only = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
+            cfg_arg = argv[++i];
+        } else if (strcmp(argv[i], "--check-config") == 0) {
+            check_only = 1;
+        } else if (strcmp(argv[i], "--parse-datetime") == 0 && i + 1 < argc) {
+            return parse_datetime(argv[i + 1]);
+        } else if (strcmp(argv[i], "--version") == 0) {
+            printf("essd %s\n", ESS_VERSION);
+            return 0;
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs(usage, stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "essd: unknown or incomplete argument \"%s\"\n%s", argv[i], usage);
+            return 2;
+        }
+    }
+
+    ess_app_t app;
+    memset(&app, 0, sizeof app);
+    char err[4096];
+    int status = 1;
+    const char *path = config_path(cfg_arg);
+
+    if (ess_vm_create(ess_vm_default_lua_path(), &app.vm, err, sizeof err) != ESS_OK) {
+        fprintf(stderr, "essd: %s\n", err);
+        return 1;
+    }
+    if (ess_vm_load_config(app.vm, path, &app.cfg, err, sizeof err) != ESS_OK) {
+        fprintf(stderr, "essd: %s\n", err);
+        status = 2;
+        goto fail_config;
+    }
+    if (check_only) {
+        printf("essd: configuration %s is valid\n", path ? path : "(built-in defaults)");
+        status = 0;
+        goto fail_config;
+    }
+    if (ess_log_init((ess_log_level_t)app.cfg->log_level, app.cfg->log_dir,
+                     (size_t)app.cfg->log_max_bytes, app.cfg->log_keep) != ESS_OK) {
+        fprintf(stderr, "essd: log.dir: cannot write to %s\n", app.cfg->log_dir);
+        status = 2;
+        goto fail_config;
+    }
+    ess_log_info("essd %s starting (config %s, lua %s)", ESS_VERSION, path ? path : "defaults",
+                 app.vm->lua_path);
+
+    if (ess_registry_open_sqlite(app.cfg->database_path, &app.registry, err, sizeof err) !=
+        ESS_OK) {
+        ess_log_error("registry: %s", err);
+        goto fail_registry;
+    }
+    if (ess_script_api_init(&app, app.vm, err, sizeof err) != ESS_OK) {
+        ess_log_error("lua: %s", err);
+        goto fail_registry;
+    }
+
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    app.loop = &loop;
+    if (ess_gateway_start(&app, err, sizeof err) != ESS_OK) {
+        ess_log_error("%s", err);
+        goto fail_loop;
+    }
+    if (ess_server_start(&app, err, sizeof err) != ESS_OK) {
+        ess_log_error("%s", err);
+        ess_server_destroy(&app);
+        ess_gateway_stop(&app, NULL);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        goto fail_loop;
+    }
+    ess_signal_handlers_t handlers = {on_terminate, on_reload};
+    ess_signals_start(&app, &handlers);
+
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ess_log_info("essd stopped");
+    status = 0;
+
+fail_loop:
+    if (uv_loop_close(&loop) != 0) {
+        uv_run(&loop, UV_RUN_DEFAULT);
+        uv_loop_close(&loop);
+    }
+fail_registry:
+    ess_registry_close(app.registry);
+    ess_metrics_free();
+    ess_log_shutdown();
+fail_config:
+    ess_config_free(app.cfg);
+    ess_vm_free(app.vm);
+    return status;
+}

@@ -1,0 +1,44 @@
+/*
+ * Process metrics: fixed counters for the hot paths (plain fields, no
+ * lookup) and a small table of labelled counters for the rest (requests by
+ * route and code, closes by code, counters scripts bump). Rendered in the
+ * Prometheus text format. Event-loop thread only.
+ */
+#ifndef ESS_METRICS_H
+#define ESS_METRICS_H
+
+#include <stdint.h>
+
+#include "util/buf.h"
+
+typedef struct {
+    int64_t ws_open;          /* gauge */
+    uint64_t ws_accepted;
+    uint64_t msgs_in;         /* from the broker */
+    uint64_t msgs_out;        /* frames sent to clients */
+    uint64_t bytes_out;
+    uint64_t credit_stalls;   /* times a subscription was paused for its budget */
+    int64_t subscriptions;    /* gauge */
+    uint64_t enrich_errors;
+    uint64_t reloads_ok;
+    uint64_t reloads_failed;
+    int64_t broker_connected; /* gauge: 1 or 0 */
+} ess_metrics_t;
+
+extern ess_metrics_t ess_metrics;
+
+/**
+ * Add by to the counter name{labels}. labels is the inside of the braces
+ * ("route=\"/x\",code=\"200\"") or "" ; both are copied on first use.
+ * name must be a valid Prometheus metric name (checked; invalid ones are
+ * dropped with ESS_EINVAL).
+ */
+int ess_metrics_add(const char *name, const char *labels, uint64_t by);
+
+/** Append the whole exposition to out. event_streams is the registry count. */
+void ess_metrics_render(ess_buf_t *out, int64_t event_streams);
+
+/** Free the labelled-counter table (at exit). */
+void ess_metrics_free(void);
+
+#endif

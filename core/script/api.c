@@ -1,0 +1,257 @@
+/*
+ * The internal API's C/Lua boundary: builds the request table, calls
+ * ess.api.handle through the pcall wrapper, reads the response table, and
+ * provides the `core` table of C functions (registry, metrics, health)
+ * that the handlers call. Validation of bodies and paths is Lua's; the
+ * registry still refuses an invalid routing key on its own.
+ */
+#include "script/api.h"
+#include "ess.h"
+#include "gateway/gateway.h"
+#include "metrics/metrics.h"
+#include "util/log.h"
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <string.h>
+
+#define CORE_KEY "ess.core"
+
+static ess_app_t *app_of(lua_State *L)
+{
+    return lua_touserdata(L, lua_upvalueindex(1));
+}
+
+static void push_row(lua_State *L, const ess_es_row_t *row)
+{
+    lua_createtable(L, 0, 4);
+    lua_pushnumber(L, (lua_Number)row->id);
+    lua_setfield(L, -2, "id");
+    lua_pushstring(L, row->uuid);
+    lua_setfield(L, -2, "uuid");
+    lua_pushlstring(L, row->routing_key, row->routing_key_len);
+    lua_setfield(L, -2, "routing_key");
+    lua_pushnumber(L, (lua_Number)row->created_ms);
+    lua_setfield(L, -2, "created");
+}
+
+/* core.registry_create(routing_key) -> row | nil, err */
+static int l_registry_create(lua_State *L)
+{
+    ess_app_t *app = app_of(L);
+    size_t len;
+    const char *rk = luaL_checklstring(L, 1, &len);
+    ess_es_row_t row;
+    int rc = ess_registry_create(app->registry, rk, len, &row);
+    if (rc != ESS_OK) {
+        lua_pushnil(L);
+        lua_pushstring(L, ess_strerror(rc));
+        return 2;
+    }
+    push_row(L, &row);
+    return 1;
+}
+
+static int list_row(void *ud, const ess_es_row_t *row)
+{
+    lua_State *L = ud;
+    push_row(L, row);
+    lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
+    return 0;
+}
+
+/* core.registry_list() -> array | nil, err */
+static int l_registry_list(lua_State *L)
+{
+    ess_app_t *app = app_of(L);
+    lua_newtable(L);
+    int rc = ess_registry_list(app->registry, list_row, L);
+    if (rc != ESS_OK) {
+        lua_pushnil(L);
+        lua_pushstring(L, ess_strerror(rc));
+        return 2;
+    }
+    return 1;
+}
+
+/* core.registry_delete(id) -> true | false | nil, err; closes live sockets. */
+static int l_registry_delete(lua_State *L)
+{
+    ess_app_t *app = app_of(L);
+    lua_Number n = luaL_checknumber(L, 1);
+    ess_es_row_t row;
+    int rc = ess_registry_delete(app->registry, (int64_t)n, &row);
+    if (rc == ESS_ENOTFOUND) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    if (rc != ESS_OK) {
+        lua_pushnil(L);
+        lua_pushstring(L, ess_strerror(rc));
+        return 2;
+    }
+    ess_gateway_stream_deleted(app, row.id, row.uuid);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_metrics_text(lua_State *L)
+{
+    ess_app_t *app = app_of(L);
+    ess_buf_t b = {0};
+    ess_metrics_render(&b, ess_registry_count(app->registry));
+    lua_pushlstring(L, b.data ? b.data : "", b.len);
+    ess_buf_free(&b);
+    return 1;
+}
+
+/* core.ready() -> ok, {registry = true, broker = bool, ...} */
+static int l_ready(lua_State *L)
+{
+    ess_app_t *app = app_of(L);
+    int registry = app->registry != NULL && ess_registry_count(app->registry) >= 0;
+    int broker = ess_gateway_broker_ready(app);
+    lua_pushboolean(L, registry && broker && !app->draining);
+    lua_createtable(L, 0, 3);
+    lua_pushboolean(L, registry);
+    lua_setfield(L, -2, "registry");
+    lua_pushboolean(L, broker);
+    lua_setfield(L, -2, "broker");
+    lua_pushboolean(L, !app->draining);
+    lua_setfield(L, -2, "accepting");
+    return 2;
+}
+
+static int l_log(lua_State *L)
+{
+    const char *level = luaL_checkstring(L, 1);
+    const char *msg = luaL_checkstring(L, 2);
+    int lv = ess_log_level_parse(level);
+    ess_log(lv < 0 ? ESS_LOG_INFO : (ess_log_level_t)lv, "api: %s", msg);
+    return 0;
+}
+
+int ess_script_api_init(ess_app_t *app, ess_vm_t *vm, char *err, size_t errlen)
+{
+    lua_State *L = vm->L;
+    if (ess_vm_require_fn(vm, app->cfg->lua_api, "handle", &vm->api_ref, err, errlen) != ESS_OK)
+        return ESS_ESCRIPT;
+    static const luaL_Reg fns[] = {
+        {"registry_create", l_registry_create},
+        {"registry_list", l_registry_list},
+        {"registry_delete", l_registry_delete},
+        {"metrics_text", l_metrics_text},
+        {"ready", l_ready},
+        {"log", l_log},
+        {NULL, NULL},
+    };
+    lua_newtable(L);
+    for (const luaL_Reg *f = fns; f->name; f++) {
+        lua_pushlightuserdata(L, app);
+        lua_pushcclosure(L, f->func, 1);
+        lua_setfield(L, -2, f->name);
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->cfg_ref);
+    lua_setfield(L, -2, "config");
+    lua_pushstring(L, ESS_VERSION);
+    lua_setfield(L, -2, "version");
+    lua_pushstring(L, "essd");
+    lua_setfield(L, -2, "name");
+    lua_pushfstring(L, "%s/ess/api/openapi.json", vm->lua_path);
+    lua_setfield(L, -2, "openapi_path");
+    lua_setfield(L, LUA_REGISTRYINDEX, CORE_KEY);
+    return ESS_OK;
+}
+
+static void internal_error(ess_api_response_t *resp, const char *route)
+{
+    resp->status = 500;
+    ess_buf_reset(&resp->body);
+    ess_buf_reset(&resp->headers);
+    ess_buf_append(&resp->body, "{\"detail\":\"Internal Server Error\"}", 34);
+    snprintf(resp->content_type, sizeof resp->content_type, "application/json");
+    snprintf(resp->route, sizeof resp->route, "%s", route);
+}
+
+/* Read the response table at the top of the stack. */
+static int read_response(lua_State *L, ess_api_response_t *resp)
+{
+    if (!lua_istable(L, -1))
+        return ESS_ESCRIPT;
+    lua_getfield(L, -1, "status");
+    int status = lua_isnumber(L, -1) ? (int)lua_tonumber(L, -1) : 0;
+    lua_pop(L, 1);
+    if (status < 100 || status > 599)
+        return ESS_ESCRIPT;
+    resp->status = status;
+
+    lua_getfield(L, -1, "body");
+    size_t len = 0;
+    const char *body = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : "";
+    ess_buf_append(&resp->body, body, len);
+    lua_pop(L, 1);
+
+    lua_getfield(L, -1, "content_type");
+    const char *ct = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "application/json";
+    snprintf(resp->content_type, sizeof resp->content_type, "%s", ct);
+    lua_pop(L, 1);
+
+    lua_getfield(L, -1, "route");
+    const char *route = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "unmatched";
+    snprintf(resp->route, sizeof resp->route, "%s", route);
+    lua_pop(L, 1);
+
+    lua_getfield(L, -1, "headers");
+    if (lua_istable(L, -1)) {
+        lua_pushnil(L);
+        while (lua_next(L, -2)) {
+            if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING) {
+                size_t nl, vl;
+                const char *n = lua_tolstring(L, -2, &nl);
+                const char *v = lua_tolstring(L, -1, &vl);
+                /* A header name or value with CR, LF or NUL would split the response. */
+                if (strcspn(n, "\r\n:") == nl && strcspn(v, "\r\n") == vl) {
+                    ess_buf_append(&resp->headers, n, nl + 1);
+                    ess_buf_append(&resp->headers, v, vl + 1);
+                }
+            }
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+    return ESS_OK;
+}
+
+void ess_script_api_handle(ess_app_t *app, const ess_api_request_t *req, ess_api_response_t *resp)
+{
+    lua_State *L = app->vm->L;
+    int top = lua_gettop(L);
+    char err[4096];
+
+    lua_rawgeti(L, LUA_REGISTRYINDEX, app->vm->api_ref);
+    lua_createtable(L, 0, 5);
+    lua_pushstring(L, req->method);
+    lua_setfield(L, -2, "method");
+    lua_pushstring(L, req->path);
+    lua_setfield(L, -2, "path");
+    lua_pushstring(L, req->query ? req->query : "");
+    lua_setfield(L, -2, "query");
+    lua_pushlstring(L, req->body ? req->body : "", req->body_len);
+    lua_setfield(L, -2, "body");
+    lua_createtable(L, 0, (int)req->nheaders);
+    for (size_t i = 0; i < req->nheaders; i++) {
+        lua_pushstring(L, req->headers[i].value);
+        lua_setfield(L, -2, req->headers[i].name);
+    }
+    lua_setfield(L, -2, "headers");
+    lua_getfield(L, LUA_REGISTRYINDEX, CORE_KEY);
+
+    if (ess_vm_pcall(L, 2, 1, err, sizeof err) != ESS_OK) {
+        ess_log_error("api: %s %s: handler error: %s", req->method, req->path, err);
+        internal_error(resp, "error");
+    } else if (read_response(L, resp) != ESS_OK) {
+        ess_log_error("api: %s %s: handler returned an invalid response", req->method, req->path);
+        internal_error(resp, "error");
+    }
+    lua_settop(L, top);
+}

@@ -1,0 +1,50 @@
+/*
+ * The bridge from the internal HTTP API to the Lua handlers (ess.api):
+ * plain C structs in, plain C structs out, so core/http never touches Lua.
+ */
+#ifndef ESS_SCRIPT_API_H
+#define ESS_SCRIPT_API_H
+
+#include <stddef.h>
+
+#include "app.h"
+#include "util/buf.h"
+
+typedef struct {
+    const char *name; /* lower case, without the colon */
+    const char *value;
+} ess_kv_t;
+
+typedef struct {
+    const char *method;
+    const char *path;
+    const char *query;
+    const char *body;
+    size_t body_len;
+    const ess_kv_t *headers;
+    size_t nheaders;
+} ess_api_request_t;
+
+typedef struct {
+    int status;
+    ess_buf_t body;
+    char content_type[128];
+    ess_buf_t headers; /* extra headers as "name\0value\0" pairs */
+    char route[128];   /* route label for metrics */
+} ess_api_response_t;
+
+/**
+ * Run the request through the live VM's API handler. Never fails: a Lua
+ * error becomes a logged 500 with a JSON body and no trace. The caller
+ * frees resp->body and resp->headers with ess_buf_free.
+ */
+void ess_script_api_handle(ess_app_t *app, const ess_api_request_t *req,
+                           ess_api_response_t *resp);
+
+/**
+ * Build the `core` table the API handlers receive and keep it in the VM.
+ * Called once per VM, after the config is loaded. ESS_OK or ESS_ESCRIPT.
+ */
+int ess_script_api_init(ess_app_t *app, ess_vm_t *vm, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,168 @@
+/*
+ * Lua VM lifecycle and the single pcall wrapper. Owns the lua_State and
+ * the references it keeps; knows nothing of HTTP or the broker. Operator
+ * hooks get their own sandboxed environments (script/sandbox.c); the
+ * shipped modules loaded here (config, API) are trusted code.
+ */
+#include "script/vm.h"
+#include "ess.h"
+#include "util/log.h"
+
+#include <lauxlib.h>
+#include <lualib.h>
+#include <string.h>
+
+#ifndef ESS_LUA_DIR
+#define ESS_LUA_DIR ESS_SOURCE_DIR "/lua"
+#endif
+
+extern char **environ;
+
+const char *ess_vm_default_lua_path(void)
+{
+    const char *p = getenv("ESS_LUA_PATH");
+    return p && p[0] ? p : ESS_LUA_DIR;
+}
+
+static int traceback(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    if (msg == NULL) {
+        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+            return 1;
+        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    }
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+int ess_vm_pcall(lua_State *L, int nargs, int nresults, char *err, size_t errlen)
+{
+    int base = lua_gettop(L) - nargs;
+    lua_pushcfunction(L, traceback);
+    lua_insert(L, base);
+    int rc = lua_pcall(L, nargs, nresults, base);
+    lua_remove(L, base);
+    if (rc == 0)
+        return ESS_OK;
+    const char *msg = lua_tostring(L, -1);
+    snprintf(err, errlen, "%s", msg ? msg : "unknown Lua error");
+    lua_pop(L, 1);
+    return ESS_ESCRIPT;
+}
+
+int ess_vm_create(const char *lua_path, ess_vm_t **out, char *err, size_t errlen)
+{
+    ess_vm_t *vm = ess_xcalloc(1, sizeof *vm);
+    vm->cfg_ref = vm->api_ref = LUA_NOREF;
+    vm->L = luaL_newstate();
+    if (vm->L == NULL) {
+        snprintf(err, errlen, "cannot create a Lua state (out of memory)");
+        free(vm);
+        return ESS_ESCRIPT;
+    }
+    luaL_openlibs(vm->L);
+    vm->lua_path = ess_xstrdup(lua_path);
+
+    lua_State *L = vm->L;
+    lua_getglobal(L, "package");
+    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;", lua_path, lua_path);
+    lua_getfield(L, -2, "path");
+    lua_concat(L, 2);
+    lua_setfield(L, -2, "path");
+    lua_pop(L, 1);
+    *out = vm;
+    return ESS_OK;
+}
+
+void ess_vm_free(ess_vm_t *vm)
+{
+    if (vm == NULL)
+        return;
+    if (vm->L)
+        lua_close(vm->L);
+    free(vm->lua_path);
+    free(vm);
+}
+
+int ess_vm_require_fn(ess_vm_t *vm, const char *module, const char *fn, int *ref, char *err,
+                      size_t errlen)
+{
+    lua_State *L = vm->L;
+    lua_getglobal(L, "require");
+    lua_pushstring(L, module);
+    if (ess_vm_pcall(L, 1, 1, err, errlen) != ESS_OK)
+        return ESS_ESCRIPT;
+    if (!lua_istable(L, -1)) {
+        snprintf(err, errlen, "module %s: expected a table, got %s", module, luaL_typename(L, -1));
+        lua_pop(L, 1);
+        return ESS_ESCRIPT;
+    }
+    lua_getfield(L, -1, fn);
+    if (!lua_isfunction(L, -1)) {
+        snprintf(err, errlen, "module %s: field %s is not a function", module, fn);
+        lua_pop(L, 2);
+        return ESS_ESCRIPT;
+    }
+    *ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pop(L, 1);
+    return ESS_OK;
+}
+
+/* The ESS_* variables of the process environment, as a table. */
+static void push_env(lua_State *L)
+{
+    lua_newtable(L);
+    for (char **e = environ; *e; e++) {
+        if (strncmp(*e, "ESS_", 4) != 0)
+            continue;
+        const char *eq = strchr(*e, '=');
+        if (eq == NULL)
+            continue;
+        lua_pushlstring(L, *e, (size_t)(eq - *e));
+        lua_pushstring(L, eq + 1);
+        lua_settable(L, -3);
+    }
+}
+
+int ess__config_from_table(lua_State *L, int idx, ess_config_t *cfg, char *err, size_t errlen);
+
+int ess_vm_load_config(ess_vm_t *vm, const char *path, ess_config_t **out, char *err,
+                       size_t errlen)
+{
+    lua_State *L = vm->L;
+    int top = lua_gettop(L);
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "ess.config");
+    if (ess_vm_pcall(L, 1, 1, err, errlen) != ESS_OK)
+        return ESS_ESCRIPT;
+    lua_getfield(L, -1, "load");
+    if (path)
+        lua_pushstring(L, path);
+    else
+        lua_pushnil(L);
+    push_env(L);
+    if (ess_vm_pcall(L, 2, 2, err, errlen) != ESS_OK) {
+        lua_settop(L, top);
+        return ESS_ESCRIPT;
+    }
+    if (!lua_istable(L, -2)) {
+        snprintf(err, errlen, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "config: invalid");
+        lua_settop(L, top);
+        return ESS_EINVAL;
+    }
+    lua_pop(L, 1);
+    ess_config_t *cfg = ess_xcalloc(1, sizeof *cfg);
+    cfg->path = path ? ess_xstrdup(path) : NULL;
+    if (ess__config_from_table(L, lua_gettop(L), cfg, err, errlen) != ESS_OK) {
+        ess_config_free(cfg);
+        lua_settop(L, top);
+        return ESS_EINVAL;
+    }
+    if (vm->cfg_ref != LUA_NOREF)
+        luaL_unref(L, LUA_REGISTRYINDEX, vm->cfg_ref);
+    vm->cfg_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_settop(L, top);
+    *out = cfg;
+    return ESS_OK;
+}

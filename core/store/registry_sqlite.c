@@ -1,0 +1,316 @@
+/*
+ * The SQLite registry backend: WAL journal, synchronous=FULL so that a
+ * committed create survives power loss, versioned migrations through
+ * user_version, and prepared statements only (no SQL is ever built from
+ * input). It owns the database handle; it does not know about HTTP or Lua.
+ */
+#include "store/registry.h"
+#include "ess.h"
+#include "util/log.h"
+#include "util/utf8.h"
+
+#include <sqlite3.h>
+#include <string.h>
+#include <time.h>
+
+#define SCHEMA_VERSION 1
+
+typedef struct {
+    ess_registry_t base;
+    sqlite3 *db;
+    sqlite3_stmt *insert, *remove, *list, *by_uuid, *count;
+} sqlite_registry_t;
+
+static const char *migrations[SCHEMA_VERSION] = {
+    /* 1: the event-stream table. AUTOINCREMENT keeps ids from being reused
+     * even after the newest row is deleted. */
+    "CREATE TABLE event_stream ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " uuid TEXT NOT NULL UNIQUE,"
+    " routing_key TEXT NOT NULL,"
+    " created_ms INTEGER NOT NULL)",
+};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void keep_routing_key(ess_registry_t *r, ess_es_row_t *row, const void *rk, size_t len)
+{
+    if (r->routing_key_cap < len + 1) {
+        r->routing_key_cap = len + 1 < 256 ? 256 : len + 1;
+        r->routing_key_buf = ess_xrealloc(r->routing_key_buf, r->routing_key_cap);
+    }
+    if (len)
+        memcpy(r->routing_key_buf, rk, len);
+    r->routing_key_buf[len] = '\0';
+    row->routing_key = r->routing_key_buf;
+    row->routing_key_len = len;
+}
+
+/* Fill a row from a statement whose columns are id, uuid, routing_key, created_ms. */
+static void read_row(ess_registry_t *r, sqlite3_stmt *st, ess_es_row_t *row, int copy_key)
+{
+    row->id = sqlite3_column_int64(st, 0);
+    const unsigned char *uuid = sqlite3_column_text(st, 1);
+    snprintf(row->uuid, sizeof row->uuid, "%s", uuid ? (const char *)uuid : "");
+    const void *rk = sqlite3_column_blob(st, 2);
+    size_t len = (size_t)sqlite3_column_bytes(st, 2);
+    if (copy_key) {
+        keep_routing_key(r, row, rk, len);
+    } else {
+        row->routing_key = rk ? rk : "";
+        row->routing_key_len = len;
+    }
+    row->created_ms = sqlite3_column_int64(st, 3);
+}
+
+static int db_error(sqlite_registry_t *s, const char *what)
+{
+    ess_log_error("registry: %s: %s", what, sqlite3_errmsg(s->db));
+    return ESS_EIO;
+}
+
+static int sq_create(ess_registry_t *r, const char *rk, size_t rklen, ess_es_row_t *out)
+{
+    sqlite_registry_t *s = (sqlite_registry_t *)r;
+    if (!ess_routing_key_valid(rk, rklen))
+        return ESS_EINVAL;
+    /* A uuid collision is astronomically unlikely; retry rather than assume. */
+    for (int attempt = 0; attempt < 3; attempt++) {
+        char uuid[ESS_UUID_LEN + 1];
+        if (ess_uuid_new(uuid) != ESS_OK)
+            return ESS_EIO;
+        int64_t created = now_ms();
+        sqlite3_stmt *st = s->insert;
+        sqlite3_reset(st);
+        sqlite3_bind_text(st, 1, uuid, ESS_UUID_LEN, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, rk, (int)rklen, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, created);
+        int rc = sqlite3_step(st);
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+        if (rc == SQLITE_DONE) {
+            out->id = sqlite3_last_insert_rowid(s->db);
+            memcpy(out->uuid, uuid, sizeof uuid);
+            out->created_ms = created;
+            keep_routing_key(r, out, rk, rklen);
+            return ESS_OK;
+        }
+        if (sqlite3_extended_errcode(s->db) != SQLITE_CONSTRAINT_UNIQUE)
+            return db_error(s, "insert");
+    }
+    return ESS_EIO;
+}
+
+static int sq_remove(ess_registry_t *r, int64_t id, ess_es_row_t *removed)
+{
+    sqlite_registry_t *s = (sqlite_registry_t *)r;
+    sqlite3_stmt *st = s->remove;
+    sqlite3_reset(st);
+    sqlite3_bind_int64(st, 1, id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        ess_es_row_t row;
+        read_row(r, st, &row, 1);
+        if (removed)
+            *removed = row;
+        rc = sqlite3_step(st);
+    } else if (rc == SQLITE_DONE) {
+        sqlite3_reset(st);
+        return ESS_ENOTFOUND;
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? ESS_OK : db_error(s, "delete");
+}
+
+static int sq_list(ess_registry_t *r, ess_registry_row_cb cb, void *ud)
+{
+    sqlite_registry_t *s = (sqlite_registry_t *)r;
+    sqlite3_stmt *st = s->list;
+    sqlite3_reset(st);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        ess_es_row_t row;
+        read_row(r, st, &row, 0);
+        int stop = cb(ud, &row);
+        if (stop) {
+            sqlite3_reset(st);
+            return stop;
+        }
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? ESS_OK : db_error(s, "list");
+}
+
+static int sq_find_uuid(ess_registry_t *r, const char *uuid, ess_es_row_t *out)
+{
+    sqlite_registry_t *s = (sqlite_registry_t *)r;
+    sqlite3_stmt *st = s->by_uuid;
+    sqlite3_reset(st);
+    sqlite3_bind_text(st, 1, uuid, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        read_row(r, st, out, 1);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (rc == SQLITE_ROW)
+        return ESS_OK;
+    return rc == SQLITE_DONE ? ESS_ENOTFOUND : db_error(s, "find");
+}
+
+static int64_t sq_count(ess_registry_t *r)
+{
+    sqlite_registry_t *s = (sqlite_registry_t *)r;
+    sqlite3_reset(s->count);
+    int64_t n = sqlite3_step(s->count) == SQLITE_ROW ? sqlite3_column_int64(s->count, 0) : -1;
+    sqlite3_reset(s->count);
+    return n;
+}
+
+static void sq_close(ess_registry_t *r)
+{
+    sqlite_registry_t *s = (sqlite_registry_t *)r;
+    sqlite3_finalize(s->insert);
+    sqlite3_finalize(s->remove);
+    sqlite3_finalize(s->list);
+    sqlite3_finalize(s->by_uuid);
+    sqlite3_finalize(s->count);
+    sqlite3_close(s->db);
+    free(r->routing_key_buf);
+    free(s);
+}
+
+static const ess_registry_ops_t sqlite_ops = {
+    sq_create, sq_remove, sq_list, sq_find_uuid, sq_count, sq_close,
+};
+
+static int exec1(sqlite3 *db, const char *sql, char *err, size_t errlen)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) == SQLITE_OK)
+        return ESS_OK;
+    snprintf(err, errlen, "%s", msg ? msg : sqlite3_errmsg(db));
+    sqlite3_free(msg);
+    return ESS_EIO;
+}
+
+static int pragma_int(sqlite3 *db, const char *sql, int64_t *out)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+        return ESS_EIO;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *out = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? ESS_OK : ESS_EIO;
+}
+
+/* Integrity, then migrations inside one write transaction: the first write
+ * also proves the file is writable before the service accepts requests. */
+static int check_and_migrate(sqlite3 *db, const char *path, char *err, size_t errlen)
+{
+    char msg[512];
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, "PRAGMA quick_check", -1, &st, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "%s: not a usable SQLite database: %s", path, sqlite3_errmsg(db));
+        return ESS_ECORRUPT;
+    }
+    int rc = sqlite3_step(st);
+    const unsigned char *res = rc == SQLITE_ROW ? sqlite3_column_text(st, 0) : NULL;
+    int ok = res != NULL && strcmp((const char *)res, "ok") == 0;
+    if (!ok)
+        snprintf(err, errlen, "%s: integrity check failed: %s", path,
+                 res ? (const char *)res : sqlite3_errmsg(db));
+    sqlite3_finalize(st);
+    if (!ok)
+        return ESS_ECORRUPT;
+
+    if (exec1(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON",
+              msg, sizeof msg) != ESS_OK ||
+        exec1(db, "BEGIN IMMEDIATE", msg, sizeof msg) != ESS_OK) {
+        snprintf(err, errlen, "%s: cannot write: %s", path, msg);
+        return ESS_EIO;
+    }
+    int64_t version = 0;
+    if (pragma_int(db, "PRAGMA user_version", &version) != ESS_OK)
+        goto fail_tx;
+    if (version > SCHEMA_VERSION) {
+        snprintf(err, errlen, "%s: schema version %lld is newer than this essd understands (%d)",
+                 path, (long long)version, SCHEMA_VERSION);
+        exec1(db, "ROLLBACK", msg, sizeof msg);
+        return ESS_ECORRUPT;
+    }
+    for (int64_t v = version; v < SCHEMA_VERSION; v++) {
+        if (exec1(db, migrations[v], msg, sizeof msg) != ESS_OK)
+            goto fail_tx;
+        ess_log_info("registry: migrated %s to schema version %lld", path, (long long)(v + 1));
+    }
+    char set[64];
+    snprintf(set, sizeof set, "PRAGMA user_version=%d", SCHEMA_VERSION);
+    if (exec1(db, set, msg, sizeof msg) != ESS_OK || exec1(db, "COMMIT", msg, sizeof msg) != ESS_OK)
+        goto fail_tx;
+    return ESS_OK;
+
+fail_tx:
+    snprintf(err, errlen, "%s: migration failed: %s", path, sqlite3_errmsg(db));
+    exec1(db, "ROLLBACK", msg, sizeof msg);
+    return ESS_EIO;
+}
+
+int ess_registry_open_sqlite(const char *path, ess_registry_t **out, char *err, size_t errlen)
+{
+    sqlite_registry_t *s = ess_xcalloc(1, sizeof *s);
+    s->base.ops = &sqlite_ops;
+    int rc = ESS_EIO;
+    if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+                                          SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "%s: cannot open: %s", path,
+                 s->db ? sqlite3_errmsg(s->db) : "out of memory");
+        goto fail_open;
+    }
+    sqlite3_extended_result_codes(s->db, 1);
+    sqlite3_busy_timeout(s->db, 5000);
+    if ((rc = check_and_migrate(s->db, path, err, errlen)) != ESS_OK)
+        goto fail_open;
+    struct {
+        sqlite3_stmt **st;
+        const char *sql;
+    } stmts[] = {
+        {&s->insert, "INSERT INTO event_stream (uuid, routing_key, created_ms) VALUES (?, ?, ?)"},
+        {&s->remove, "DELETE FROM event_stream WHERE id = ? RETURNING id, uuid, routing_key, created_ms"},
+        {&s->list, "SELECT id, uuid, routing_key, created_ms FROM event_stream ORDER BY id"},
+        {&s->by_uuid, "SELECT id, uuid, routing_key, created_ms FROM event_stream WHERE uuid = ?"},
+        {&s->count, "SELECT count(*) FROM event_stream"},
+    };
+    for (size_t i = 0; i < ESS_ARRAY_SIZE(stmts); i++) {
+        if (sqlite3_prepare_v3(s->db, stmts[i].sql, -1, SQLITE_PREPARE_PERSISTENT, stmts[i].st,
+                               NULL) != SQLITE_OK) {
+            snprintf(err, errlen, "%s: prepare: %s", path, sqlite3_errmsg(s->db));
+            rc = ESS_ECORRUPT;
+            goto fail_open;
+        }
+    }
+    *out = &s->base;
+    return ESS_OK;
+
+fail_open:
+    sq_close(&s->base);
+    return rc;
+}
+
+int ess_routing_key_valid(const char *rk, size_t len)
+{
+    if (len == 0 || len > ESS_ROUTING_KEY_MAX)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)rk[i];
+        if (c < 0x20 || c == 0x7f)
+            return 0;
+    }
+    return ess_utf8_valid((const uint8_t *)rk, len);
+}
