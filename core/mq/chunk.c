@@ -57,11 +57,12 @@ int ess_chunk_total_size(const uint8_t *p, size_t len, uint64_t *total)
     if (rc != ESS_OK)
         return rc;
     /* Each term fits in 32 bits, so the 64-bit sum cannot overflow. */
-    *total = (uint64_t)ESS_CHUNK_HEADER_SIZE + h.bloom_size + h.data_length + h.trailer_length;
+    *total = (uint64_t)ESS_CHUNK_HEADER_SIZE + h.bloom_size + h.data_length;
     return ESS_OK;
 }
 
-/* Locate the data section; fails unless the whole announced chunk is present. */
+/* Locate the data section; fails unless header, bloom filter and data are present.
+ * The trailer is not needed (and a Deliver frame does not carry it). */
 static int data_section(const uint8_t *p, size_t len, ess_chunk_header_t *h,
                         const uint8_t **data)
 {
@@ -69,7 +70,7 @@ static int data_section(const uint8_t *p, size_t len, ess_chunk_header_t *h,
     int rc = ess_chunk_parse_header(p, len, h);
     if (rc != ESS_OK)
         return rc;
-    total = (uint64_t)ESS_CHUNK_HEADER_SIZE + h->bloom_size + h->data_length + h->trailer_length;
+    total = (uint64_t)ESS_CHUNK_HEADER_SIZE + h->bloom_size + h->data_length;
     if ((uint64_t)len < total)
         return ESS_ETRUNC;
     *data = p + ESS_CHUNK_HEADER_SIZE + h->bloom_size;

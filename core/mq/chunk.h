@@ -55,8 +55,9 @@ typedef struct {
 int ess_chunk_parse_header(const uint8_t *p, size_t len, ess_chunk_header_t *out);
 
 /**
- * The size of the whole chunk (header, bloom filter, data and trailer) that
- * the header at p announces, so a caller can tell where the chunk ends.
+ * The size of the chunk as the broker delivers it (header, bloom filter and
+ * data; a Deliver frame does not carry the trailer, whose length the header
+ * still states), so a caller can tell where the records end.
  * Returns ESS_OK with *total set, or the errors of ess_chunk_parse_header.
  */
 int ess_chunk_total_size(const uint8_t *p, size_t len, uint64_t *total);
@@ -78,8 +79,9 @@ typedef int (*ess_chunk_record_cb)(void *ud, uint64_t offset, const uint8_t *dat
 
 /**
  * Walk the records of a user chunk. p is the whole chunk including its
- * header and len its size; len must cover the data section and the trailer
- * the header announces (ESS_ETRUNC otherwise). Offsets are assigned from
+ * header and len its size; len must cover the header, bloom filter and
+ * data section (ESS_ETRUNC otherwise); bytes after them (a trailer, if a
+ * caller has one) are ignored. Offsets are assigned from
  * first_offset in order. A chunk of another type has no user records: the
  * walk returns ESS_OK without calling cb.
  *
@@ -89,7 +91,7 @@ typedef int (*ess_chunk_record_cb)(void *ud, uint64_t offset, const uint8_t *dat
  * inside a gzip sub-batch are checked as it is decompressed, so an error
  * there (ESS_EPROTO) may come after cb has seen the records before it.
  *
- * Errors: ESS_ETRUNC (chunk shorter than announced), ESS_EPROTO (bad
+ * Errors: ESS_ETRUNC (chunk shorter than its data section), ESS_EPROTO (bad
  * magic, inconsistent framing, corrupt gzip, unsupported compression such
  * as snappy, lz4 or zstd), ESS_ETOOBIG (a sub-batch over
  * ESS_CHUNK_MAX_UNCOMPRESSED), or cb's non-zero return. Never reads outside
