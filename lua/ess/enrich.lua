@@ -1,0 +1,87 @@
+-- ess.enrich: the default enrichment hook (lua.enrich), run for every
+-- message before it is sent to the WebSocket client.
+--
+-- A JSON object body gains "ess_offset" and "ess_timestamp" as its last
+-- members, spliced into the original bytes (never re-encoded, so key order,
+-- number formatting and escapes stay as published); any other text body
+-- gains "|offset: <n>|timestamp: <ms>"; a body that looks like an object but
+-- is not valid JSON, and every binary body, is forwarded unchanged. It does
+-- not look at msg.properties (which the host may build lazily) and keeps no
+-- per-stream state. Operators copy this file to write their own hook.
+
+local cjson = require "cjson"
+
+local byte, find, format, sub, tostring, type = string.byte, string.find, string.format,
+    string.sub, tostring, type
+local floor, pcall = math.floor, pcall
+
+-- A private instance, so that settings never leak to or from other scripts;
+-- strict JSON (no NaN, Infinity or hex numbers).
+local decoder = cjson.new()
+decoder.decode_invalid_numbers(false)
+local decode = decoder.decode
+
+local LBRACE, SP, TAB, LF, CR = 123, 32, 9, 10, 13
+local LOG_FIRST, LOG_EVERY = 10, 1000
+
+-- Prints an integer exactly (offsets up to 2^53, ms timestamps): never
+-- "1e+15". A 64-bit cdata from FFI prints without its "ULL" suffix.
+local function int(n)
+    if type(n) == "number" then
+        if floor(n) == n and n > -2 ^ 63 and n < 2 ^ 63 then
+            return n == 0 and "0" or format("%.0f", n)
+        end
+        return n == n and format("%.17g", n) or "null"
+    elseif n == nil then
+        return "null"
+    end
+    return (tostring(n):gsub("[UuLl]+$", ""))
+end
+
+local function is_ws(c)
+    return c == SP or c == LF or c == CR or c == TAB
+end
+
+local invalid_count = 0
+
+local function report_invalid(msg, es, why)
+    invalid_count = invalid_count + 1
+    if not ess then
+        return
+    end
+    ess.count("enrich_invalid_json")
+    if invalid_count <= LOG_FIRST or invalid_count % LOG_EVERY == 0 then
+        ess.log("warn", format("enrich: event stream %s offset %s: body starts with '{' but is"
+            .. " not a valid JSON object (%s); forwarded unchanged (%d so far)",
+            tostring(es and es.id), int(msg.offset), tostring(why), invalid_count))
+    end
+end
+
+local function enrich(msg, es)
+    local body = msg.body
+    if not msg.is_text or type(body) ~= "string" then
+        return body
+    end
+    local first = find(body, "[^ \t\n\r]")
+    if not first or byte(body, first) ~= LBRACE then
+        return body .. "|offset: " .. int(msg.offset) .. "|timestamp: " .. int(msg.timestamp)
+    end
+    -- A JSON text that starts with "{" and decodes is an object.
+    local ok, err = pcall(decode, body)
+    if not ok then
+        report_invalid(msg, es, err)
+        return body
+    end
+    local last = #body
+    while is_ws(byte(body, last)) do
+        last = last - 1
+    end
+    local prev = last - 1
+    while prev > first and is_ws(byte(body, prev)) do
+        prev = prev - 1
+    end
+    return sub(body, 1, last - 1) .. (prev == first and '"ess_offset":' or ',"ess_offset":')
+        .. int(msg.offset) .. ',"ess_timestamp":' .. int(msg.timestamp) .. sub(body, last)
+end
+
+return { enrich = enrich }
