@@ -17,7 +17,7 @@ import time
 
 BUILD = os.environ.get("ESS_BUILD_DIR") or os.path.join(os.path.dirname(__file__), "..", "..", "build")
 SOURCE = os.environ.get("ESS_SOURCE_DIR") or os.path.join(os.path.dirname(__file__), "..", "..")
-ESSD = os.path.join(BUILD, "essd")
+ESSD = os.path.join(BUILD, "essd")  # tests may point this elsewhere
 AMQP_URL = os.environ.get("ESS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
 
