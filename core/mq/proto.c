@@ -313,7 +313,7 @@ int ess_proto_enc_declare_publisher(ess_proto_buf_t *b, uint32_t corr, uint8_t p
     size_t at = begin(b, ESS_PROTO_DECLARE_PUBLISHER, 1);
     put_u32(b, corr);
     put_u8(b, pub_id);
-    put_str(b, ref);
+    put_str(b, ref ? ref : ""); /* the broker rejects a null reference */
     put_str(b, stream);
     return finish(b, at);
 }

@@ -1,0 +1,148 @@
+/*
+ * Asynchronous RabbitMQ stream-protocol client on a caller's libuv loop.
+ * It never blocks: name resolution, connects, the handshake, heartbeats,
+ * credit and reconnects all run as loop callbacks. One client owns a pool
+ * of connections (up to 255 subscriptions each), a locator connection to
+ * the configured address for Metadata/Create/Delete, and reconnects with
+ * exponential backoff and jitter, resuming every live subscription at its
+ * last delivered offset + 1.
+ *
+ * Callbacks run on the loop thread. Every pointer handed to a callback is
+ * borrowed for the duration of that callback only.
+ */
+#ifndef ESS_MQ_STREAM_CLIENT_H
+#define ESS_MQ_STREAM_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "mq/amqp10.h"
+#include "mq/proto.h"
+
+typedef struct ess_stream_client_s ess_stream_client_t;
+typedef struct ess_stream_sub_s ess_stream_sub_t;
+typedef struct ess_stream_pub_s ess_stream_pub_t;
+
+typedef enum {
+    ESS_OFFSET_FIRST,
+    ESS_OFFSET_LAST,
+    ESS_OFFSET_NEXT,
+    ESS_OFFSET_ABS,       /* starts exactly at offset (records before it are dropped) */
+    ESS_OFFSET_TIMESTAMP, /* first chunk whose timestamp is >= timestamp_ms */
+} ess_offset_kind_t;
+
+typedef struct {
+    ess_offset_kind_t kind;
+    uint64_t offset;
+    int64_t timestamp_ms;
+} ess_offset_spec_t;
+
+/** One delivered record. body and amqp borrow the chunk: valid during on_message only. */
+typedef struct {
+    const uint8_t *body; /* the AMQP 1.0 body (first data section), or the raw record */
+    size_t len;
+    uint64_t offset;
+    int64_t timestamp_ms; /* the chunk's timestamp */
+    const ess_amqp10_msg_t *amqp;
+    const uint8_t *record; /* the whole record as stored (for ess_amqp10_body_copy) */
+    size_t record_len;
+} ess_stream_msg_t;
+
+typedef struct {
+    /** ESS_OK once the broker accepted the subscription; otherwise ESS_ENOTFOUND
+     *  (no such stream), ESS_ECONN (broker unreachable), ESS_EAUTH, ESS_EPROTO, ...
+     *  After a failure the sub is freed when this callback returns. Called once. */
+    void (*on_subscribed)(ess_stream_sub_t *sub, int status, void *ud);
+    void (*on_message)(ess_stream_sub_t *sub, const ess_stream_msg_t *msg, void *ud);
+    /** The stream was deleted (ESS_ENOTFOUND) or resuming failed for good; the sub
+     *  is freed when this returns. May be NULL. */
+    void (*on_ended)(ess_stream_sub_t *sub, int reason, void *ud);
+} ess_stream_sub_cbs_t;
+
+typedef struct {
+    const char *url;        /* amqp://user:pass@host:port/vhost; the port is ignored */
+    int stream_port;        /* 0 = 5552 */
+    int load_balancer_mode; /* 1: always connect to url's host; 0: follow Metadata hosts */
+    int heartbeat_s;        /* requested heartbeat, 0 = 60; the minimum with the broker's wins */
+    uint32_t frame_max;     /* requested frame_max, 0 = 8 MiB; the minimum with the broker's wins */
+    int reconnect_min_ms;   /* 0 = 100 */
+    int reconnect_max_ms;   /* 0 = 5000 */
+    int initial_credit;     /* chunks kept outstanding per subscription, 0 = 3 */
+    const char *connection_name; /* shown in the management UI; NULL = "essd" */
+} ess_stream_client_opts_t;
+
+/**
+ * Create a client and start connecting its locator connection. opts and
+ * its strings are copied. Returns ESS_OK, or ESS_EINVAL for a bad URL.
+ */
+int ess_stream_client_create(uv_loop_t *loop, const ess_stream_client_opts_t *opts,
+                             ess_stream_client_t **out);
+
+/**
+ * Close every connection and free the client, its subscriptions and
+ * publishers. No subscription, publisher or request callback runs after
+ * this call; done(ud) runs (from the loop) once every handle is closed.
+ * done may be NULL.
+ */
+void ess_stream_client_close(ess_stream_client_t *c, void (*done)(void *ud), void *ud);
+
+/** 1 when the locator connection is open and authenticated (for /health/ready). */
+int ess_stream_client_connected(const ess_stream_client_t *c);
+
+/**
+ * Subscribe to stream from `from`. cbs is copied. The outcome always
+ * arrives through cbs->on_subscribed, never synchronously. Returns ESS_OK
+ * and sets *out (valid until on_ended, a failed on_subscribed, or
+ * ess_stream_unsubscribe), or ESS_EINVAL / ESS_ESTATE (client closing).
+ */
+int ess_stream_subscribe(ess_stream_client_t *c, const char *stream, ess_offset_spec_t from,
+                         const ess_stream_sub_cbs_t *cbs, void *ud, ess_stream_sub_t **out);
+
+/** Stop and free sub. No callback runs for it after this returns; safe inside its callbacks. */
+void ess_stream_unsubscribe(ess_stream_sub_t *sub);
+
+/** Stop granting credit (chunks already granted are still delivered). */
+void ess_stream_sub_pause(ess_stream_sub_t *sub);
+/** Grant credit again up to the configured number of outstanding chunks. */
+void ess_stream_sub_resume(ess_stream_sub_t *sub);
+/** Last delivered offset; returns 0 and sets *offset, or ESS_ENOTFOUND if nothing delivered. */
+int ess_stream_sub_last_offset(const ess_stream_sub_t *sub, uint64_t *offset);
+const char *ess_stream_sub_stream(const ess_stream_sub_t *sub);
+
+typedef void (*ess_stream_status_cb)(int status, void *ud);
+
+/** Does the stream exist? cb(ESS_OK | ESS_ENOTFOUND | ESS_ECONN | ...), never synchronously. */
+int ess_stream_exists(ess_stream_client_t *c, const char *stream, ess_stream_status_cb cb, void *ud);
+/** Create a stream (args such as max-length-bytes may be NULL/0); ESS_ESTATE if it exists. */
+int ess_stream_create_stream(ess_stream_client_t *c, const char *stream, const ess_proto_kv_t *args,
+                             size_t nargs, ess_stream_status_cb cb, void *ud);
+int ess_stream_delete_stream(ess_stream_client_t *c, const char *stream, ess_stream_status_cb cb,
+                             void *ud);
+
+typedef struct {
+    /** Declared (ESS_OK), or failed: then the publisher is freed when this returns. */
+    void (*on_ready)(ess_stream_pub_t *pub, int status, void *ud);
+    /** One call per publishing id: ESS_OK when confirmed, else the broker's error.
+     *  On connection loss, ESS_ECONN once with id UINT64_MAX; the publisher is
+     *  then dead (ess_stream_publish fails) and the caller closes it. */
+    void (*on_confirm)(ess_stream_pub_t *pub, uint64_t id, int status, void *ud);
+} ess_stream_pub_cbs_t;
+
+/** Declare a publisher on stream (on the leader, unless load_balancer_mode). */
+int ess_stream_publisher_create(ess_stream_client_t *c, const char *stream,
+                                const ess_stream_pub_cbs_t *cbs, void *ud, ess_stream_pub_t **out);
+
+/**
+ * Publish n messages (bytes stored as given) in as few frames as frame_max
+ * allows. Sets *first_id to the publishing id of msgs[0]; the others follow
+ * in order. Returns ESS_OK, ESS_ESTATE (not ready or dead), ESS_ETOOBIG (one
+ * message larger than a frame).
+ */
+int ess_stream_publish(ess_stream_pub_t *pub, const uint8_t *const *msgs, const size_t *lens,
+                       size_t n, uint64_t *first_id);
+
+/** Delete the publisher and free it; no callbacks after this returns. */
+void ess_stream_publisher_close(ess_stream_pub_t *pub);
+
+#endif

@@ -1,0 +1,489 @@
+/*
+ * ess-cat: read a RabbitMQ stream from a given position and print its
+ * messages (raw, JSON lines, or only a summary), or publish stdin lines to
+ * a stream with confirms. A thin command-line shell over the stream client
+ * (mq/stream_client.h); it owns argument parsing and output formatting,
+ * nothing of the protocol.
+ *
+ * Exit status: 0 success, 1 connection or runtime error, 2 bad argument,
+ * missing stream or refused login.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <uv.h>
+
+#include "ess.h"
+#include "mq/stream_client.h"
+#include "util/log.h"
+
+#if defined(__has_include)
+#if __has_include("util/datetime.h")
+#include "util/datetime.h"
+#define HAVE_DATETIME 1
+#endif
+#endif
+
+typedef struct {
+    const char *url, *stream, *from, *format;
+    int port, quiet, publish, create, delete_, lb;
+    long long count; /* -1 = unlimited */
+} args_t;
+
+static args_t A;
+static uv_loop_t *L;
+static ess_stream_client_t *C;
+static ess_stream_sub_t *S;
+static ess_stream_pub_t *P;
+static uv_signal_t sigint, sigterm;
+static int exit_code;
+static int finishing;
+static uint64_t t0, n_msgs, first_off, last_off;
+static uint64_t n_published, n_confirmed, n_failed;
+static int stdin_eof;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: ess-cat [--url URL] [--stream-port P] [--lb] STREAM\n"
+            "               [--from first|last|next|OFFSET|timestamp:MS|datetime:STRING]\n"
+            "               [--count N] [--format raw|json] [--quiet]\n"
+            "       ess-cat [--url URL] [--stream-port P] --publish [--create] STREAM < lines\n"
+            "       ess-cat [--url URL] [--stream-port P] --delete STREAM\n"
+            "URL defaults to $ESS_AMQP_URL, $ESS_AMPQ_URL or amqp://guest:guest@127.0.0.1:5672/\n");
+}
+
+static void on_closed(void *ud) { uv_stop(L); }
+
+static void finish(int code)
+{
+    if (finishing)
+        return;
+    finishing = 1;
+    if (exit_code == 0)
+        exit_code = code;
+    uv_close((uv_handle_t *)&sigint, NULL);
+    uv_close((uv_handle_t *)&sigterm, NULL);
+    ess_stream_client_close(C, on_closed, NULL);
+}
+
+static int status_exit(int status)
+{
+    return status == ESS_ENOTFOUND || status == ESS_EAUTH || status == ESS_EINVAL ? 2 : 1;
+}
+
+static const char *status_text(int status)
+{
+    switch (status) {
+    case ESS_ENOTFOUND:
+        return "stream does not exist";
+    case ESS_EAUTH:
+        return "login refused (user, password or vhost)";
+    case ESS_ECONN:
+        return "cannot connect to the broker";
+    case ESS_ESTATE:
+        return "stream already exists";
+    default:
+        return ess_strerror(status);
+    }
+}
+
+static void summary(void)
+{
+    double secs = (double)(uv_hrtime() - t0) / 1e9;
+    if (secs <= 0)
+        secs = 1e-9;
+    if (n_msgs)
+        printf("count=%" PRIu64 " first=%" PRIu64 " last=%" PRIu64 " seconds=%.3f rate=%.0f msgs/s\n",
+               n_msgs, first_off, last_off, secs, (double)n_msgs / secs);
+    else
+        printf("count=0 first=- last=- seconds=%.3f rate=0 msgs/s\n", secs);
+    fflush(stdout);
+}
+
+static void json_body(const uint8_t *p, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        uint8_t ch = p[i];
+        if (ch == '"' || ch == '\\') {
+            putchar('\\');
+            putchar(ch);
+        } else if (ch == '\n') {
+            fputs("\\n", stdout);
+        } else if (ch == '\r') {
+            fputs("\\r", stdout);
+        } else if (ch == '\t') {
+            fputs("\\t", stdout);
+        } else if (ch < 0x20 || ch == 0x7f) {
+            printf("\\u00%c%c", hex[ch >> 4], hex[ch & 15]);
+        } else {
+            putchar(ch);
+        }
+    }
+}
+
+static void on_message(ess_stream_sub_t *sub, const ess_stream_msg_t *m, void *ud)
+{
+    if (n_msgs == 0)
+        first_off = m->offset;
+    last_off = m->offset;
+    n_msgs++;
+    if (!A.quiet) {
+        if (strcmp(A.format, "json") == 0) {
+            printf("{\"offset\":%" PRIu64 ",\"timestamp\":%" PRId64 ",\"body\":\"", m->offset,
+                   m->timestamp_ms);
+            json_body(m->body, m->len);
+            fputs("\"}\n", stdout);
+        } else {
+            fwrite(m->body, 1, m->len, stdout);
+            putchar('\n');
+        }
+    }
+    if (A.count >= 0 && (long long)n_msgs >= A.count) {
+        ess_stream_unsubscribe(sub);
+        S = NULL;
+        if (A.quiet)
+            summary();
+        fflush(stdout);
+        finish(0);
+    }
+}
+
+static void on_subscribed(ess_stream_sub_t *sub, int status, void *ud)
+{
+    if (status == ESS_OK) {
+        t0 = uv_hrtime();
+        if (A.count == 0) {
+            ess_stream_unsubscribe(sub);
+            S = NULL;
+            if (A.quiet)
+                summary();
+            finish(0);
+        }
+        return;
+    }
+    S = NULL;
+    fprintf(stderr, "ess-cat: %s: %s\n", A.stream, status_text(status));
+    finish(status_exit(status));
+}
+
+static void on_ended(ess_stream_sub_t *sub, int reason, void *ud)
+{
+    S = NULL;
+    fprintf(stderr, "ess-cat: %s ended: %s\n", A.stream, status_text(reason));
+    if (A.quiet)
+        summary();
+    finish(status_exit(reason));
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    if (S) {
+        ess_stream_unsubscribe(S);
+        S = NULL;
+    }
+    if (!A.publish && A.quiet)
+        summary();
+    fflush(stdout);
+    finish(0);
+}
+
+/* ---- publishing ---- */
+
+#define BATCH 1000
+#define HIGH_WATER 20000
+
+/* A stdin line as an AMQP 1.0 message with one data section, so readers
+ * (and the broker's AMQP 0-9-1 conversion) see the same format as for
+ * messages that arrived through the exchange. */
+static uint8_t *wrap_amqp(const char *line, size_t n, size_t *out_len)
+{
+    uint8_t *p = ess_xmalloc(n + 8), *q = p;
+    *q++ = 0x00;
+    *q++ = 0x53;
+    *q++ = 0x75;
+    if (n < 256) {
+        *q++ = 0xa0;
+        *q++ = (uint8_t)n;
+    } else {
+        *q++ = 0xb0;
+        *q++ = (uint8_t)(n >> 24);
+        *q++ = (uint8_t)(n >> 16);
+        *q++ = (uint8_t)(n >> 8);
+        *q++ = (uint8_t)n;
+    }
+    memcpy(q, line, n);
+    *out_len = (size_t)(q - p) + n;
+    return p;
+}
+
+static void pump(void)
+{
+    static char *line;
+    static size_t cap;
+    while (!stdin_eof && !finishing && n_published - n_confirmed - n_failed < HIGH_WATER) {
+        const uint8_t *msgs[BATCH];
+        size_t lens[BATCH];
+        size_t n = 0;
+        while (n < BATCH) {
+            ssize_t got = getline(&line, &cap, stdin);
+            if (got < 0) {
+                stdin_eof = 1;
+                break;
+            }
+            if (got > 0 && line[got - 1] == '\n')
+                got--;
+            msgs[n] = wrap_amqp(line, (size_t)got, &lens[n]);
+            n++;
+        }
+        int rc = n ? ess_stream_publish(P, msgs, lens, n, NULL) : ESS_OK;
+        for (size_t i = 0; i < n; i++)
+            free((void *)msgs[i]);
+        if (rc != ESS_OK) {
+            fprintf(stderr, "ess-cat: publish failed: %s\n", ess_strerror(rc));
+            finish(1);
+            return;
+        }
+        n_published += n;
+    }
+    if (stdin_eof && n_confirmed + n_failed == n_published && !finishing) {
+        free(line);
+        line = NULL;
+        double secs = (double)(uv_hrtime() - t0) / 1e9;
+        fprintf(stderr, "ess-cat: published %" PRIu64 " messages (%" PRIu64 " failed) in %.3f s\n",
+                n_confirmed, n_failed, secs);
+        ess_stream_publisher_close(P);
+        P = NULL;
+        finish(n_failed ? 1 : 0);
+    }
+}
+
+static void on_pub_ready(ess_stream_pub_t *p, int status, void *ud)
+{
+    if (status != ESS_OK) {
+        P = NULL;
+        fprintf(stderr, "ess-cat: %s: %s\n", A.stream, status_text(status));
+        finish(status_exit(status));
+        return;
+    }
+    t0 = uv_hrtime();
+    pump();
+}
+
+static void on_pub_confirm(ess_stream_pub_t *p, uint64_t id, int status, void *ud)
+{
+    if (id == UINT64_MAX) {
+        fprintf(stderr, "ess-cat: publisher lost: %s\n", status_text(status));
+        ess_stream_publisher_close(p);
+        P = NULL;
+        finish(1);
+        return;
+    }
+    if (status == ESS_OK)
+        n_confirmed++;
+    else
+        n_failed++;
+    if (n_published - n_confirmed - n_failed <= HIGH_WATER / 2)
+        pump();
+}
+
+static void start_publisher(void)
+{
+    ess_stream_pub_cbs_t cbs = {on_pub_ready, on_pub_confirm};
+    if (ess_stream_publisher_create(C, A.stream, &cbs, NULL, &P) != ESS_OK) {
+        fprintf(stderr, "ess-cat: cannot create publisher\n");
+        finish(1);
+    }
+}
+
+static void on_created(int status, void *ud)
+{
+    if (status != ESS_OK && status != ESS_ESTATE) {
+        fprintf(stderr, "ess-cat: creating %s: %s\n", A.stream, status_text(status));
+        finish(status_exit(status));
+        return;
+    }
+    start_publisher();
+}
+
+static void on_deleted(int status, void *ud)
+{
+    if (status != ESS_OK)
+        fprintf(stderr, "ess-cat: deleting %s: %s\n", A.stream, status_text(status));
+    finish(status == ESS_OK ? 0 : status_exit(status));
+}
+
+static void start_work(void)
+{
+    if (A.delete_) {
+        ess_stream_delete_stream(C, A.stream, on_deleted, NULL);
+    } else if (A.publish) {
+        if (A.create)
+            ess_stream_create_stream(C, A.stream, NULL, 0, on_created, NULL);
+        else
+            start_publisher();
+    }
+}
+
+static int parse_from(const char *s, ess_offset_spec_t *out)
+{
+    char *end;
+    memset(out, 0, sizeof *out);
+    if (strcmp(s, "first") == 0) {
+        out->kind = ESS_OFFSET_FIRST;
+    } else if (strcmp(s, "last") == 0) {
+        out->kind = ESS_OFFSET_LAST;
+    } else if (strcmp(s, "next") == 0) {
+        out->kind = ESS_OFFSET_NEXT;
+    } else if (strncmp(s, "timestamp:", 10) == 0) {
+        errno = 0;
+        long long v = strtoll(s + 10, &end, 10);
+        if (errno || end == s + 10 || *end)
+            return -1;
+        out->kind = ESS_OFFSET_TIMESTAMP;
+        out->timestamp_ms = v;
+    } else if (strncmp(s, "datetime:", 9) == 0) {
+#ifdef HAVE_DATETIME
+        const char *err = NULL;
+        int64_t ms;
+        int64_t now = (int64_t)time(NULL) * 1000;
+        if (ess_datetime_parse(s + 9, strlen(s + 9), now, &ms, &err) != 0) {
+            fprintf(stderr, "ess-cat: bad datetime: %s\n", err ? err : "not a date");
+            return -1;
+        }
+        out->kind = ESS_OFFSET_TIMESTAMP;
+        out->timestamp_ms = ms;
+#else
+        fprintf(stderr, "ess-cat: --from datetime: is not yet supported in this build\n");
+        return -1;
+#endif
+    } else {
+        if (*s < '0' || *s > '9')
+            return -1;
+        errno = 0;
+        unsigned long long v = strtoull(s, &end, 10);
+        if (errno || *end)
+            return -1;
+        out->kind = ESS_OFFSET_ABS;
+        out->offset = v;
+    }
+    return 0;
+}
+
+static int parse_args(int argc, char **argv)
+{
+    A.format = "raw";
+    A.from = "next";
+    A.count = -1;
+    A.url = getenv("ESS_AMQP_URL");
+    if (A.url == NULL)
+        A.url = getenv("ESS_AMPQ_URL");
+    if (A.url == NULL)
+        A.url = "amqp://guest:guest@127.0.0.1:5672/";
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--url") == 0 && v) {
+            A.url = v;
+            i++;
+        } else if (strcmp(a, "--stream-port") == 0 && v) {
+            A.port = atoi(v);
+            if (A.port <= 0 || A.port > 65535)
+                return -1;
+            i++;
+        } else if (strcmp(a, "--from") == 0 && v) {
+            A.from = v;
+            i++;
+        } else if (strcmp(a, "--count") == 0 && v) {
+            char *end;
+            errno = 0;
+            A.count = strtoll(v, &end, 10);
+            if (errno || *end || end == v || A.count < 0)
+                return -1;
+            i++;
+        } else if (strcmp(a, "--format") == 0 && v) {
+            if (strcmp(v, "raw") != 0 && strcmp(v, "json") != 0)
+                return -1;
+            A.format = v;
+            i++;
+        } else if (strcmp(a, "--quiet") == 0) {
+            A.quiet = 1;
+        } else if (strcmp(a, "--publish") == 0) {
+            A.publish = 1;
+        } else if (strcmp(a, "--create") == 0) {
+            A.create = 1;
+        } else if (strcmp(a, "--delete") == 0) {
+            A.delete_ = 1;
+        } else if (strcmp(a, "--lb") == 0) {
+            A.lb = 1;
+        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            usage(stdout);
+            exit(0);
+        } else if (a[0] == '-' && a[1] != '\0') {
+            return -1;
+        } else if (A.stream == NULL) {
+            A.stream = a;
+        } else {
+            return -1;
+        }
+    }
+    if (A.stream == NULL || A.stream[0] == '\0' || strlen(A.stream) > 255)
+        return -1;
+    if (A.publish + A.delete_ > 1)
+        return -1;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (parse_args(argc, argv) != 0) {
+        fprintf(stderr, "ess-cat: bad arguments\n");
+        usage(stderr);
+        return 2;
+    }
+    ess_offset_spec_t from;
+    if (!A.publish && !A.delete_ && parse_from(A.from, &from) != 0) {
+        fprintf(stderr, "ess-cat: bad --from value '%s'\n", A.from);
+        return 2;
+    }
+    ess_log_init(getenv("ESS_CAT_DEBUG") ? ESS_LOG_DEBUG : ESS_LOG_ERROR, NULL, 0, 0);
+    static char outbuf[1 << 16];
+    setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);
+    signal(SIGPIPE, SIG_IGN);
+    L = uv_default_loop();
+    ess_stream_client_opts_t o = {0};
+    o.url = A.url;
+    o.stream_port = A.port;
+    o.load_balancer_mode = A.lb;
+    o.connection_name = "ess-cat";
+    o.reconnect_max_ms = 2000;
+    if (ess_stream_client_create(L, &o, &C) != ESS_OK) {
+        fprintf(stderr, "ess-cat: bad --url\n");
+        return 2;
+    }
+    uv_signal_init(L, &sigint);
+    uv_signal_start(&sigint, on_signal, SIGINT);
+    uv_signal_init(L, &sigterm);
+    uv_signal_start(&sigterm, on_signal, SIGTERM);
+    t0 = uv_hrtime();
+    /* Requests queue on the connecting client; a refused login or a
+     * broker that is down comes back through their callbacks. */
+    if (!A.publish && !A.delete_) {
+        ess_stream_sub_cbs_t cbs = {on_subscribed, on_message, on_ended};
+        if (ess_stream_subscribe(C, A.stream, from, &cbs, NULL, &S) != ESS_OK) {
+            fprintf(stderr, "ess-cat: bad stream name\n");
+            finish(2);
+        }
+    } else {
+        start_work();
+    }
+    uv_run(L, UV_RUN_DEFAULT);
+    fflush(stdout);
+    uv_loop_close(L);
+    return exit_code;
+}
