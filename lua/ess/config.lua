@@ -560,61 +560,70 @@ end
 
 -- YAML ---------------------------------------------------------------------
 
--- lyaml silently keeps the last of two equal keys; walk the event stream to
--- report duplicates, which are almost always an editing mistake.
-local function find_duplicate_key(text)
-    local ok, res = pcall(function()
-        local parser = yaml.parser(text)
-        local stack = {}
-        for _ = 1, 1e7 do -- bounded: every event consumes input
-            local ev = parser()
-            if not ev or ev.type == "STREAM_END" then
-                return nil
+-- Walks libyaml's event stream before lyaml builds tables, for two things
+-- lyaml hides: the exact position of a syntax error (lyaml reports the last
+-- good event instead), and duplicate keys (lyaml silently keeps the last).
+-- Returns nil, or the position ("LINE:COL", "LINE" or nil) and the problem.
+local function scan(text)
+    local parser = yaml.parser(text)
+    local stack = {}
+    for _ = 1, 4 * #text + 64 do -- bounded: a node is at most a start and an end event
+        local ok, ev = pcall(parser)
+        if not ok then
+            local msg = tostring(ev)
+            local problem, line, col = msg:match(
+                "^(.-) at document: %d+, line: (%d+), column: (%d+)")
+            if not problem then
+                msg = gsub(gsub(msg, " at document: %d+", ""), "%s+", " ")
+                return nil, (gsub(msg, " $", ""))
             end
-            local top = stack[#stack]
-            local t = ev.type
-            local is_node = t == "SCALAR" or t == "ALIAS" or t == "MAPPING_START"
-                or t == "SEQUENCE_START"
-            if is_node and top and top.map then
-                if top.expect_key and t == "SCALAR" then
-                    if top.seen[ev.value] and ev.value ~= "<<" then
-                        return { line = ev.start_mark.line + 1, key = ev.value }
-                    end
-                    top.seen[ev.value] = true
-                end
-                top.expect_key = not top.expect_key
+            local context, cline, ccol = msg:match("\n(.-) at line: (%d+), column: (%d+)")
+            if context then
+                problem = format("%s (%s at line %s, column %s)", problem, context, cline, ccol)
             end
-            if t == "MAPPING_START" then
-                stack[#stack + 1] = { map = true, seen = {}, expect_key = true }
-            elseif t == "SEQUENCE_START" then
-                stack[#stack + 1] = { map = false }
-            elseif t == "MAPPING_END" or t == "SEQUENCE_END" then
-                stack[#stack] = nil
-            end
+            return line .. ":" .. col, problem
         end
-    end)
-    return ok and res or nil
+        if not ev or ev.type == "STREAM_END" then
+            return nil
+        end
+        local top = stack[#stack]
+        local t = ev.type
+        if top and top.map and (t == "SCALAR" or t == "ALIAS" or t == "MAPPING_START"
+            or t == "SEQUENCE_START") then
+            if top.expect_key and t == "SCALAR" then
+                if top.seen[ev.value] and ev.value ~= "<<" then
+                    return tostring(ev.start_mark.line + 1),
+                        format('duplicate key "%s"', (gsub(ev.value, '["\\%c]', "?")))
+                end
+                top.seen[ev.value] = true
+            end
+            top.expect_key = not top.expect_key
+        end
+        if t == "MAPPING_START" then
+            stack[#stack + 1] = { map = true, seen = {}, expect_key = true }
+        elseif t == "SEQUENCE_START" then
+            stack[#stack + 1] = { map = false }
+        elseif t == "MAPPING_END" or t == "SEQUENCE_END" then
+            stack[#stack] = nil
+        end
+    end
+    return nil, "the YAML parser did not finish"
 end
 
 --- Parses YAML text and validates it; `name` is used in syntax errors.
 function M.parse(text, name, env)
+    local pos, problem = scan(text)
+    if problem then
+        return nil, format("config: %s:%s %s", name, pos and (pos .. ":") or "", problem)
+    end
     local ok, docs = pcall(lyaml.load, text, { all = true })
     if not ok then
-        -- lyaml reports "LINE:COL: problem" with a 0-based line.
-        local msg = tostring(docs)
-        local line, col, rest = msg:match("(%d+):(%d+): (.*)$")
-        if line then
-            return nil, format("config: %s:%d:%s: %s", name, tonumber(line) + 1, col, rest)
-        end
-        return nil, format("config: %s: %s", name, msg)
+        -- Not expected after scan(); lyaml's own "LINE:COL:" is approximate.
+        local msg = gsub(tostring(docs), "%s+", " ")
+        return nil, format("config: %s:%s%s", name, msg:match("^%d+:%d+: ") and "" or " ", msg)
     end
     if #docs > 1 then
         return nil, format("config: %s: expected one YAML document, found %d", name, #docs)
-    end
-    local dup = find_duplicate_key(text)
-    if dup then
-        return nil, format('config: %s:%d: duplicate key "%s"', name, dup.line,
-            gsub(tostring(dup.key), '["\\%c]', "?"))
     end
     return M.validate(docs[1], env)
 end

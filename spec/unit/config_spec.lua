@@ -308,6 +308,18 @@ describe("ess.config", function()
             assert.matches("^config: t%.yaml:3:%d+: ", err)
         end)
 
+        it("names the exact line and column of the bad character", function()
+            local _, err = config.parse("a: 1\nb: 2\nc: @x\n", "t.yaml")
+            assert.matches("^config: t%.yaml:3:4: found character that cannot start any token",
+                err)
+            assert.is_nil(err:find("\n"))
+        end)
+
+        it("reports an unknown alias", function()
+            local _, err = config.parse("log:\n  level: *lvl\n", "t.yaml")
+            assert.matches("^config: t%.yaml:%d+:%d+: invalid reference: lvl$", err)
+        end)
+
         it("reports a duplicate key with its line", function()
             local _, err = config.parse("log:\n  level: info\n  keep: 2\n  level: warn\n",
                 "t.yaml")
