@@ -11,6 +11,7 @@
 #include "loop/signals.h"
 #include "metrics/metrics.h"
 #include "script/api.h"
+#include "script/hooks.h"
 #include "util/datetime.h"
 #include "util/log.h"
 
@@ -177,7 +178,9 @@ int main(int argc, char **argv)
         ess_log_error("registry: %s", err);
         goto fail_registry;
     }
-    if (ess_script_api_init(&app, app.vm, err, sizeof err) != ESS_OK) {
+    if (ess_script_api_init(&app, app.vm, err, sizeof err) != ESS_OK ||
+        ess_hooks_init(app.vm, app.cfg->lua_enrich, app.cfg->lua_route, err, sizeof err) !=
+            ESS_OK) {
         ess_log_error("lua: %s", err);
         goto fail_registry;
     }

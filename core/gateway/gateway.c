@@ -1,103 +1,81 @@
 /*
- * Broker reachability for /health/ready: a non-blocking TCP connect to the
- * broker's stream port every few seconds. Owns the probe's handles; the
- * live connections and their subscriptions are in ws.c and session.c.
+ * The gateway's shared state: the stream client every session subscribes
+ * through, the index of live sessions by event-stream id (one live session
+ * per event stream: a newer one replaces the older), and the one-second
+ * timer that closes stalled clients. Owns those; the per-connection logic
+ * is in session.c.
  */
 #include "gateway/gateway.h"
 #include "ess.h"
 #include "metrics/metrics.h"
-#include "mq/url.h"
+#include "mq/stream_client.h"
 #include "util/log.h"
 
 #include <string.h>
 
+#define BUCKETS 4096
+
 typedef struct ess_gateway_s {
     ess_app_t *app;
+    ess_stream_client_t *client;
     uv_timer_t timer;
-    uv_tcp_t *probe; /* in flight, or NULL */
-    uv_connect_t connect;
-    uv_getaddrinfo_t gai;
-    char host[256];
-    char port[8];
-    int reachable;
+    ess_session_t *buckets[BUCKETS];
     int stopping;
     void (*stopped)(ess_app_t *app);
 } gateway_t;
 
-static void probe_closed(uv_handle_t *h)
+static ess_session_t **slot_of(gateway_t *g, int64_t id, ess_session_t *s)
 {
-    free(h);
-}
-
-static void probe_done(uv_connect_t *req, int status)
-{
-    gateway_t *g = req->data;
-    int up = status == 0;
-    if (up != g->reachable)
-        ess_log_info("broker: %s:%s %s", g->host, g->port, up ? "reachable" : "unreachable");
-    g->reachable = up;
-    ess_metrics.broker_connected = up;
-    uv_close((uv_handle_t *)g->probe, probe_closed);
-    g->probe = NULL;
-}
-
-static void resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
-{
-    gateway_t *g = req->data;
-    if (status != 0 || g->stopping) {
-        if (status != 0 && g->reachable)
-            ess_log_warn("broker: cannot resolve %s: %s", g->host, uv_strerror(status));
-        if (status != 0)
-            g->reachable = 0;
-        uv_freeaddrinfo(res);
-        g->probe = NULL;
-        return;
-    }
-    g->probe = ess_xmalloc(sizeof *g->probe);
-    uv_tcp_init(g->app->loop, g->probe);
-    g->connect.data = g;
-    if (uv_tcp_connect(&g->connect, g->probe, res->ai_addr, probe_done) != 0) {
-        g->reachable = 0;
-        uv_close((uv_handle_t *)g->probe, probe_closed);
-        g->probe = NULL;
-    }
-    uv_freeaddrinfo(res);
+    ess_session_t **p = &g->buckets[(uint64_t)id % BUCKETS];
+    while (*p && *p != s)
+        p = ess_session_next_slot(*p);
+    return p;
 }
 
 static void tick(uv_timer_t *t)
 {
     gateway_t *g = t->data;
-    if (g->probe != NULL || g->stopping)
-        return;
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    g->gai.data = g;
-    g->probe = (uv_tcp_t *)&g->gai; /* marks "in flight" until resolved */
-    if (uv_getaddrinfo(g->app->loop, &g->gai, resolved, g->host, g->port, &hints) != 0)
-        g->probe = NULL;
+    uint64_t now = uv_now(g->app->loop);
+    ess_metrics.broker_connected = g->client && ess_stream_client_connected(g->client);
+    for (size_t b = 0; b < BUCKETS; b++) {
+        ess_session_t *s = g->buckets[b];
+        while (s) {
+            ess_session_t *next = *ess_session_next_slot(s);
+            ess_session_check_stall(s, now);
+            s = next;
+        }
+    }
 }
 
 int ess_gateway_start(ess_app_t *app, char *err, size_t errlen)
 {
-    ess_url_t url;
-    if (ess_url_parse(app->cfg->broker_url, &url) != ESS_OK) {
-        snprintf(err, errlen, "broker.url: not a valid amqp:// URL");
-        return ESS_EINVAL;
-    }
+    const ess_config_t *cfg = app->cfg;
+    ess_stream_client_opts_t opts = {
+        .url = cfg->broker_url,
+        .stream_port = cfg->stream_port,
+        .load_balancer_mode = cfg->load_balancer_mode,
+        .heartbeat_s = cfg->heartbeat_s,
+        .reconnect_min_ms = cfg->reconnect_min_ms,
+        .reconnect_max_ms = cfg->reconnect_max_ms,
+        .connection_name = "essd",
+    };
     gateway_t *g = ess_xcalloc(1, sizeof *g);
     g->app = app;
-    snprintf(g->host, sizeof g->host, "%s", url.host);
-    snprintf(g->port, sizeof g->port, "%d", app->cfg->stream_port);
-    ess_url_free(&url);
+    if (ess_stream_client_create(app->loop, &opts, &g->client) != ESS_OK) {
+        snprintf(err, errlen, "broker.url: not a valid amqp:// URL");
+        free(g);
+        return ESS_EINVAL;
+    }
     uv_timer_init(app->loop, &g->timer);
     g->timer.data = g;
-    uv_timer_start(&g->timer, tick, 0, 2000);
+    uv_timer_start(&g->timer, tick, 1000, 1000);
     app->gateway = g;
     return ESS_OK;
 }
 
-static void timer_closed(uv_handle_t *h)
+static void client_closed(void *ud)
 {
-    gateway_t *g = h->data;
+    gateway_t *g = ud;
     ess_app_t *app = g->app;
     void (*done)(ess_app_t *) = g->stopped;
     app->gateway = NULL;
@@ -106,26 +84,76 @@ static void timer_closed(uv_handle_t *h)
         done(app);
 }
 
+static void timer_closed(uv_handle_t *h)
+{
+    gateway_t *g = h->data;
+    ess_stream_client_t *c = g->client;
+    g->client = NULL;
+    ess_stream_client_close(c, client_closed, g);
+}
+
 void ess_gateway_stop(ess_app_t *app, void (*done)(ess_app_t *app))
 {
     gateway_t *g = app->gateway;
-    if (g == NULL || g->stopping) {
-        if (g == NULL && done)
+    if (g == NULL) {
+        if (done)
             done(app);
         return;
     }
+    if (g->stopping)
+        return;
     g->stopping = 1;
     g->stopped = done;
+    for (size_t b = 0; b < BUCKETS; b++)
+        for (ess_session_t *s = g->buckets[b]; s; s = *ess_session_next_slot(s))
+            ess_session_close(s, 1001, "the server is shutting down", 0);
     uv_close((uv_handle_t *)&g->timer, timer_closed);
 }
 
 void ess_gateway_stream_deleted(ess_app_t *app, int64_t id, const char *uuid)
 {
-    (void)app;
+    gateway_t *g = app->gateway;
     ess_log_info("gateway: event stream %lld (%s) deleted", (long long)id, uuid);
+    if (g == NULL)
+        return;
+    for (ess_session_t *s = g->buckets[(uint64_t)id % BUCKETS]; s; s = *ess_session_next_slot(s))
+        if (ess_session_es_id(s) == id)
+            ess_session_close(s, 1000, "The stream has been deleted", 0);
 }
 
 int ess_gateway_broker_ready(ess_app_t *app)
 {
-    return app->gateway != NULL && app->gateway->reachable;
+    gateway_t *g = app->gateway;
+    return g != NULL && g->client != NULL && ess_stream_client_connected(g->client);
+}
+
+struct ess_stream_client_s *ess_gateway_stream_client(ess_app_t *app)
+{
+    gateway_t *g = app->gateway;
+    return g && !g->stopping ? g->client : NULL;
+}
+
+void ess_gateway_attach(ess_app_t *app, ess_session_t *s)
+{
+    gateway_t *g = app->gateway;
+    if (g == NULL)
+        return;
+    int64_t id = ess_session_es_id(s);
+    for (ess_session_t *o = g->buckets[(uint64_t)id % BUCKETS]; o; o = *ess_session_next_slot(o))
+        if (ess_session_es_id(o) == id)
+            ess_session_close(o, 1000, "replaced by a newer connection", 0);
+    ess_session_t **head = &g->buckets[(uint64_t)id % BUCKETS];
+    *ess_session_next_slot(s) = *head;
+    *head = s;
+}
+
+void ess_gateway_detach(ess_app_t *app, ess_session_t *s)
+{
+    gateway_t *g = app->gateway;
+    if (g == NULL)
+        return;
+    ess_session_t **p = slot_of(g, ess_session_es_id(s), s);
+    if (*p == s)
+        *p = *ess_session_next_slot(s);
+    *ess_session_next_slot(s) = NULL;
 }

@@ -1,6 +1,6 @@
 /*
- * The gateway: live WebSocket connections of event streams and their
- * broker subscriptions. The HTTP layer and the API bridge reach it only
+ * The gateway: live WebSocket sessions of event streams and the broker
+ * clients behind them. The HTTP layer and the API bridge reach it only
  * through these functions.
  */
 #ifndef ESS_GATEWAY_H
@@ -9,17 +9,32 @@
 #include <stdint.h>
 
 #include "app.h"
+#include "gateway/session.h"
 
-/** Start the broker side (stream client, reachability). ESS_OK or an error. */
+struct ess_stream_client_s;
+
+/** Start the broker side (stream client). ESS_OK or ESS_EINVAL with err. */
 int ess_gateway_start(ess_app_t *app, char *err, size_t errlen);
 
-/** Close every live connection with 1001 and stop the broker side; done() when released. */
+/** Close every live session with 1001, then the broker side; done() once released. */
 void ess_gateway_stop(ess_app_t *app, void (*done)(ess_app_t *app));
 
-/** The event stream id (uuid) was deleted: close its live connection at once. */
+/** The event stream was deleted: close its live session at once (1000). */
 void ess_gateway_stream_deleted(ess_app_t *app, int64_t id, const char *uuid);
 
-/** 1 when the broker answered the most recent check. */
+/** 1 when the broker connection is up. */
 int ess_gateway_broker_ready(ess_app_t *app);
+
+/** The stream client sessions subscribe through (NULL while stopping). */
+struct ess_stream_client_s *ess_gateway_stream_client(ess_app_t *app);
+
+/**
+ * Make s the one live session of its event stream, closing the previous
+ * one (1000, replaced). Called once s has its event stream.
+ */
+void ess_gateway_attach(ess_app_t *app, ess_session_t *s);
+
+/** Remove s from the index (when it closes). */
+void ess_gateway_detach(ess_app_t *app, ess_session_t *s);
 
 #endif

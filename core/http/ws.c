@@ -1,41 +1,52 @@
 /*
- * The public listener. Plain HTTP requests get a JSON 404; WebSocket
- * connections are handed to the gateway.
+ * The public listener's lws callback. Plain HTTP requests get a JSON 404;
+ * each WebSocket is a gateway session (gateway/session.c), stored in the
+ * per-session data and freed when lws reports the connection closed.
  */
 #include "ess.h"
 #include "app.h"
+#include "gateway/session.h"
 #include "http/http.h"
 
 #include <string.h>
 
+static const char not_found[] = "{\"detail\":\"Not Found\"}";
+
 int ess__ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                      size_t len)
 {
+    ess_session_t **ps = user;
+    ess_app_t *app = lws_context_user(lws_get_context(wsi));
+
     switch (reason) {
     case LWS_CALLBACK_HTTP: {
-        static const char body[] = "{\"detail\":\"Not Found\"}";
         uint8_t buf[LWS_PRE + 512];
         uint8_t *start = buf + LWS_PRE, *p = start, *end = buf + sizeof buf - 1;
-        if (lws_add_http_common_headers(wsi, 404, "application/json", sizeof body - 1, &p, end) ||
+        if (lws_add_http_common_headers(wsi, 404, "application/json", sizeof not_found - 1, &p,
+                                        end) ||
             lws_finalize_write_http_header(wsi, start, &p, end))
             return -1;
         lws_callback_on_writable(wsi);
         return 0;
     }
     case LWS_CALLBACK_HTTP_WRITEABLE: {
-        static const char body[] = "{\"detail\":\"Not Found\"}";
-        uint8_t buf[LWS_PRE + sizeof body];
-        memcpy(buf + LWS_PRE, body, sizeof body - 1);
-        if (lws_write(wsi, buf + LWS_PRE, sizeof body - 1, LWS_WRITE_HTTP_FINAL) < 0)
+        uint8_t buf[LWS_PRE + sizeof not_found];
+        memcpy(buf + LWS_PRE, not_found, sizeof not_found - 1);
+        if (lws_write(wsi, buf + LWS_PRE, sizeof not_found - 1, LWS_WRITE_HTTP_FINAL) < 0)
             return -1;
         return lws_http_transaction_completed(wsi) ? -1 : 0;
     }
-    case LWS_CALLBACK_ESTABLISHED: {
-        static const char reason_text[] = "the event stream is unknown";
-        lws_close_reason(wsi, LWS_CLOSE_STATUS_NORMAL, (unsigned char *)reason_text,
-                         sizeof reason_text - 1);
-        return -1;
-    }
+    case LWS_CALLBACK_ESTABLISHED:
+        *ps = ess_session_open(app, wsi);
+        return 0;
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        return *ps ? ess_session_writeable(*ps) : -1;
+    case LWS_CALLBACK_RECEIVE:
+        return 0; /* clients have nothing to say; their frames are read and dropped */
+    case LWS_CALLBACK_CLOSED:
+        ess_session_closed(*ps);
+        *ps = NULL;
+        return 0;
     default:
         break;
     }

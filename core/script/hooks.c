@@ -1,0 +1,237 @@
+/*
+ * C side of the enrich and route hooks. The hot path (enrich) reuses one
+ * msg table per VM and one es table per session, so a message costs no
+ * Lua table allocation unless the script reads msg.properties, which is
+ * built lazily from the raw AMQP application-properties. Owns nothing
+ * beyond the Lua references it keeps in the VM's registry.
+ */
+#include "script/hooks.h"
+#include "ess.h"
+#include "metrics/metrics.h"
+#include "mq/amqp10.h"
+#include "util/log.h"
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <string.h>
+
+#define ENRICH_KEY "ess.hook.enrich"
+#define ROUTE_KEY "ess.hook.route"
+#define MSG_KEY "ess.hook.msg"
+
+/* The message whose properties may be asked for, during one enrich call. */
+static const ess_hook_msg_t *current_msg;
+
+static int push_value(void *ud, const char *key, size_t klen, const ess_amqp10_value_t *v)
+{
+    lua_State *L = ud;
+    lua_pushlstring(L, key, klen);
+    switch (v->type) {
+    case ESS_AMQP10_BOOL: lua_pushboolean(L, v->b); break;
+    case ESS_AMQP10_INT:
+    case ESS_AMQP10_TIMESTAMP: lua_pushnumber(L, (lua_Number)v->i); break;
+    case ESS_AMQP10_UINT: lua_pushnumber(L, (lua_Number)v->u); break;
+    case ESS_AMQP10_DOUBLE: lua_pushnumber(L, v->d); break;
+    case ESS_AMQP10_NULL: lua_pushboolean(L, 0); break;
+    default: lua_pushlstring(L, (const char *)v->s, v->len); break;
+    }
+    lua_rawset(L, -3);
+    return 0;
+}
+
+/* msg.__index: builds msg.properties on first use within a call. */
+static int msg_index(lua_State *L)
+{
+    size_t n;
+    const char *k = lua_tolstring(L, 2, &n);
+    if (k == NULL || n != 10 || memcmp(k, "properties", 10) != 0 || current_msg == NULL) {
+        lua_pushnil(L);
+        return 1;
+    }
+    lua_newtable(L);
+    if (current_msg->app_props)
+        ess_amqp10_props_each(current_msg->app_props, current_msg->app_props_len, push_value, L);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, 1, "properties");
+    return 1;
+}
+
+static int host_log(lua_State *L)
+{
+    const char *level = luaL_checkstring(L, 1);
+    const char *msg = luaL_checkstring(L, 2);
+    int lv = ess_log_level_parse(level);
+    ess_log(lv < 0 ? ESS_LOG_INFO : (ess_log_level_t)lv, "lua: %s", msg);
+    return 0;
+}
+
+/* ess.count(name [, by]): a script-defined counter, ess_script_<name>_total. */
+static int host_count(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    lua_Number by = luaL_optnumber(L, 2, 1);
+    char metric[160];
+    snprintf(metric, sizeof metric, "ess_script_%s_total", name);
+    if (by > 0)
+        ess_metrics_add(metric, "", (uint64_t)by);
+    return 0;
+}
+
+static int require_field(ess_vm_t *vm, const char *module, const char *field, const char *key,
+                         char *err, size_t errlen)
+{
+    int ref;
+    if (ess_vm_require_fn(vm, module, field, &ref, err, errlen) != ESS_OK)
+        return ESS_ESCRIPT;
+    lua_rawgeti(vm->L, LUA_REGISTRYINDEX, ref);
+    lua_setfield(vm->L, LUA_REGISTRYINDEX, key);
+    luaL_unref(vm->L, LUA_REGISTRYINDEX, ref);
+    return ESS_OK;
+}
+
+int ess_hooks_init(ess_vm_t *vm, const char *enrich_module, const char *route_module, char *err,
+                   size_t errlen)
+{
+    lua_State *L = vm->L;
+    lua_newtable(L);
+    lua_pushcfunction(L, host_log);
+    lua_setfield(L, -2, "log");
+    lua_pushcfunction(L, host_count);
+    lua_setfield(L, -2, "count");
+    lua_setglobal(L, "ess");
+
+    if (require_field(vm, enrich_module, "enrich", ENRICH_KEY, err, errlen) != ESS_OK ||
+        require_field(vm, route_module, "route", ROUTE_KEY, err, errlen) != ESS_OK)
+        return ESS_ESCRIPT;
+
+    lua_newtable(L);
+    lua_newtable(L);
+    lua_pushcfunction(L, msg_index);
+    lua_setfield(L, -2, "__index");
+    lua_setmetatable(L, -2);
+    lua_setfield(L, LUA_REGISTRYINDEX, MSG_KEY);
+    return ESS_OK;
+}
+
+static void push_es(lua_State *L, ess_vm_t *vm, ess_hook_es_t *es)
+{
+    if (es->vm == vm && es->ref != LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, es->ref);
+        return;
+    }
+    lua_createtable(L, 0, 3);
+    lua_pushnumber(L, (lua_Number)es->id);
+    lua_setfield(L, -2, "id");
+    lua_pushstring(L, es->uuid);
+    lua_setfield(L, -2, "uuid");
+    lua_pushstring(L, es->routing_key);
+    lua_setfield(L, -2, "routing_key");
+    lua_pushvalue(L, -1);
+    es->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    es->vm = vm;
+}
+
+void ess_hooks_es_release(ess_hook_es_t *es)
+{
+    if (es->vm != NULL && es->ref != LUA_NOREF)
+        luaL_unref(es->vm->L, LUA_REGISTRYINDEX, es->ref);
+    es->ref = LUA_NOREF;
+    es->vm = NULL;
+}
+
+int ess_hooks_enrich(ess_vm_t *vm, ess_hook_es_t *es, const ess_hook_msg_t *m,
+                     ess_hook_emit_fn emit, void *ud)
+{
+    lua_State *L = vm->L;
+    int top = lua_gettop(L);
+    lua_getfield(L, LUA_REGISTRYINDEX, ENRICH_KEY);
+    lua_getfield(L, LUA_REGISTRYINDEX, MSG_KEY);
+    lua_pushlstring(L, (const char *)m->body, m->len);
+    lua_setfield(L, -2, "body");
+    lua_pushnumber(L, (lua_Number)m->offset);
+    lua_setfield(L, -2, "offset");
+    lua_pushnumber(L, (lua_Number)m->timestamp_ms);
+    lua_setfield(L, -2, "timestamp");
+    lua_pushboolean(L, m->is_text);
+    lua_setfield(L, -2, "is_text");
+    lua_pushnil(L);
+    lua_setfield(L, -2, "properties");
+    push_es(L, vm, es);
+
+    current_msg = m;
+    char err[2048];
+    int rc = ess_vm_pcall(L, 2, 1, err, sizeof err);
+    current_msg = NULL;
+    if (rc != ESS_OK) {
+        ess_metrics.enrich_errors++;
+        /* One line per error would flood the log at thousands of messages a second. */
+        if (ess_metrics.enrich_errors <= 10 || ess_metrics.enrich_errors % 1000 == 0)
+            ess_log_error("enrich: offset %llu of %s: %s (error %llu; forwarded unenriched)",
+                          (unsigned long long)m->offset, es->uuid, err,
+                          (unsigned long long)ess_metrics.enrich_errors);
+        emit(ud, m->body, m->len);
+        lua_settop(L, top);
+        return ESS_ESCRIPT;
+    }
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        size_t n;
+        const char *s = lua_tolstring(L, -1, &n);
+        emit(ud, (const uint8_t *)s, n);
+    } else if (!lua_isnil(L, -1)) {
+        ess_metrics.enrich_errors++;
+        if (ess_metrics.enrich_errors <= 10)
+            ess_log_error("enrich: returned a %s, not a string or nil; forwarded unenriched",
+                          luaL_typename(L, -1));
+        emit(ud, m->body, m->len);
+        rc = ESS_ESCRIPT;
+    }
+    lua_settop(L, top);
+    return rc;
+}
+
+static int copy_field(lua_State *L, const char *name, char *dst, size_t cap)
+{
+    lua_getfield(L, -1, name);
+    size_t n = 0;
+    const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
+    int ok = s != NULL && n > 0 && n < cap;
+    if (ok) {
+        memcpy(dst, s, n);
+        dst[n] = '\0';
+    }
+    lua_pop(L, 1);
+    return ok;
+}
+
+int ess_hooks_route(ess_vm_t *vm, ess_hook_es_t *es, ess_route_t *out)
+{
+    lua_State *L = vm->L;
+    int top = lua_gettop(L);
+    memset(out, 0, sizeof *out);
+    lua_getfield(L, LUA_REGISTRYINDEX, ROUTE_KEY);
+    push_es(L, vm, es);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->cfg_ref);
+    char err[2048];
+    if (ess_vm_pcall(L, 2, 1, err, sizeof err) != ESS_OK) {
+        ess_log_error("route: %s: %s", es->uuid, err);
+        lua_settop(L, top);
+        return ESS_ESCRIPT;
+    }
+    int rc = ESS_ESCRIPT;
+    if (lua_istable(L, -1)) {
+        char mode[16] = "";
+        copy_field(L, "mode", mode, sizeof mode);
+        if (strcmp(mode, "stream") == 0 && copy_field(L, "stream", out->stream, sizeof out->stream)) {
+            rc = ESS_OK;
+        } else if (strcmp(mode, "classic") == 0 &&
+                   copy_field(L, "exchange", out->exchange, sizeof out->exchange) &&
+                   copy_field(L, "routing_key", out->routing_key, sizeof out->routing_key)) {
+            out->classic = 1;
+            rc = ESS_OK;
+        }
+    }
+    if (rc != ESS_OK)
+        ess_log_error("route: %s: the hook returned no valid route", es->uuid);
+    lua_settop(L, top);
+    return rc;
+}

@@ -1,0 +1,64 @@
+/*
+ * The per-message hooks operators write in Lua (SPEC.md "Lua"): enrich
+ * and route. C calls them through here; a hook error never loses a
+ * message or a connection.
+ */
+#ifndef ESS_HOOKS_H
+#define ESS_HOOKS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "script/vm.h"
+
+typedef struct {
+    const uint8_t *body;
+    size_t len;
+    uint64_t offset;
+    int64_t timestamp_ms;
+    int is_text;               /* body is valid UTF-8 */
+    const uint8_t *app_props;  /* raw AMQP application-properties, or NULL */
+    size_t app_props_len;
+} ess_hook_msg_t;
+
+/* A session's cached view of its event stream in one VM. */
+typedef struct {
+    int64_t id;
+    const char *uuid;
+    const char *routing_key;
+    int ref;          /* the es table in vm, or LUA_NOREF */
+    const ess_vm_t *vm;
+} ess_hook_es_t;
+
+/* Receives the frame to send; data is borrowed for the call only. */
+typedef void (*ess_hook_emit_fn)(void *ud, const uint8_t *data, size_t len);
+
+/**
+ * Load the configured enrich and route hooks and the `ess` host table into
+ * vm. ESS_OK, or ESS_ESCRIPT with the module, file and line in err.
+ */
+int ess_hooks_init(ess_vm_t *vm, const char *enrich_module, const char *route_module, char *err,
+                   size_t errlen);
+
+/**
+ * Run the enrich hook: emit() is called once with the frame, or not at all
+ * when the hook returns nil (skip). On a Lua error the original body is
+ * emitted, the error logged and counted, and ESS_ESCRIPT returned.
+ */
+int ess_hooks_enrich(ess_vm_t *vm, ess_hook_es_t *es, const ess_hook_msg_t *msg,
+                     ess_hook_emit_fn emit, void *ud);
+
+typedef struct {
+    int classic;            /* 0: stream mode, 1: classic queue */
+    char stream[256];       /* stream mode: the stream name */
+    char exchange[256];     /* classic mode */
+    char routing_key[256];  /* classic mode */
+} ess_route_t;
+
+/** Run the route hook for an event stream. ESS_OK or ESS_ESCRIPT (logged). */
+int ess_hooks_route(ess_vm_t *vm, ess_hook_es_t *es, ess_route_t *out);
+
+/** Drop a session's cached es table (call when the session ends). */
+void ess_hooks_es_release(ess_hook_es_t *es);
+
+#endif
