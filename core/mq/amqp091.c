@@ -58,16 +58,11 @@ static int code_to_rc(int code)
 {
     switch (code) {
     case 403: /* ACCESS_REFUSED */
-    case 530: /* NOT_ALLOWED: vhost access */
-        return ESS_EAUTH;
-    case 404:
-        return ESS_ENOTFOUND;
-    case 406: /* PRECONDITION_FAILED: redeclared with other attributes */
-        return ESS_ESTATE;
-    case 320: /* CONNECTION_FORCED */
-        return ESS_ECONN;
-    default:
-        return ESS_EPROTO;
+    case 530: /* NOT_ALLOWED: vhost access */ return ESS_EAUTH;
+    case 404: return ESS_ENOTFOUND;
+    case 406: /* PRECONDITION_FAILED: redeclared with other attributes */ return ESS_ESTATE;
+    case 320: /* CONNECTION_FORCED */ return ESS_ECONN;
+    default: return ESS_EPROTO;
     }
 }
 
@@ -99,9 +94,8 @@ static int server_close(ess_amqp091_t *c, const amqp_method_t *m, const char *wh
         amqp_send_method(c->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
         drop_channel(c);
         c->dead = 1;
-        return fail(c, code_to_rc(cl->reply_code), "%s: connection closed by broker: %u %.*s",
-                    what, cl->reply_code, (int)cl->reply_text.len,
-                    (const char *)cl->reply_text.bytes);
+        return fail(c, code_to_rc(cl->reply_code), "%s: connection closed by broker: %u %.*s", what,
+                    cl->reply_code, (int)cl->reply_text.len, (const char *)cl->reply_text.bytes);
     }
     return fail(c, ESS_EPROTO, "%s: unexpected method 0x%08x", what, (unsigned)m->id);
 }
@@ -109,17 +103,13 @@ static int server_close(ess_amqp091_t *c, const amqp_method_t *m, const char *wh
 static int check_reply(ess_amqp091_t *c, amqp_rpc_reply_t r, const char *what)
 {
     switch (r.reply_type) {
-    case AMQP_RESPONSE_NORMAL:
-        return ESS_OK;
-    case AMQP_RESPONSE_SERVER_EXCEPTION:
-        return server_close(c, &r.reply, what);
+    case AMQP_RESPONSE_NORMAL: return ESS_OK;
+    case AMQP_RESPONSE_SERVER_EXCEPTION: return server_close(c, &r.reply, what);
     case AMQP_RESPONSE_LIBRARY_EXCEPTION:
         c->dead = 1;
         drop_channel(c);
         return fail(c, ESS_ECONN, "%s: %s", what, amqp_error_string2(r.library_error));
-    default:
-        c->dead = 1;
-        return fail(c, ESS_EPROTO, "%s: no reply", what);
+    default: c->dead = 1; return fail(c, ESS_EPROTO, "%s: no reply", what);
     }
 }
 
@@ -186,8 +176,8 @@ int ess_amqp091_connect(const char *url, int timeout_ms, ess_amqp091_t **out, ch
         amqp_set_handshake_timeout(c->conn, &c->timeout);
         amqp_set_rpc_timeout(c->conn, &c->timeout);
     }
-    amqp_rpc_reply_t r = amqp_login(c->conn, u.vhost, 0, 131072, 0, AMQP_SASL_METHOD_PLAIN,
-                                    u.user, u.pass);
+    amqp_rpc_reply_t r =
+        amqp_login(c->conn, u.vhost, 0, 131072, 0, AMQP_SASL_METHOD_PLAIN, u.user, u.pass);
     if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
         (r.library_error == AMQP_STATUS_CONNECTION_CLOSED ||
          r.library_error == AMQP_STATUS_SOCKET_CLOSED ||
@@ -245,8 +235,8 @@ int ess_amqp091_declare_exchange(ess_amqp091_t *c, const char *exchange)
     int rc = ensure_channel(c);
     if (rc != ESS_OK)
         return rc;
-    amqp_exchange_declare(c->conn, c->chan, bytes(exchange), amqp_cstring_bytes("direct"), 0, 1,
-                          0, 0, amqp_empty_table);
+    amqp_exchange_declare(c->conn, c->chan, bytes(exchange), amqp_cstring_bytes("direct"), 0, 1, 0,
+                          0, amqp_empty_table);
     char what[300];
     snprintf(what, sizeof what, "declare exchange '%s'", exchange);
     return check_reply(c, amqp_get_rpc_reply(c->conn), what);
@@ -357,10 +347,8 @@ static int pump(ess_amqp091_t *c)
         return ESS_OK;
     }
     case AMQP_CHANNEL_CLOSE_METHOD:
-    case AMQP_CONNECTION_CLOSE_METHOD:
-        return server_close(c, &f.payload.method, "publish");
-    default:
-        return ESS_OK;
+    case AMQP_CONNECTION_CLOSE_METHOD: return server_close(c, &f.payload.method, "publish");
+    default: return ESS_OK;
     }
 }
 
@@ -411,8 +399,8 @@ int ess_amqp091_publish(ess_amqp091_t *c, const char *exchange, const char *rout
         props.headers.entries = entries;
     }
     amqp_bytes_t b = {.len = len, .bytes = (void *)(uintptr_t)body};
-    int st = amqp_basic_publish(c->conn, c->chan, bytes(exchange), bytes(routing_key), 0, 0,
-                                &props, b);
+    int st =
+        amqp_basic_publish(c->conn, c->chan, bytes(exchange), bytes(routing_key), 0, 0, &props, b);
     if (entries != stack_entries)
         free(entries);
     if (st != AMQP_STATUS_OK) {

@@ -98,24 +98,66 @@ int ess_amqp10_value_decode(const uint8_t *p, size_t len, ess_amqp10_value_t *v,
     const uint8_t *q = p + 1;
     switch (p[0]) {
     case 0x40: v->type = ESS_AMQP10_NULL; break;
-    case 0x41: v->type = ESS_AMQP10_BOOL; v->b = 1; break;
-    case 0x42: v->type = ESS_AMQP10_BOOL; v->b = 0; break;
+    case 0x41:
+        v->type = ESS_AMQP10_BOOL;
+        v->b = 1;
+        break;
+    case 0x42:
+        v->type = ESS_AMQP10_BOOL;
+        v->b = 0;
+        break;
     case 0x56:
         if (q[0] > 1)
             return ESS_EPROTO;
         v->type = ESS_AMQP10_BOOL;
         v->b = q[0];
         break;
-    case 0x43: case 0x44: v->type = ESS_AMQP10_UINT; v->u = 0; break;
-    case 0x50: case 0x52: case 0x53: v->type = ESS_AMQP10_UINT; v->u = q[0]; break;
-    case 0x60: v->type = ESS_AMQP10_UINT; v->u = (uint64_t)q[0] << 8 | q[1]; break;
-    case 0x70: case 0x73: v->type = ESS_AMQP10_UINT; v->u = rd32(q); break;
-    case 0x80: v->type = ESS_AMQP10_UINT; v->u = rd64(q); break;
-    case 0x51: case 0x54: case 0x55: v->type = ESS_AMQP10_INT; v->i = (int8_t)q[0]; break;
-    case 0x61: v->type = ESS_AMQP10_INT; v->i = (int16_t)((uint16_t)q[0] << 8 | q[1]); break;
-    case 0x71: v->type = ESS_AMQP10_INT; v->i = (int32_t)rd32(q); break;
-    case 0x81: v->type = ESS_AMQP10_INT; v->i = (int64_t)rd64(q); break;
-    case 0x83: v->type = ESS_AMQP10_TIMESTAMP; v->i = (int64_t)rd64(q); break;
+    case 0x43:
+    case 0x44:
+        v->type = ESS_AMQP10_UINT;
+        v->u = 0;
+        break;
+    case 0x50:
+    case 0x52:
+    case 0x53:
+        v->type = ESS_AMQP10_UINT;
+        v->u = q[0];
+        break;
+    case 0x60:
+        v->type = ESS_AMQP10_UINT;
+        v->u = (uint64_t)q[0] << 8 | q[1];
+        break;
+    case 0x70:
+    case 0x73:
+        v->type = ESS_AMQP10_UINT;
+        v->u = rd32(q);
+        break;
+    case 0x80:
+        v->type = ESS_AMQP10_UINT;
+        v->u = rd64(q);
+        break;
+    case 0x51:
+    case 0x54:
+    case 0x55:
+        v->type = ESS_AMQP10_INT;
+        v->i = (int8_t)q[0];
+        break;
+    case 0x61:
+        v->type = ESS_AMQP10_INT;
+        v->i = (int16_t)((uint16_t)q[0] << 8 | q[1]);
+        break;
+    case 0x71:
+        v->type = ESS_AMQP10_INT;
+        v->i = (int32_t)rd32(q);
+        break;
+    case 0x81:
+        v->type = ESS_AMQP10_INT;
+        v->i = (int64_t)rd64(q);
+        break;
+    case 0x83:
+        v->type = ESS_AMQP10_TIMESTAMP;
+        v->i = (int64_t)rd64(q);
+        break;
     case 0x72: {
         uint32_t bits = rd32(q);
         float f;
@@ -130,14 +172,46 @@ int ess_amqp10_value_decode(const uint8_t *p, size_t len, ess_amqp10_value_t *v,
         v->type = ESS_AMQP10_DOUBLE;
         break;
     }
-    case 0x98: v->type = ESS_AMQP10_UUID; v->s = q; v->len = 16; break;
-    case 0xa0: v->type = ESS_AMQP10_BINARY; v->s = p + 2; v->len = n - 2; break;
-    case 0xa1: v->type = ESS_AMQP10_STRING; v->s = p + 2; v->len = n - 2; break;
-    case 0xa3: v->type = ESS_AMQP10_SYMBOL; v->s = p + 2; v->len = n - 2; break;
-    case 0xb0: v->type = ESS_AMQP10_BINARY; v->s = p + 5; v->len = n - 5; break;
-    case 0xb1: v->type = ESS_AMQP10_STRING; v->s = p + 5; v->len = n - 5; break;
-    case 0xb3: v->type = ESS_AMQP10_SYMBOL; v->s = p + 5; v->len = n - 5; break;
-    default: v->type = ESS_AMQP10_OTHER; v->s = p; v->len = n; break;
+    case 0x98:
+        v->type = ESS_AMQP10_UUID;
+        v->s = q;
+        v->len = 16;
+        break;
+    case 0xa0:
+        v->type = ESS_AMQP10_BINARY;
+        v->s = p + 2;
+        v->len = n - 2;
+        break;
+    case 0xa1:
+        v->type = ESS_AMQP10_STRING;
+        v->s = p + 2;
+        v->len = n - 2;
+        break;
+    case 0xa3:
+        v->type = ESS_AMQP10_SYMBOL;
+        v->s = p + 2;
+        v->len = n - 2;
+        break;
+    case 0xb0:
+        v->type = ESS_AMQP10_BINARY;
+        v->s = p + 5;
+        v->len = n - 5;
+        break;
+    case 0xb1:
+        v->type = ESS_AMQP10_STRING;
+        v->s = p + 5;
+        v->len = n - 5;
+        break;
+    case 0xb3:
+        v->type = ESS_AMQP10_SYMBOL;
+        v->s = p + 5;
+        v->len = n - 5;
+        break;
+    default:
+        v->type = ESS_AMQP10_OTHER;
+        v->s = p;
+        v->len = n;
+        break;
     }
     return ESS_OK;
 }
@@ -173,8 +247,7 @@ static int compound_open(const uint8_t *p, size_t len, int want_map, const uint8
         *count = rd32(p + 5);
         *items = p + 9;
         break;
-    default:
-        return ESS_EPROTO;
+    default: return ESS_EPROTO;
     }
     *end = p + len;
     if (want_map && (*count & 1))
@@ -356,8 +429,7 @@ static int parse_sections(const uint8_t *p, size_t len, ess_amqp10_msg_t *m)
             if (set_value_body(v, vlen, m) != ESS_OK)
                 return ESS_EPROTO;
             break;
-        default:
-            return ESS_EPROTO;
+        default: return ESS_EPROTO;
         }
     }
     return last != 0 ? ESS_OK : ESS_EPROTO;

@@ -63,14 +63,14 @@ typedef struct {
 
     /* Additions beyond the agreed interface. */
     ess_amqp10_body_kind_t body_kind;
-    unsigned n_data;               /* number of data sections */
-    const char *content_encoding;  /* properties.content-encoding, or NULL */
+    unsigned n_data;              /* number of data sections */
+    const char *content_encoding; /* properties.content-encoding, or NULL */
     size_t content_encoding_len;
-    const char *subject;           /* properties.subject, or NULL */
+    const char *subject; /* properties.subject, or NULL */
     size_t subject_len;
     int has_message_id;
-    ess_amqp10_value_t message_id; /* properties.message-id when has_message_id */
-    int64_t creation_time;         /* properties.creation-time (ms), or 0 */
+    ess_amqp10_value_t message_id;  /* properties.message-id when has_message_id */
+    int64_t creation_time;          /* properties.creation-time (ms), or 0 */
     const uint8_t *msg_annotations; /* raw message-annotations map, or NULL */
     size_t msg_annotations_len;
 } ess_amqp10_msg_t;

@@ -63,8 +63,7 @@ int ess_chunk_total_size(const uint8_t *p, size_t len, uint64_t *total)
 
 /* Locate the data section; fails unless header, bloom filter and data are present.
  * The trailer is not needed (and a Deliver frame does not carry it). */
-static int data_section(const uint8_t *p, size_t len, ess_chunk_header_t *h,
-                        const uint8_t **data)
+static int data_section(const uint8_t *p, size_t len, ess_chunk_header_t *h, const uint8_t **data)
 {
     uint64_t total;
     int rc = ess_chunk_parse_header(p, len, h);

@@ -38,20 +38,19 @@ typedef struct {
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: ess-publish --routing-key KEY [--url URL] [--exchange NAME] [--count N]\n"
-            "                   [--rate MSGS_PER_S] [--format json|text] [--size BYTES]\n"
-            "                   [--declare] [--poison]\n"
-            "  --url          amqp://user:pass@host:port/vhost (default $ESS_AMQP_URL,\n"
-            "                 $ESS_AMPQ_URL, or " DEFAULT_URL ")\n"
-            "  --exchange     exchange to publish to (default event-streams)\n"
-            "  --routing-key  routing key, also the stream name for --declare\n"
-            "  --count        messages to publish (default 10)\n"
-            "  --rate         messages per second, 0 = as fast as possible (default 0)\n"
-            "  --format       json (default) or text\n"
-            "  --size         approximate body size in bytes (padding is added)\n"
-            "  --declare      declare the exchange, the stream queue and the binding\n"
-            "  --poison       publish one POISON message after the others\n");
+    fprintf(f, "usage: ess-publish --routing-key KEY [--url URL] [--exchange NAME] [--count N]\n"
+               "                   [--rate MSGS_PER_S] [--format json|text] [--size BYTES]\n"
+               "                   [--declare] [--poison]\n"
+               "  --url          amqp://user:pass@host:port/vhost (default $ESS_AMQP_URL,\n"
+               "                 $ESS_AMPQ_URL, or " DEFAULT_URL ")\n"
+               "  --exchange     exchange to publish to (default event-streams)\n"
+               "  --routing-key  routing key, also the stream name for --declare\n"
+               "  --count        messages to publish (default 10)\n"
+               "  --rate         messages per second, 0 = as fast as possible (default 0)\n"
+               "  --format       json (default) or text\n"
+               "  --size         approximate body size in bytes (padding is added)\n"
+               "  --declare      declare the exchange, the stream queue and the binding\n"
+               "  --poison       publish one POISON message after the others\n");
 }
 
 static int bad_args(const char *fmt, const char *arg)
@@ -116,8 +115,7 @@ static int parse_args(int argc, char **argv, opts_t *o)
             char *end;
             errno = 0;
             o->rate = strtod(optarg, &end);
-            if (errno != 0 || *end != '\0' || end == optarg || !(o->rate >= 0) ||
-                o->rate > 1e9)
+            if (errno != 0 || *end != '\0' || end == optarg || !(o->rate >= 0) || o->rate > 1e9)
                 return bad_args("--rate needs a number >= 0, not '%s'", optarg);
             break;
         }
@@ -137,8 +135,7 @@ static int parse_args(int argc, char **argv, opts_t *o)
         case 'D': o->declare = 1; break;
         case 'P': o->poison = 1; break;
         case 'h': usage(stdout); exit(0);
-        default:
-            return bad_args("unknown or incomplete option '%s'", argv[optind - 1]);
+        default: return bad_args("unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
     if (optind < argc)
@@ -254,7 +251,8 @@ int main(int argc, char **argv)
         pace(start, o.rate, i);
         size_t len = format_msg(&o, i, buf, cap);
         ess_amqp091_header_t hdrs[] = {
-            {.key = "message_type", .kind = ESS_AMQP091_HDR_STRING,
+            {.key = "message_type",
+             .kind = ESS_AMQP091_HDR_STRING,
              .s = "MerchantProcessingCharge"},
             {.key = "seq", .kind = ESS_AMQP091_HDR_INT, .i = (int64_t)i},
         };

@@ -105,8 +105,9 @@ static void test_captured_091_message(void)
     memset(&pr, 0, sizeof pr);
     CHECK_EQ_INT(ess_amqp10_props_each(m.msg_annotations, m.msg_annotations_len, render, &pr),
                  ESS_OK);
-    CHECK_EQ_STR(pr.out,
-                 "x-routing-key=str:d_cap2;x-exchange=str:event-streams;x-basic-delivery-mode=uint:2;");
+    CHECK_EQ_STR(
+        pr.out,
+        "x-routing-key=str:d_cap2;x-exchange=str:event-streams;x-basic-delivery-mode=uint:2;");
     free(p);
 }
 
@@ -149,18 +150,18 @@ static void test_raw(void)
     }
     /* Looks like a section header but is not one: still raw. */
     static const char *const fakes[] = {
-        "00",               /* a lone zero */
-        "0053",             /* descriptor cut */
-        "005379a000",       /* unknown section code 0x79 */
-        "005375a105616263", /* data section holding a string, cut */
-        "005375a103616263", /* data section must be binary */
-        "005375a0026162ff", /* a trailing byte that is no section */
-        "005377a0016100537345", /* properties after the body */
-        "0053740a",         /* application-properties that is not a map */
-        "005374c10301a100", /* a map with an odd count */
-        "005375a0016100537740", /* data then amqp-value */
+        "00",                       /* a lone zero */
+        "0053",                     /* descriptor cut */
+        "005379a000",               /* unknown section code 0x79 */
+        "005375a105616263",         /* data section holding a string, cut */
+        "005375a103616263",         /* data section must be binary */
+        "005375a0026162ff",         /* a trailing byte that is no section */
+        "005377a0016100537345",     /* properties after the body */
+        "0053740a",                 /* application-properties that is not a map */
+        "005374c10301a100",         /* a map with an odd count */
+        "005375a0016100537740",     /* data then amqp-value */
         "005373c00100005373c00100", /* properties twice */
-        "0053704500537045", /* header twice */
+        "0053704500537045",         /* header twice */
     };
     for (size_t i = 0; i < ESS_ARRAY_SIZE(fakes); i++) {
         size_t len;
@@ -199,8 +200,8 @@ static void test_amqp_value_bodies(void)
         {"00a311616d71703a616d71702d76616c75653a2aa10178", ESS_AMQP10_BODY_VALUE_STRING, "x", 1},
         {"00800000000000000077a10179", ESS_AMQP10_BODY_VALUE_STRING, "y", 1}, /* ulong desc */
         {"005376c0020141", ESS_AMQP10_BODY_SEQUENCE, NULL, 4},
-        {"00537045", ESS_AMQP10_BODY_NONE, "", 0}, /* only a header: no body */
-        {"005377a1", ESS_AMQP10_BODY_RAW, NULL, 4},   /* cut: raw */
+        {"00537045", ESS_AMQP10_BODY_NONE, "", 0},  /* only a header: no body */
+        {"005377a1", ESS_AMQP10_BODY_RAW, NULL, 4}, /* cut: raw */
     };
     for (size_t i = 0; i < ESS_ARRAY_SIZE(cases); i++) {
         size_t len;
@@ -224,8 +225,11 @@ static void test_several_data_sections(void)
 {
     /* header, then three data sections: "ab", "" and "cde" (vbin32). */
     size_t len;
-    uint8_t *p = unhex("005370c0020140" "005375a0026162" "005375a000"
-                       "005375b000000003636465", &len);
+    uint8_t *p = unhex("005370c0020140"
+                       "005375a0026162"
+                       "005375a000"
+                       "005375b000000003636465",
+                       &len);
     ess_amqp10_msg_t m;
     CHECK_EQ_INT(ess_amqp10_decode(p, len, &m), ESS_OK);
     CHECK_EQ_INT(m.is_amqp, 1);
@@ -254,10 +258,19 @@ static void test_properties_section(void)
      * absolute-expiry null, creation-time 1746019980000. */
     size_t len;
     uint8_t *p = unhex("005373c03e0a"
-                       "a10469642d31" "40" "40" "a1064368617267" "65" "40" "40"
+                       "a10469642d31"
+                       "40"
+                       "40"
+                       "a1064368617267"
+                       "65"
+                       "40"
+                       "40"
                        "a3166170706c69636174696f6e2f782d70726f746f627566"
-                       "a304677a6970" "40" "830000019686e692e0"
-                       "005375a00101", &len);
+                       "a304677a6970"
+                       "40"
+                       "830000019686e692e0"
+                       "005375a00101",
+                       &len);
     /* The list size above (0x3e) must match what follows the size byte. */
     p[4] = (uint8_t)(len - 6 - 5);
     ess_amqp10_msg_t m;
@@ -367,15 +380,14 @@ static void test_app_props_every_type(void)
     CHECK(m.app_props != NULL && m.app_props[0] == 0xd1);
     CHECK_EQ_INT(props(&m, &pr), ESS_OK);
     CHECK_EQ_INT(pr.calls, (int)n);
-    CHECK_EQ_STR(pr.out,
-                 "null=null;t=bool:1;f=bool:0;b1=bool:1;ub=uint:255;us=uint:65535;"
-                 "ui=uint:4294967295;sui=uint:255;ui0=uint:0;ul=uint:18446744073709551615;"
-                 "sul=uint:255;ul0=uint:0;by=int:-1;sh=int:-32768;in=int:-2147483648;"
-                 "si=int:-1;lo=int:-9223372036854775808;sl=int:-1;fl=double:1.5;"
-                 "do=double:-2.5;ts=ts:1746019980000;uu=uuid:00..ff;v8=bin:3;v32=bin:1;"
-                 "s8=str:\xc3\xa9;s32=str:a;y8=sym:abc;y32=sym:x;ch=uint:65;"
-                 "d32=other:74/5;li=other:c0/4;em=str:;desc=other:00/4;ar=other:e0/6;"
-                 "l0=other:45/1;d128=other:94/17;");
+    CHECK_EQ_STR(pr.out, "null=null;t=bool:1;f=bool:0;b1=bool:1;ub=uint:255;us=uint:65535;"
+                         "ui=uint:4294967295;sui=uint:255;ui0=uint:0;ul=uint:18446744073709551615;"
+                         "sul=uint:255;ul0=uint:0;by=int:-1;sh=int:-32768;in=int:-2147483648;"
+                         "si=int:-1;lo=int:-9223372036854775808;sl=int:-1;fl=double:1.5;"
+                         "do=double:-2.5;ts=ts:1746019980000;uu=uuid:00..ff;v8=bin:3;v32=bin:1;"
+                         "s8=str:\xc3\xa9;s32=str:a;y8=sym:abc;y32=sym:x;ch=uint:65;"
+                         "d32=other:74/5;li=other:c0/4;em=str:;desc=other:00/4;ar=other:e0/6;"
+                         "l0=other:45/1;d128=other:94/17;");
 
     /* The callback stops the iteration with its value. */
     memset(&pr, 0, sizeof pr);
@@ -404,16 +416,16 @@ static void test_app_props_every_type(void)
 static void test_app_props_malformed(void)
 {
     static const char *const bad[] = {
-        "c10402510140", /* key is not a string */
-        "c10302a101", /* value missing */
-        "c10401a10161", /* odd count */
-        "c10302a100", /* count exceeds the elements present */
+        "c10402510140",         /* key is not a string */
+        "c10302a101",           /* value missing */
+        "c10401a10161",         /* odd count */
+        "c10302a100",           /* count exceeds the elements present */
         "d1000000030000000241", /* map32 count exceeds */
-        "d100000002", /* map32 size too small */
-        "c005024040", /* a list, not a map */
-        "5601",       /* not a compound */
-        "c10302a10161ff", /* trailing byte beyond size */
-        "c10602a1016156ff", /* boolean byte 0xff */
+        "d100000002",           /* map32 size too small */
+        "c005024040",           /* a list, not a map */
+        "5601",                 /* not a compound */
+        "c10302a10161ff",       /* trailing byte beyond size */
+        "c10602a1016156ff",     /* boolean byte 0xff */
     };
     for (size_t i = 0; i < ESS_ARRAY_SIZE(bad); i++) {
         size_t len;

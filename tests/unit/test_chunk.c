@@ -78,11 +78,30 @@ typedef struct {
     size_t len;
 } buf_t;
 
-static void put8(buf_t *b, uint8_t v) { b->b[b->len++] = v; }
-static void put16(buf_t *b, uint16_t v) { put8(b, (uint8_t)(v >> 8)); put8(b, (uint8_t)v); }
-static void put32(buf_t *b, uint32_t v) { put16(b, (uint16_t)(v >> 16)); put16(b, (uint16_t)v); }
-static void put64(buf_t *b, uint64_t v) { put32(b, (uint32_t)(v >> 32)); put32(b, (uint32_t)v); }
-static void putn(buf_t *b, const void *p, size_t n) { memcpy(b->b + b->len, p, n); b->len += n; }
+static void put8(buf_t *b, uint8_t v)
+{
+    b->b[b->len++] = v;
+}
+static void put16(buf_t *b, uint16_t v)
+{
+    put8(b, (uint8_t)(v >> 8));
+    put8(b, (uint8_t)v);
+}
+static void put32(buf_t *b, uint32_t v)
+{
+    put16(b, (uint16_t)(v >> 16));
+    put16(b, (uint16_t)v);
+}
+static void put64(buf_t *b, uint64_t v)
+{
+    put32(b, (uint32_t)(v >> 32));
+    put32(b, (uint32_t)v);
+}
+static void putn(buf_t *b, const void *p, size_t n)
+{
+    memcpy(b->b + b->len, p, n);
+    b->len += n;
+}
 
 static void simple(buf_t *d, const char *s)
 {
@@ -283,7 +302,8 @@ static void test_tracking_chunk_has_no_records(void)
 {
     static buf_t d, c;
     d.len = 0;
-    simple(&d, "\x01\x03" "abc");
+    simple(&d, "\x01\x03"
+               "abc");
     chunk(&c, ESS_CHUNK_TYPE_TRACKING_SNAPSHOT, 1, 1, 9, 0, &d);
     sink_t s;
     CHECK_EQ_INT(walk(c.b, c.len, &s), ESS_OK);
