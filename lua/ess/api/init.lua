@@ -85,7 +85,7 @@ end
 
 local function internal_error(core, route, err)
     if type(core) == "table" and type(core.log) == "function" then
-        pcall(core.log, "error", format("api: %s failed: %s", route, tostring(err)))
+        pcall(core.log, "error", format("%s failed: %s", route, tostring(err)))
     end
     local resp = response.detail(500, "Internal Server Error")
     resp.route = route
@@ -144,7 +144,7 @@ end
 
 --- Answers one internal-API request; never raises for any request.
 -- @param req {method, path, query, body, headers (lowercased names)}
--- @param core the C side's functions and config (see docs/api.md)
+-- @param core the C side's functions and config (see docs/api.md); core.log adds "api: "
 -- @return {status, body, content_type, headers, route}
 function M.handle(req, core)
     if type(req) ~= "table" or type(core) ~= "table" then

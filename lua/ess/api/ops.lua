@@ -62,7 +62,7 @@ function M.openapi(_, core)
             f:close()
         end
         if not text then
-            core.log("error", "api: cannot read the OpenAPI document: " .. tostring(err))
+            core.log("error", "cannot read the OpenAPI document: " .. tostring(err))
             return response.detail(500, "OpenAPI document unavailable")
         end
         cached_path, cached_text = path, text

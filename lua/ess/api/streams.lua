@@ -23,7 +23,7 @@ end
 M.location = location
 
 local function unavailable(core, what, err)
-    core.log("error", format("api: %s failed: %s", what, tostring(err)))
+    core.log("error", format("%s failed: %s", what, tostring(err)))
     return response.detail(503, "Event stream registry unavailable")
 end
 
