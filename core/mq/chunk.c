@@ -180,6 +180,9 @@ static int walk_batch(const uint8_t *b, size_t len, uint32_t n, uint64_t *offset
 static int gunzip(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_len)
 {
     z_stream zs;
+    uint8_t none;
+    if (out == NULL)
+        out = &none; /* an empty batch: zlib refuses a NULL output pointer */
     memset(&zs, 0, sizeof zs);
     if (inflateInit2(&zs, 16 + MAX_WBITS) != Z_OK)
         return ESS_EPROTO;

@@ -296,6 +296,15 @@ static void test_built_bloom_and_empty(void)
     chunk(&c, ESS_CHUNK_TYPE_USER, 0, 0, 5, 0, &d);
     CHECK_EQ_INT(walk(c.b, c.len, &s), ESS_OK);
     CHECK_EQ_INT(s.calls, 0);
+
+    /* Empty sub-batches, plain and gzip, are valid and hold no records. */
+    d.len = 0;
+    batch(&d, 0, NULL, 0);
+    batch(&d, 1, NULL, 0);
+    simple(&d, "last");
+    chunk(&c, ESS_CHUNK_TYPE_USER, 3, 1, 8, 0, &d);
+    CHECK_EQ_INT(walk(c.b, c.len, &s), ESS_OK);
+    CHECK_EQ_STR(s.out, "8:last;");
 }
 
 static void test_tracking_chunk_has_no_records(void)
