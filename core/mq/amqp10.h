@@ -5,6 +5,13 @@
  * This codec finds the body and the few properties the gateway uses, and
  * iterates application-properties. It is pure (no I/O, no allocation):
  * every pointer it returns borrows the caller's input buffer.
+ *
+ * What RabbitMQ 3.10.8 stores for an AMQP 0-9-1 publish (captured, see
+ * tests/unit/test_amqp10.c): message-annotations (x-routing-key,
+ * x-exchange, x-basic-delivery-mode), properties (content-type as a symbol
+ * at index 6), application-properties from the headers table (a string
+ * header as str8, a signed 64-bit header as smalllong) and one data section
+ * with the body.
  */
 #ifndef ESS_MQ_AMQP10_H
 #define ESS_MQ_AMQP10_H
