@@ -158,6 +158,8 @@ static void on_subscribed(ess_stream_sub_t *sub, int status, void *ud)
 {
     if (status == ESS_OK) {
         t0 = uv_hrtime();
+        if (!A.quiet)
+            fprintf(stderr, "ess-cat: subscribed to %s\n", A.stream);
         if (A.count == 0) {
             ess_stream_unsubscribe(sub);
             S = NULL;
