@@ -12,6 +12,7 @@
 #include "metrics/metrics.h"
 #include "script/api.h"
 #include "script/hooks.h"
+#include "script/reload.h"
 #include "util/datetime.h"
 #include "util/log.h"
 
@@ -67,6 +68,7 @@ static void finish(ess_app_t *app)
     uv_timer_stop(&drain_timer);
     uv_close((uv_handle_t *)&drain_timer, NULL);
     ess_server_destroy(app);
+    ess_script_watch_stop(app);
     ess_signals_stop();
 }
 
@@ -107,8 +109,8 @@ static void on_terminate(ess_app_t *app, int signum)
 
 static void on_reload(ess_app_t *app)
 {
-    (void)app;
-    ess_log_warn("reload: SIGHUP received; script reload is not implemented yet");
+    ess_reload_result_t r;
+    ess_script_reload(app, "SIGHUP", &r);
 }
 
 static const char *config_path(const char *arg)
@@ -150,6 +152,8 @@ int main(int argc, char **argv)
     int status = 1;
     const char *path = config_path(cfg_arg);
 
+    /* The first build only loads the configuration: the API and hooks need
+     * the registry and logging, which need the configuration. */
     if (ess_vm_create(ess_vm_default_lua_path(), &app.vm, err, sizeof err) != ESS_OK) {
         fprintf(stderr, "essd: %s\n", err);
         return 1;
@@ -160,7 +164,18 @@ int main(int argc, char **argv)
         goto fail_config;
     }
     if (check_only) {
-        printf("essd: configuration %s is valid\n", path ? path : "(built-in defaults)");
+        /* Also load and self-test the scripts the configuration names. */
+        ess_vm_t *vm;
+        ess_config_t *cfg;
+        if (ess_script_build(&app, path, &vm, &cfg, err, sizeof err) != ESS_OK) {
+            fprintf(stderr, "essd: %s\n", err);
+            status = 2;
+            goto fail_config;
+        }
+        ess_vm_free(vm);
+        ess_config_free(cfg);
+        printf("essd: configuration %s and its scripts are valid\n",
+               path ? path : "(built-in defaults)");
         status = 0;
         goto fail_config;
     }
@@ -178,11 +193,18 @@ int main(int argc, char **argv)
         ess_log_error("registry: %s", err);
         goto fail_registry;
     }
-    if (ess_script_api_init(&app, app.vm, err, sizeof err) != ESS_OK ||
-        ess_hooks_init(app.vm, app.cfg->lua_enrich, app.cfg->lua_route, err, sizeof err) !=
-            ESS_OK) {
-        ess_log_error("lua: %s", err);
-        goto fail_registry;
+    {
+        ess_vm_t *vm;
+        ess_config_t *cfg;
+        if (ess_script_build(&app, path, &vm, &cfg, err, sizeof err) != ESS_OK) {
+            ess_log_error("lua: %s", err);
+            status = 2;
+            goto fail_registry;
+        }
+        ess_vm_free(app.vm);
+        ess_config_free(app.cfg);
+        app.vm = vm;
+        app.cfg = cfg;
     }
 
     uv_loop_t loop;
@@ -201,6 +223,7 @@ int main(int argc, char **argv)
     }
     ess_signal_handlers_t handlers = {on_terminate, on_reload};
     ess_signals_start(&app, &handlers);
+    ess_script_watch_start(&app);
 
     uv_run(&loop, UV_RUN_DEFAULT);
     ess_log_info("essd stopped");

@@ -7,6 +7,7 @@
  */
 #include "script/api.h"
 #include "ess.h"
+#include "script/reload.h"
 #include "gateway/gateway.h"
 #include "metrics/metrics.h"
 #include "util/log.h"
@@ -122,6 +123,31 @@ static int l_ready(lua_State *L)
     return 2;
 }
 
+/* core.reload() -> ok, result table */
+static int l_reload(lua_State *L)
+{
+    ess_app_t *app = app_of(L);
+    ess_reload_result_t r;
+    int rc = ess_script_reload(app, "api", &r);
+    lua_pushboolean(L, rc == ESS_OK);
+    lua_createtable(L, 0, 4);
+    lua_pushstring(L, rc == ESS_OK ? "reloaded" : "rejected");
+    lua_setfield(L, -2, "status");
+    lua_pushnumber(L, (lua_Number)r.generation);
+    lua_setfield(L, -2, "generation");
+    if (rc != ESS_OK) {
+        lua_pushstring(L, r.error);
+        lua_setfield(L, -2, "error");
+    }
+    lua_newtable(L);
+    for (int i = 0; i < r.nrestart; i++) {
+        lua_pushstring(L, r.restart_required[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, -2, "restart_required");
+    return 2;
+}
+
 static int l_log(lua_State *L)
 {
     const char *level = luaL_checkstring(L, 1);
@@ -131,10 +157,11 @@ static int l_log(lua_State *L)
     return 0;
 }
 
-int ess_script_api_init(ess_app_t *app, ess_vm_t *vm, char *err, size_t errlen)
+int ess_script_api_init(ess_app_t *app, ess_vm_t *vm, const ess_config_t *cfg, char *err,
+                        size_t errlen)
 {
     lua_State *L = vm->L;
-    if (ess_vm_require_fn(vm, app->cfg->lua_api, "handle", &vm->api_ref, err, errlen) != ESS_OK)
+    if (ess_vm_require_fn(vm, cfg->lua_api, "handle", &vm->api_ref, err, errlen) != ESS_OK)
         return ESS_ESCRIPT;
     static const luaL_Reg fns[] = {
         {"registry_create", l_registry_create},
@@ -142,6 +169,7 @@ int ess_script_api_init(ess_app_t *app, ess_vm_t *vm, char *err, size_t errlen)
         {"registry_delete", l_registry_delete},
         {"metrics_text", l_metrics_text},
         {"ready", l_ready},
+        {"reload", l_reload},
         {"log", l_log},
         {NULL, NULL},
     };
@@ -153,6 +181,8 @@ int ess_script_api_init(ess_app_t *app, ess_vm_t *vm, char *err, size_t errlen)
     }
     lua_rawgeti(L, LUA_REGISTRYINDEX, vm->cfg_ref);
     lua_setfield(L, -2, "config");
+    lua_pushnumber(L, (lua_Number)vm->gen);
+    lua_setfield(L, -2, "generation");
     lua_pushstring(L, ESS_VERSION);
     lua_setfield(L, -2, "version");
     lua_pushstring(L, "essd");

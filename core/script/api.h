@@ -45,6 +45,7 @@ void ess_script_api_handle(ess_app_t *app, const ess_api_request_t *req,
  * Build the `core` table the API handlers receive and keep it in the VM.
  * Called once per VM, after the config is loaded. ESS_OK or ESS_ESCRIPT.
  */
-int ess_script_api_init(ess_app_t *app, ess_vm_t *vm, char *err, size_t errlen);
+int ess_script_api_init(ess_app_t *app, ess_vm_t *vm, const ess_config_t *cfg, char *err,
+                        size_t errlen);
 
 #endif

@@ -77,15 +77,39 @@ static int host_count(lua_State *L)
     return 0;
 }
 
-static int require_field(ess_vm_t *vm, const char *module, const char *field, const char *key,
-                         char *err, size_t errlen)
+/* Load module through ess.sandbox (text only, allow-listed globals, `ess`
+ * as the host table at the top of the stack) and keep its field fn. */
+static int load_hook(ess_vm_t *vm, const char *module, const char *field, const char *key,
+                     char *err, size_t errlen)
 {
-    int ref;
-    if (ess_vm_require_fn(vm, module, field, &ref, err, errlen) != ESS_OK)
+    lua_State *L = vm->L;
+    int top = lua_gettop(L);
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "ess.sandbox");
+    if (ess_vm_pcall(L, 1, 1, err, errlen) != ESS_OK)
         return ESS_ESCRIPT;
-    lua_rawgeti(vm->L, LUA_REGISTRYINDEX, ref);
-    lua_setfield(vm->L, LUA_REGISTRYINDEX, key);
-    luaL_unref(vm->L, LUA_REGISTRYINDEX, ref);
+    lua_getfield(L, -1, "load");
+    lua_pushstring(L, module);
+    lua_pushstring(L, vm->lua_path);
+    lua_getglobal(L, "ess");
+    if (ess_vm_pcall(L, 3, 2, err, errlen) != ESS_OK) {
+        lua_settop(L, top);
+        return ESS_ESCRIPT;
+    }
+    if (!lua_istable(L, -2)) {
+        snprintf(err, errlen, "%s: %s", module,
+                 lua_isstring(L, -1) ? lua_tostring(L, -1) : "did not return a table");
+        lua_settop(L, top);
+        return ESS_ESCRIPT;
+    }
+    lua_getfield(L, -2, field);
+    if (!lua_isfunction(L, -1)) {
+        snprintf(err, errlen, "%s: field %s is not a function", module, field);
+        lua_settop(L, top);
+        return ESS_ESCRIPT;
+    }
+    lua_setfield(L, LUA_REGISTRYINDEX, key);
+    lua_settop(L, top);
     return ESS_OK;
 }
 
@@ -100,8 +124,8 @@ int ess_hooks_init(ess_vm_t *vm, const char *enrich_module, const char *route_mo
     lua_setfield(L, -2, "count");
     lua_setglobal(L, "ess");
 
-    if (require_field(vm, enrich_module, "enrich", ENRICH_KEY, err, errlen) != ESS_OK ||
-        require_field(vm, route_module, "route", ROUTE_KEY, err, errlen) != ESS_OK)
+    if (load_hook(vm, enrich_module, "enrich", ENRICH_KEY, err, errlen) != ESS_OK ||
+        load_hook(vm, route_module, "route", ROUTE_KEY, err, errlen) != ESS_OK)
         return ESS_ESCRIPT;
 
     lua_newtable(L);
@@ -115,7 +139,7 @@ int ess_hooks_init(ess_vm_t *vm, const char *enrich_module, const char *route_mo
 
 static void push_es(lua_State *L, ess_vm_t *vm, ess_hook_es_t *es)
 {
-    if (es->vm == vm && es->ref != LUA_NOREF) {
+    if (es->gen == vm->gen && es->ref != LUA_NOREF) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, es->ref);
         return;
     }
@@ -128,15 +152,16 @@ static void push_es(lua_State *L, ess_vm_t *vm, ess_hook_es_t *es)
     lua_setfield(L, -2, "routing_key");
     lua_pushvalue(L, -1);
     es->ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    es->vm = vm;
+    es->gen = vm->gen;
 }
 
-void ess_hooks_es_release(ess_hook_es_t *es)
+void ess_hooks_es_release(ess_vm_t *vm, ess_hook_es_t *es)
 {
-    if (es->vm != NULL && es->ref != LUA_NOREF)
-        luaL_unref(es->vm->L, LUA_REGISTRYINDEX, es->ref);
+    /* A reference into a VM that has since been replaced dies with it. */
+    if (vm != NULL && es->gen == vm->gen && es->ref != LUA_NOREF)
+        luaL_unref(vm->L, LUA_REGISTRYINDEX, es->ref);
     es->ref = LUA_NOREF;
-    es->vm = NULL;
+    es->gen = 0;
 }
 
 int ess_hooks_enrich(ess_vm_t *vm, ess_hook_es_t *es, const ess_hook_msg_t *m,
@@ -233,5 +258,56 @@ int ess_hooks_route(ess_vm_t *vm, ess_hook_es_t *es, ess_route_t *out)
     if (rc != ESS_OK)
         ess_log_error("route: %s: the hook returned no valid route", es->uuid);
     lua_settop(L, top);
+    return rc;
+}
+
+int ess_hooks_selftest(ess_vm_t *vm, char *err, size_t errlen)
+{
+    static const char *bodies[] = {
+        "{\"message_type\":\"MerchantProcessingCharge\",\"ess_selftest\":true}",
+        "accountserver.MerchantProcessingCharge|timestamp: \"2025-04-30T13:33:00Z\"",
+    };
+    ess_hook_es_t es = {.id = 1, .uuid = "selftest00000000000000", .routing_key = "selftest",
+                        .ref = LUA_NOREF};
+    ess_route_t route;
+    int rc = ESS_OK;
+    uint64_t errors = ess_metrics.enrich_errors;
+    for (size_t i = 0; i < ESS_ARRAY_SIZE(bodies) && rc == ESS_OK; i++) {
+        ess_hook_msg_t m = {(const uint8_t *)bodies[i], strlen(bodies[i]), 42, 1746019980000, 1,
+                            NULL, 0};
+        lua_State *L = vm->L;
+        /* Call the hook directly so the error text reaches the caller. */
+        lua_getfield(L, LUA_REGISTRYINDEX, ENRICH_KEY);
+        lua_getfield(L, LUA_REGISTRYINDEX, MSG_KEY);
+        lua_pushlstring(L, (const char *)m.body, m.len);
+        lua_setfield(L, -2, "body");
+        lua_pushnumber(L, 42);
+        lua_setfield(L, -2, "offset");
+        lua_pushnumber(L, 1746019980000.0);
+        lua_setfield(L, -2, "timestamp");
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "is_text");
+        lua_pushnil(L);
+        lua_setfield(L, -2, "properties");
+        push_es(L, vm, &es);
+        current_msg = &m;
+        if (ess_vm_pcall(L, 2, 1, err, errlen) != ESS_OK) {
+            rc = ESS_ESCRIPT;
+        } else {
+            if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING) {
+                snprintf(err, errlen, "enrich returned a %s for a sample message (want a string or nil)",
+                         luaL_typename(L, -1));
+                rc = ESS_ESCRIPT;
+            }
+            lua_pop(L, 1);
+        }
+        current_msg = NULL;
+    }
+    ess_metrics.enrich_errors = errors;
+    if (rc == ESS_OK && ess_hooks_route(vm, &es, &route) != ESS_OK) {
+        snprintf(err, errlen, "route returned no valid route for a sample event stream");
+        rc = ESS_ESCRIPT;
+    }
+    ess_hooks_es_release(vm, &es);
     return rc;
 }

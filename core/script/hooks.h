@@ -26,8 +26,8 @@ typedef struct {
     int64_t id;
     const char *uuid;
     const char *routing_key;
-    int ref;          /* the es table in vm, or LUA_NOREF */
-    const ess_vm_t *vm;
+    int ref;          /* the es table in the VM of generation gen, or LUA_NOREF */
+    uint64_t gen;
 } ess_hook_es_t;
 
 /* Receives the frame to send; data is borrowed for the call only. */
@@ -58,7 +58,13 @@ typedef struct {
 /** Run the route hook for an event stream. ESS_OK or ESS_ESCRIPT (logged). */
 int ess_hooks_route(ess_vm_t *vm, ess_hook_es_t *es, ess_route_t *out);
 
-/** Drop a session's cached es table (call when the session ends). */
-void ess_hooks_es_release(ess_hook_es_t *es);
+/** Drop a session's cached es table (call when the session ends); vm is the live VM. */
+void ess_hooks_es_release(ess_vm_t *vm, ess_hook_es_t *es);
+
+/**
+ * Run each hook once on sample messages and a sample event stream, so a
+ * reload rejects a script that fails at run time. ESS_OK or ESS_ESCRIPT with err.
+ */
+int ess_hooks_selftest(ess_vm_t *vm, char *err, size_t errlen);
 
 #endif

@@ -54,7 +54,9 @@ int ess_vm_pcall(lua_State *L, int nargs, int nresults, char *err, size_t errlen
 int ess_vm_create(const char *lua_path, ess_vm_t **out, char *err, size_t errlen)
 {
     ess_vm_t *vm = ess_xcalloc(1, sizeof *vm);
+    static uint64_t generation;
     vm->cfg_ref = vm->api_ref = LUA_NOREF;
+    vm->gen = ++generation;
     vm->L = luaL_newstate();
     if (vm->L == NULL) {
         snprintf(err, errlen, "cannot create a Lua state (out of memory)");

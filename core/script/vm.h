@@ -8,6 +8,7 @@
 
 #include <lua.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "config.h"
 
@@ -15,6 +16,7 @@ typedef struct ess_vm_s {
     lua_State *L;
     int cfg_ref;  /* the validated config table (LUA_NOREF until loaded) */
     int api_ref;  /* the API module's handle function */
+    uint64_t gen; /* unique per VM built in this process; never reused */
     char *lua_path;
 } ess_vm_t;
 

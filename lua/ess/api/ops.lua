@@ -46,6 +46,8 @@ function M.reload(_, core)
     if type(result) ~= "table" then
         result = json.object(ok and "status" or "detail", tostring(result or (ok and "reloaded"
             or "reload failed")))
+    elseif type(result.restart_required) == "table" then
+        result.restart_required = json.array(result.restart_required)
     end
     return response.json(ok and 200 or 422, result)
 end
