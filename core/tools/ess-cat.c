@@ -453,7 +453,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "ess-cat: bad --from value '%s'\n", A.from);
         return 2;
     }
-    ess_log_init(getenv("ESS_CAT_DEBUG") ? ESS_LOG_DEBUG : ESS_LOG_ERROR, NULL, 0, 0);
+    ess_log_init(getenv("ESS_CAT_DEBUG") ? ESS_LOG_DEBUG : ESS_LOG_WARN, NULL, 0, 0);
     static char outbuf[1 << 16];
     setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);
     signal(SIGPIPE, SIG_IGN);
