@@ -51,6 +51,7 @@ struct ess_session_s {
     uint64_t msgs_in, msgs_out, bytes_out;
 
     int closing;
+    int close_sent; /* the close frame is handed to lws */
     int flush;
     int close_code;
     char close_reason[124];
@@ -358,10 +359,16 @@ int ess_session_writeable(ess_session_t *s)
             lws_callback_on_writable(s->wsi);
         return 0;
     }
-    if (s->closing) {
+    if (s->closing && !s->close_sent) {
+        s->close_sent = 1;
         lws_close_reason(s->wsi, (enum lws_close_status)s->close_code,
                          (unsigned char *)s->close_reason, strlen(s->close_reason));
-        return -1;
+        /* Returning -1 from WRITEABLE makes lws 4.1 treat the socket as
+         * failed and drop it without a close frame. A synchronous kill takes
+         * the protocol close path instead: lws sends the reason set above,
+         * waits for the peer's ack, then reports CLOSED. */
+        lws_set_timeout(s->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_SYNC);
+        return 0;
     }
     return 0;
 }
