@@ -516,7 +516,10 @@ static bool could_be_day(const ps_t *ps, const num_t *v)
     return v->ip >= 1 && !num_gt(v, last);
 }
 
-/* dateutil's resolve_ymd with dayfirst and yearfirst both false. */
+/*
+ * dateutil's resolve_ymd with dayfirst and yearfirst both false. Date
+ * values are never negative, so -1 stands for None.
+ */
 static void ymd_resolve(const ymd_t *y, int64_t out[3], bool has[3])
 {
     int n = y->n, nlab = (y->yi >= 0) + (y->mi >= 0) + (y->di >= 0);
@@ -879,6 +882,8 @@ static int parse_tokens(ps_t *ps)
                 int64_t y;
                 if (int_of(tp(ps, i + 4), tl(ps, i + 4), &y)) {
                     y = convert_year(ps->now_y, y);
+                    if (y < 0) /* only when now is before year 50; dateutil asserts */
+                        return fail(ps, "year is out of range");
                     if (y >= 100)
                         ps->ymd.century = true;
                     if ((rc = ymd_push(ps, y, LBL_Y)) != ESS_OK)

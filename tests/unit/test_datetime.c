@@ -284,6 +284,21 @@ static void test_day_from_now_checked(void)
     CHECK_EQ_INT(ms, INT64_C(1738281600000)); /* 2025-01-31 */
 }
 
+/* Near year 1 a two-digit year can pivot below year 1: rejected, not defaulted. */
+static void test_two_digit_year_near_year_one(void)
+{
+    int64_t now = ess_datetime_days_from_civil(5, 1, 1) * INT64_C(86400000);
+    int64_t ms = SENTINEL;
+    const char *err = NULL;
+    CHECK_EQ_INT(ess_datetime_parse("Jan of 75", 9, now, &ms, &err), ESS_EINVAL);
+    CHECK_EQ_STR(err, "year is out of range");
+    CHECK_EQ_INT(ess_datetime_parse("Jan of 54", 9, now, &ms, &err), ESS_OK);
+    CHECK_EQ_INT(ms, ess_datetime_days_from_civil(54, 1, 1) * INT64_C(86400000));
+    CHECK_EQ_INT(ess_datetime_parse("1/2/75", 6, now, &ms, &err), ESS_EINVAL);
+    CHECK_EQ_INT(ess_datetime_parse("1/2/03", 6, now, &ms, &err), ESS_OK);
+    CHECK_EQ_INT(ms, ess_datetime_days_from_civil(3, 1, 2) * INT64_C(86400000));
+}
+
 static void test_length_is_exact(void)
 {
     const char *text = "2025-04-30T13:33:00Zgarbage";
@@ -360,5 +375,6 @@ static void test_civil_round_trip(void)
 ESS_TEST_MAIN(ESS_TEST(test_accept_table), ESS_TEST(test_reject_table),
               ESS_TEST(test_deliberate_differences), ESS_TEST(test_reasons),
               ESS_TEST(test_omitted_fields_follow_now), ESS_TEST(test_day_from_now_checked),
+              ESS_TEST(test_two_digit_year_near_year_one),
               ESS_TEST(test_length_is_exact), ESS_TEST(test_null_arguments),
               ESS_TEST(test_civil_known_days), ESS_TEST(test_civil_round_trip))
