@@ -127,8 +127,18 @@ class Essd:
 class WebSocket:
     """A minimal RFC 6455 client for tests: text/binary frames, close codes."""
 
-    def __init__(self, host, port, path, headers=None, timeout=10):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, host, port, path, headers=None, timeout=10, rcvbuf=None):
+        self.timeout = timeout
+        self.pos = 0
+        if rcvbuf:
+            # A small receive buffer, set before connecting, so a client that
+            # stops reading fills up quickly (flow-control tests).
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            self.sock.settimeout(timeout)
+            self.sock.connect((host, port))
+        else:
+            self.sock = socket.create_connection((host, port), timeout=timeout)
         key = base64.b64encode(os.urandom(16)).decode()
         lines = ["GET %s HTTP/1.1" % path, "Host: %s:%d" % (host, port), "Upgrade: websocket",
                  "Connection: Upgrade", "Sec-WebSocket-Key: " + key, "Sec-WebSocket-Version: 13"]
@@ -141,7 +151,8 @@ class WebSocket:
             if not chunk:
                 raise ConnectionError("closed during handshake: %r" % self.buf)
             self.buf += chunk
-        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        head, rest = self.buf.split(b"\r\n\r\n", 1)
+        self.buf = bytearray(rest)
         self.status = int(head.split(b" ")[1])
         if self.status != 101:
             raise ConnectionError("handshake refused: %r" % head)
@@ -149,12 +160,15 @@ class WebSocket:
         self.close_reason = None
 
     def _read(self, n):
-        while len(self.buf) < n:
-            chunk = self.sock.recv(65536)
+        # A bytearray with a read position: slicing the whole buffer per
+        # frame would make a 40,000-frame replay quadratic.
+        while len(self.buf) - self.pos < n:
+            chunk = self.sock.recv(262144)
             if not chunk:
                 raise ConnectionError("connection closed")
             self.buf += chunk
-        data, self.buf = self.buf[:n], self.buf[n:]
+        data = bytes(self.buf[self.pos:self.pos + n])
+        self.pos += n
         return data
 
     def send_frame(self, opcode, payload=b""):
@@ -169,8 +183,28 @@ class WebSocket:
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
         self.sock.sendall(head + mask + masked)
 
-    def recv(self):
-        """Return (opcode, payload) of the next data frame, or ("close", code, reason)."""
+    def recv(self, timeout=None):
+        """Return (opcode, payload) of the next data frame, or ("close", code, reason).
+
+        With timeout (seconds), raise socket.timeout when no whole frame
+        arrives in time; a partial frame stays buffered for the next call.
+        """
+        if self.pos > 65536 and self.pos * 2 > len(self.buf):
+            del self.buf[:self.pos]  # at a frame boundary: drop what was read
+            self.pos = 0
+        if timeout is not None:
+            self.sock.settimeout(timeout)
+            mark = self.pos
+            try:
+                return self._recv()
+            except socket.timeout:
+                self.pos = mark  # nothing consumed: retry the frame later
+                raise
+            finally:
+                self.sock.settimeout(self.timeout)
+        return self._recv()
+
+    def _recv(self):
         while True:
             b0, b1 = self._read(2)
             opcode = b0 & 0x0F
@@ -224,3 +258,221 @@ class Checker:
     def done(self):
         print("%d passed, %d failed" % (self.passed, self.failed))
         sys.exit(1 if self.failed else 0)
+
+
+# ---------------------------------------------------------------------------
+# Helpers for the WebSocket tests (issue 4): tools, event streams, metrics,
+# and a tiny RabbitMQ stream-protocol client for creating, filling and
+# deleting many streams without one process per stream.
+
+PUBLISH = os.path.join(BUILD, "ess-publish")
+CAT = os.path.join(BUILD, "ess-cat")
+LISTEN = os.path.join(BUILD, "ess-listen")
+BROKER = os.path.join(SOURCE, "scripts", "broker")
+
+
+def unique(prefix="it4"):
+    """A stream name no other test or engineer uses."""
+    return "%s-%s" % (prefix, base64.b32encode(os.urandom(10)).decode().lower().rstrip("="))
+
+
+def tool(path, *args, stdin=None, timeout=300, check=True):
+    """Run a built tool; return CompletedProcess (bytes). Raises on failure when check."""
+    r = subprocess.run([path, *map(str, args)], input=stdin, capture_output=True, timeout=timeout,
+                       env=dict(os.environ, ESS_AMQP_URL=AMQP_URL))
+    if check and r.returncode != 0:
+        raise RuntimeError("%s %s exited %d: %s" % (os.path.basename(path), " ".join(map(str, args)),
+                                                    r.returncode, r.stderr.decode(errors="replace")))
+    return r
+
+
+def publish(key, count, fmt="json", declare=False, poison=False, rate=0, size=None):
+    """ess-publish through the event-streams exchange."""
+    args = ["--routing-key", key, "--count", count, "--format", fmt, "--rate", rate]
+    if declare:
+        args.append("--declare")
+    if poison:
+        args.append("--poison")
+    if size:
+        args += ["--size", size]
+    return tool(PUBLISH, *args)
+
+
+def cat_publish(stream, lines, create=False):
+    """ess-cat --publish: one message per line (bytes or str, no newlines inside)."""
+    data = b"".join((x if isinstance(x, bytes) else x.encode("utf-8")) + b"\n" for x in lines)
+    args = ["--publish"] + (["--create"] if create else []) + [stream]
+    return tool(CAT, *args, stdin=data)
+
+
+def cat_read(stream, count, start="first"):
+    """The stream's messages as ess-cat --format json reads them: [{offset, timestamp, body}].
+
+    Bodies that are not UTF-8 are not representable here; use cat_read_raw.
+    """
+    r = tool(CAT, stream, "--from", start, "--count", count, "--format", "json")
+    return [json.loads(line) for line in r.stdout.decode("utf-8", "replace").splitlines() if line]
+
+
+def delete_stream(name):
+    tool(CAT, "--delete", name, check=False, timeout=60)
+
+
+def broker_ctl(*args, timeout=120):
+    return subprocess.run([BROKER, "ctl", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def broker_connections():
+    """Lines of `rabbitmqctl list_connections name` (one per connection), or None on error."""
+    r = broker_ctl("list_connections", "-q", "name")
+    if r.returncode != 0:
+        return None
+    return [x for x in r.stdout.splitlines() if x.strip() and not x.startswith("name")]
+
+
+def metrics(essd):
+    """GET /metrics parsed into {"name{labels}": float}."""
+    st, _, data = essd.request("GET", "/metrics")
+    out = {}
+    for line in data.decode().splitlines():
+        if line and not line.startswith("#"):
+            k, _, v = line.rpartition(" ")
+            try:
+                out[k] = float(v)
+            except ValueError:
+                pass
+    return out
+
+
+def create_es(essd, key):
+    """POST an event stream; return (id, path) where path is /event-stream/{uuid}."""
+    st, body = essd.json("POST", "/event-stream/", {"routing_key": key})
+    if st != 201:
+        raise RuntimeError("POST /event-stream/ gave %s %r" % (st, body))
+    return body["id"], "/event-stream/" + body["location"].rsplit("/", 1)[1]
+
+
+def ws_open(essd, path, headers=None, **kw):
+    return WebSocket("127.0.0.1", essd.public_port, path, headers=headers, **kw)
+
+
+def recv_close(ws, limit=100000, timeout=20):
+    """Read frames until the close; return (frames, close) with close = (code, reason) or None."""
+    frames = []
+    try:
+        for _ in range(limit):
+            f = ws.recv(timeout=timeout)
+            if f[0] == "close":
+                return frames, (f[1], f[2])
+            frames.append(f)
+    except (OSError, ConnectionError):
+        return frames, None
+    return frames, None
+
+
+def vm_rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return None
+
+
+class StreamAdmin:
+    """A minimal RabbitMQ stream-protocol client (port 5552): create, delete,
+    publish. Enough for tests that need a thousand streams in seconds."""
+
+    def __init__(self, host="127.0.0.1", port=5552, user="guest", password="guest", vhost="/"):
+        self.sock = socket.create_connection((host, port), timeout=30)
+        self.corr = 0
+        self.buf = b""
+        self._call(0x11, self._map({"product": "esslib"}))
+        self._call(0x12, b"")
+        self._call(0x13, self._str("PLAIN") + self._bytes(b"\0" + user.encode() + b"\0" + password.encode()))
+        key, body = self._frame()
+        while key != 0x14:  # Tune
+            key, body = self._frame()
+        self._send(struct.pack(">HH", 0x14, 1) + body[:8])
+        self._call(0x15, self._str(vhost))
+        self.confirms = 0
+
+    @staticmethod
+    def _str(x):
+        b = x.encode()
+        return struct.pack(">h", len(b)) + b
+
+    @staticmethod
+    def _bytes(b):
+        return struct.pack(">i", len(b)) + b
+
+    def _map(self, d):
+        return struct.pack(">i", len(d)) + b"".join(self._str(k) + self._str(v) for k, v in d.items())
+
+    def _send(self, payload):
+        self.sock.sendall(struct.pack(">I", len(payload)) + payload)
+
+    def _frame(self):
+        while True:
+            if len(self.buf) >= 4:
+                n = struct.unpack(">I", self.buf[:4])[0]
+                if len(self.buf) >= 4 + n:
+                    f, self.buf = self.buf[4:4 + n], self.buf[4 + n:]
+                    key = struct.unpack(">H", f[:2])[0]
+                    if key == 0x0003:  # publish confirm
+                        self.confirms += struct.unpack(">i", f[5:9])[0]
+                        continue
+                    if key == 0x0017:  # heartbeat
+                        continue
+                    return key, f[4:]
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("stream connection closed")
+            self.buf += chunk
+
+    def _call(self, key, args):
+        """Send a request; return its response code (1 = OK)."""
+        self.corr += 1
+        self._send(struct.pack(">HHI", key, 1, self.corr) + args)
+        for _ in range(1000):
+            rkey, body = self._frame()
+            if rkey == (key | 0x8000) and struct.unpack(">I", body[:4])[0] == self.corr:
+                return struct.unpack(">H", body[4:6])[0]
+        raise RuntimeError("no response to command 0x%x" % key)
+
+    def create(self, stream):
+        """1 = created, 5 = already exists."""
+        return self._call(0x0D, self._str(stream) + struct.pack(">i", 0))
+
+    def delete(self, stream):
+        return self._call(0x0E, self._str(stream))
+
+    def publish(self, stream, bodies, pub_id=1):
+        """Publish bodies (bytes) as AMQP 1.0 data sections; wait for every confirm."""
+        rc = self._call(0x01, struct.pack(">B", pub_id) + self._str("") + self._str(stream))
+        if rc != 1:
+            return rc
+        self.confirms = 0
+        msgs = b"".join(struct.pack(">Q", i) + self._bytes(b"\x00\x53\x75\xb0" + struct.pack(">I", len(b)) + b)
+                        for i, b in enumerate(bodies))
+        self._send(struct.pack(">HHBi", 0x02, 1, pub_id, len(bodies)) + msgs)
+        for _ in range(100000):
+            if self.confirms >= len(bodies):
+                break
+            self.sock.settimeout(30)
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("stream connection closed")
+            self.buf += chunk
+            while len(self.buf) >= 4 and len(self.buf) >= 4 + struct.unpack(">I", self.buf[:4])[0]:
+                n = struct.unpack(">I", self.buf[:4])[0]
+                f, self.buf = self.buf[4:4 + n], self.buf[4 + n:]
+                if struct.unpack(">H", f[:2])[0] == 0x0003:
+                    self.confirms += struct.unpack(">i", f[5:9])[0]
+        return self._call(0x06, struct.pack(">B", pub_id))  # DeletePublisher
+
+    def close(self):
+        try:
+            self._call(0x16, struct.pack(">H", 0) + self._str("done"))
+        except (OSError, RuntimeError, ConnectionError):
+            pass
+        self.sock.close()
