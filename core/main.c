@@ -62,8 +62,10 @@ static int parse_datetime(const char *s)
 
 static void finish(ess_app_t *app)
 {
-    if (app->lws == NULL)
+    static int finished;
+    if (finished || app->lws == NULL)
         return;
+    finished = 1;
     ess_log_info("shutdown: closing listeners");
     uv_timer_stop(&drain_timer);
     uv_close((uv_handle_t *)&drain_timer, NULL);
@@ -219,6 +221,8 @@ int main(int argc, char **argv)
         ess_server_destroy(&app);
         ess_gateway_stop(&app, NULL);
         uv_run(&loop, UV_RUN_DEFAULT);
+        ess_server_destroy(&app);
+        status = 2;
         goto fail_loop;
     }
     ess_signal_handlers_t handlers = {on_terminate, on_reload};
@@ -226,6 +230,10 @@ int main(int argc, char **argv)
     ess_script_watch_start(&app);
 
     uv_run(&loop, UV_RUN_DEFAULT);
+    if (app.lws != NULL) {
+        ess_server_destroy(&app);
+        uv_run(&loop, UV_RUN_DEFAULT);
+    }
     ess_log_info("essd stopped");
     status = 0;
 

@@ -66,6 +66,8 @@ int ess_server_start(ess_app_t *app, char *err, size_t errlen)
     info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
     info.foreign_loops = loops;
     info.user = app;
+    /* lws clears app->lws itself once the context is wholly destroyed. */
+    info.pcontext = &app->lws;
     info.max_http_header_data = (unsigned short)app->cfg->max_header_bytes;
     info.max_http_header_pool = 64;
     info.fd_limit_per_thread = (unsigned int)(app->cfg->max_connections + 64);
@@ -119,8 +121,9 @@ void ess_server_drain(ess_app_t *app, void (*done)(ess_app_t *app))
 
 void ess_server_destroy(ess_app_t *app)
 {
-    if (app->lws == NULL)
-        return;
-    lws_context_destroy(app->lws);
-    app->lws = NULL;
+    /* On a foreign loop the first call starts closing lws's handles; the
+     * loop must run for them to close, and a call after that (when lws has
+     * not already cleared app->lws through pcontext) frees what remains. */
+    if (app->lws != NULL)
+        lws_context_destroy(app->lws);
 }
