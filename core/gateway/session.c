@@ -399,7 +399,7 @@ void ess_session_closed(ess_session_t *s)
         ess_gateway_detach(s->app, s);
     log_stats(s, s->closing ? s->close_reason : "client went away");
     drop_queue(s);
-    ess_hooks_es_release(&s->hook_es);
+    ess_hooks_es_release(s->app->vm, &s->hook_es);
     ess_metrics.ws_open--;
     free(s->routing_key);
     free(s);
