@@ -84,7 +84,7 @@ end
 -- "a.b_c.d": dot-separated identifiers only (no "/", "..", leading ".").
 local function valid_name(name)
     if type(name) ~= "string" or name == "" or #name > 200 or name:find("%.%.")
-        or name:sub(-1) == "." then
+        or name:sub(1, 1) == "." or name:sub(-1) == "." then
         return false
     end
     for part in gmatch(name, "[^.]+") do
