@@ -188,12 +188,13 @@ def listen_rows(e, adm, stream):
     out = r.stdout.decode() + r.stderr.decode()
     t.check("1000" in out and "the event stream is unknown" in out, "listen prints the close: %r" % out)
     t.eq(r.returncode, 0, "listen: exit 0 on a normal close")
-    r = subprocess.run([LISTEN, loc, "-o", "-5"], capture_output=True, timeout=30)
+    r = subprocess.run([LISTEN, loc + "?stream_from_ordinal=-5"], capture_output=True, timeout=30)
     out = r.stdout.decode() + r.stderr.decode()
-    t.check("1002" in out, "listen prints 1002 for a negative ordinal: %r" % out)
+    t.check("code=1002" in out and "must not be negative" in out, "listen prints 1002 and its reason: %r" % out)
+    t.eq(r.returncode, 1, "listen: exit 1 on a close other than 1000")
     # Bad arguments and a refused connection: exit 2.
     for args in ([], [loc, "-o"], [loc, "-o", "1", "-t", "2"], [loc, "--bogus"], ["http://x/y"],
-                 [loc, "--count", "x"]):
+                 [loc, "--count", "x"], [loc, "-o", "-5"], [loc, "-t", "abc"], [loc, loc]):
         r = subprocess.run([LISTEN, *args], capture_output=True, timeout=30)
         t.eq(r.returncode, 2, "listen %r: exit 2" % (args,))
     s = socket.socket()
