@@ -9,6 +9,7 @@
 #include "ess.h"
 #include "metrics/metrics.h"
 #include "mq/amqp10.h"
+#include "util/json.h"
 #include "util/log.h"
 
 #include <lauxlib.h>
@@ -77,6 +78,24 @@ static int host_count(lua_State *L)
     return 0;
 }
 
+/* ess.json_object(s) -> index of the closing '}' (1-based), empty | nil, reason:
+ * strict validation without building a table. */
+static int host_json_object(lua_State *L)
+{
+    size_t len, close, at;
+    int empty;
+    const char *why;
+    const char *s = luaL_checklstring(L, 1, &len);
+    if (ess_json_object(s, len, &close, &empty, &why, &at) != ESS_OK) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s at byte %d", why, (int)at);
+        return 2;
+    }
+    lua_pushnumber(L, (lua_Number)close + 1);
+    lua_pushboolean(L, empty);
+    return 2;
+}
+
 /* Load module through ess.sandbox (text only, allow-listed globals, `ess`
  * as the host table at the top of the stack) and keep its field fn. */
 static int load_hook(ess_vm_t *vm, const char *module, const char *field, const char *key,
@@ -122,6 +141,8 @@ int ess_hooks_init(ess_vm_t *vm, const char *enrich_module, const char *route_mo
     lua_setfield(L, -2, "log");
     lua_pushcfunction(L, host_count);
     lua_setfield(L, -2, "count");
+    lua_pushcfunction(L, host_json_object);
+    lua_setfield(L, -2, "json_object");
     lua_setglobal(L, "ess");
 
     if (load_hook(vm, enrich_module, "enrich", ENRICH_KEY, err, errlen) != ESS_OK ||

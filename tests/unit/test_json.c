@@ -1,0 +1,99 @@
+/* Unit tests for util/json: strict validation of JSON objects. */
+#include "ess_test.h"
+#include "ess.h"
+#include "util/json.h"
+
+#include <stdlib.h>
+
+static int ok(const char *s, size_t *close, int *empty)
+{
+    const char *err;
+    size_t at;
+    return ess_json_object(s, strlen(s), close, empty, &err, &at) == ESS_OK;
+}
+
+static void test_valid_objects(void)
+{
+    size_t close;
+    int empty;
+    CHECK(ok("{}", &close, &empty));
+    CHECK_EQ_INT(close, 1);
+    CHECK_EQ_INT(empty, 1);
+    CHECK(ok("  { \n }  ", &close, &empty));
+    CHECK_EQ_INT(close, 6);
+    CHECK_EQ_INT(empty, 1);
+    CHECK(ok("{\"a\":1}", &close, &empty));
+    CHECK_EQ_INT(close, 6);
+    CHECK_EQ_INT(empty, 0);
+    const char *valid[] = {
+        "{\"a\":[1,2,{\"b\":null}],\"c\":true,\"d\":false,\"e\":-0.5e+10}",
+        "{\"s\":\"caf\xc3\xa9 \\u00e9 \\ud83d\\ude00 \\\" \\\\ \\/ \\b\\f\\n\\r\\t\"}",
+        "{\"n\":0,\"m\":-0,\"x\":1E3,\"y\":12.25e-3}",
+        "{\"nested\":{\"deep\":[[[[]]]]},\"empty\":{},\"arr\":[]}",
+        "{\"k\":\"v\"}\n",
+    };
+    for (size_t i = 0; i < ESS_ARRAY_SIZE(valid); i++)
+        CHECK(ok(valid[i], &close, &empty));
+}
+
+static void test_invalid(void)
+{
+    const char *bad[] = {
+        "", "   ", "[]", "\"x\"", "1", "{", "}", "{\"a\"}", "{\"a\":}", "{\"a\":1,}", "{,}",
+        "{\"a\":1 \"b\":2}", "{a:1}", "{'a':1}", "{\"a\":01}", "{\"a\":1.}", "{\"a\":.5}",
+        "{\"a\":+1}", "{\"a\":NaN}", "{\"a\":Infinity}", "{\"a\":0x10}", "{\"a\":tru}",
+        "{\"a\":\"\\x\"}", "{\"a\":\"\\u12\"}", "{\"a\":\"\\ud800\"}", "{\"a\":\"\\udc00x\"}",
+        "{\"a\":\"tab\there\"}", "{\"a\":\"\xc3\"}", "{\"a\":\"\xff\"}", "{} {}", "{}x",
+        "{\"a\":[1,2}", "{\"a\":[1,2,]}", "{\"a\":1}}", "{\"a\" 1}", "{\"a\":\"unterminated}",
+    };
+    for (size_t i = 0; i < ESS_ARRAY_SIZE(bad); i++) {
+        size_t close = 0, at = 0;
+        int empty;
+        const char *err = NULL;
+        int rc = ess_json_object(bad[i], strlen(bad[i]), &close, &empty, &err, &at);
+        if (rc == ESS_OK)
+            fprintf(stderr, "accepted: %s\n", bad[i]);
+        CHECK_EQ_INT(rc, ESS_EINVAL);
+        CHECK(err != NULL);
+    }
+    /* An embedded NUL is a control character inside a string, and junk outside. */
+    size_t close;
+    int empty;
+    CHECK(ess_json_object("{\"a\":\"x\0\"}", 10, &close, &empty, NULL, NULL) == ESS_EINVAL);
+    CHECK(ess_json_object("{}\0", 3, &close, &empty, NULL, NULL) == ESS_EINVAL);
+}
+
+static void test_depth_bounded(void)
+{
+    size_t n = 100000;
+    char *s = malloc(2 * n + 16);
+    size_t k = 0;
+    s[k++] = '{';
+    memcpy(s + k, "\"a\":", 4);
+    k += 4;
+    for (size_t i = 0; i < n; i++)
+        s[k++] = '[';
+    for (size_t i = 0; i < n; i++)
+        s[k++] = ']';
+    s[k++] = '}';
+    size_t close;
+    int empty;
+    const char *err = NULL;
+    CHECK_EQ_INT(ess_json_object(s, k, &close, &empty, &err, NULL), ESS_EINVAL);
+    CHECK(err && strstr(err, "deep"));
+    /* Within the limit it is fine. */
+    k = 0;
+    s[k++] = '{';
+    memcpy(s + k, "\"a\":", 4);
+    k += 4;
+    for (size_t i = 0; i < 500; i++)
+        s[k++] = '[';
+    for (size_t i = 0; i < 500; i++)
+        s[k++] = ']';
+    s[k++] = '}';
+    CHECK_EQ_INT(ess_json_object(s, k, &close, &empty, NULL, NULL), ESS_OK);
+    CHECK_EQ_INT(close, k - 1);
+    free(s);
+}
+
+ESS_TEST_MAIN(ESS_TEST(test_valid_objects), ESS_TEST(test_invalid), ESS_TEST(test_depth_bounded))
