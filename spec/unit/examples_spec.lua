@@ -1,0 +1,286 @@
+-- Specs for the example hooks under lua/ess/examples/, each loaded through
+-- ess.sandbox from the real Lua root as the gateway loads it, and for the
+-- configurations under config/examples/ that select them.
+
+local sandbox = require "ess.sandbox"
+local config = require "ess.config"
+local cjson = require "cjson"
+
+local ROOT = "lua"
+
+local function host_recorder()
+    local calls = {}
+    return {
+        log = function(level, msg) calls[#calls + 1] = { "log", level, msg } end,
+        count = function(name, by) calls[#calls + 1] = { "count", name, by or 1 } end,
+    }, calls
+end
+
+local function load_hook(name, host)
+    return assert(sandbox.load(name, ROOT, host or host_recorder()))
+end
+
+local default = load_hook("ess.enrich").enrich
+local ES = { id = 3, uuid = "AAAAAAAAAAAAAAAAAAAAAA", routing_key = "orders" }
+
+-- A msg like the host's: properties built on first read, and counted.
+local function msg_of(body, props, offset)
+    local reads = { n = 0 }
+    local msg = setmetatable({ body = body, offset = offset or 42, timestamp = 1746019980000,
+        is_text = true }, {
+        __index = function(t, k)
+            if k == "properties" then
+                reads.n = reads.n + 1
+                local p = props or {}
+                rawset(t, "properties", p)
+                return p
+            end
+        end,
+    })
+    return msg, reads
+end
+
+describe("config/examples", function()
+    local cases = {
+        { "legacy", "enrich", "ess.examples.legacy" },
+        { "filter", "enrich", "ess.examples.filter" },
+        { "redact", "enrich", "ess.examples.redact" },
+        { "routing_map", "route", "ess.examples.routing_map" },
+    }
+    for _, c in ipairs(cases) do
+        it(c[1] .. ".yaml is valid and selects a hook that loads", function()
+            local cfg, err = config.load("config/examples/" .. c[1] .. ".yaml", {})
+            assert.is_nil(err)
+            assert.equal(c[3], cfg.lua[c[2]])
+            local mod = assert(sandbox.load(cfg.lua[c[2]], cfg.lua.path, host_recorder()))
+            assert.is_function(mod[c[2]])
+        end)
+    end
+
+    it("every example enrich passes the host's self-test samples", function()
+        local samples = {
+            '{"message_type":"MerchantProcessingCharge","ess_selftest":true}',
+            'accountserver.MerchantProcessingCharge|timestamp: "2025-04-30T13:33:00Z"',
+            "{not json",
+        }
+        for _, name in ipairs({ "legacy", "filter", "redact" }) do
+            local enrich = load_hook("ess.examples." .. name).enrich
+            for _, body in ipairs(samples) do
+                local out = enrich(msg_of(body), ES)
+                assert.is_true(out == nil or type(out) == "string")
+            end
+        end
+    end)
+end)
+
+describe("ess.examples.legacy", function()
+    local host, calls = host_recorder()
+    local enrich = load_hook("ess.examples.legacy", host).enrich
+
+    it("adds ess_ordinal and ess_timestamp to a JSON object, spliced", function()
+        assert.equal('{"a":1.50,"b":"x","ess_ordinal":42,"ess_timestamp":1746019980000}',
+            enrich(msg_of('{"a":1.50,"b":"x"}'), ES))
+        assert.equal('  { "ess_ordinal":7,"ess_timestamp":1746019980000}\n',
+            enrich(msg_of("  { }\n", nil, 7), ES))
+        assert.equal('{"a":[],"ess_ordinal":9007199254740992,"ess_timestamp":1746019980000}',
+            enrich(msg_of('{"a":[]}', nil, 2 ^ 53), ES))
+    end)
+
+    it("adds |ordinal: and |timestamp: to text", function()
+        assert.equal("accountserver.Pod|x: 1|ordinal: 42|timestamp: 1746019980000",
+            enrich(msg_of("accountserver.Pod|x: 1"), ES))
+        assert.equal("|ordinal: 0|timestamp: 1746019980000", enrich(msg_of("", nil, 0), ES))
+    end)
+
+    it("forwards invalid JSON and binary unchanged, counting invalid JSON", function()
+        assert.equal("{not json", enrich(msg_of("{not json"), ES))
+        local bin = msg_of("\0\1{")
+        bin.is_text = false
+        assert.equal("\0\1{", enrich(bin, ES))
+        assert.same({ "count", "enrich_invalid_json", 1 }, calls[1])
+    end)
+
+    it("is the default with the legacy names", function()
+        local bodies = { '{"a":1}', "{}", " {\"k\": [1, 2]} ", "text", "[1]", "{bad", "" }
+        for _, body in ipairs(bodies) do
+            local want = default(msg_of(body), ES):gsub('"ess_offset"', '"ess_ordinal"')
+                :gsub("|offset: ", "|ordinal: ")
+            assert.equal(want, enrich(msg_of(body), ES))
+        end
+    end)
+
+    it("never reads msg.properties", function()
+        local msg, reads = msg_of('{"a":1}')
+        enrich(msg, ES)
+        assert.equal(0, reads.n)
+    end)
+end)
+
+describe("ess.examples.filter", function()
+    local host, calls = host_recorder()
+    local filter = load_hook("ess.examples.filter", host)
+    local enrich = filter.enrich
+
+    it("keeps a listed JSON message_type, enriched by the default", function()
+        local body = '{"message_type":"MerchantStorageCharge","n":1}'
+        assert.equal(default(msg_of(body), ES), enrich(msg_of(body), ES))
+    end)
+
+    it("skips an unlisted JSON message_type and counts it", function()
+        assert.is_nil(enrich(msg_of('{"n":1, "message_type" : "Pod"}'), ES))
+        assert.same({ "count", "filter_skipped", 1 }, calls[#calls])
+    end)
+
+    it("reads the text form's type", function()
+        assert.is_nil(enrich(msg_of('accountserver.Pod|timestamp: "x"'), ES))
+        local kept = 'accountserver.MerchantProcessingCharge|timestamp: "x"'
+        assert.equal(default(msg_of(kept), ES), enrich(msg_of(kept), ES))
+    end)
+
+    it("falls back to msg.properties.message_type, read only when needed", function()
+        local msg, reads = msg_of("plain", { message_type = "Pod" })
+        assert.is_nil(enrich(msg, ES))
+        assert.equal(1, reads.n)
+        msg = msg_of("plain", { message_type = "MerchantProcessingCharge" })
+        assert.is_string(enrich(msg, ES))
+        -- The body's type wins and the properties are not built.
+        msg, reads = msg_of('{"message_type":"MerchantProcessingCharge"}',
+            { message_type = "Pod" })
+        assert.is_string(enrich(msg, ES))
+        assert.equal(0, reads.n)
+    end)
+
+    it("keeps untyped messages: nested, in a string, invalid JSON, binary", function()
+        for _, body in ipairs({ '{"x":{"message_type":"Pod"}}', '{"note":"message_type"}',
+            '{"message_type":"Pod"', '{"message_type":7}', "no type here" }) do
+            assert.equal(default(msg_of(body), ES), enrich(msg_of(body), ES))
+        end
+        local bin = msg_of("\255\0")
+        bin.is_text = false
+        assert.equal("\255\0", enrich(bin, ES))
+    end)
+
+    it("exposes message_type()", function()
+        assert.equal("Pod", filter.message_type(msg_of('{"message_type":"Pod"}')))
+        assert.is_nil(filter.message_type(msg_of("{}")))
+    end)
+end)
+
+describe("ess.examples.redact", function()
+    local host, calls = host_recorder()
+    local mod = load_hook("ess.examples.redact", host)
+    local enrich, redact = mod.enrich, mod.redact
+
+    it("masks and removes configured members, keeping the rest byte for byte", function()
+        assert.equal('{"a":1.50,"card_number":"***","z":"\\u00e9"}',
+            redact('{"a":1.50,"card_number":"4111 1111","password":"pw","z":"\\u00e9"}'))
+        assert.equal("{}", redact('{"password":"x"}'))
+        assert.equal(' {"n":{"k":[{"card_number":"***"},3]},"z":true} ',
+            redact(' {"n":{"password":[1,{"x":2}],"k":[{"card_number":5},3]},"z":true} '))
+        assert.equal('{"x":2}', redact('{"password":1, "x":2, "password":3}'))
+        assert.equal('{"b":"\\"password\\""}', redact('{"pass\\u0077ord":1,"b":"\\"password\\""}'))
+    end)
+
+    it("leaves bodies without the fields alone", function()
+        for _, body in ipairs({ '{"a":"password"}', '{"x":{"y":"card_number"}}', "[1]",
+            '["password"]', "{bad password", "password: text", '{"a":"\\u0041"}' }) do
+            assert.is_nil(redact(body))
+        end
+    end)
+
+    it("enriches after redacting, and counts", function()
+        assert.equal('{"a":1,"ess_offset":42,"ess_timestamp":1746019980000}',
+            enrich(msg_of('{"a":1,"password":"x"}'), ES))
+        assert.same({ "count", "redacted", 1 }, calls[#calls])
+        assert.equal("password: x|offset: 42|timestamp: 1746019980000",
+            enrich(msg_of("password: x"), ES))
+        assert.equal(default(msg_of('{"a":1}'), ES), enrich(msg_of('{"a":1}'), ES))
+    end)
+
+    -- Random nested documents: the output decodes to the input minus the
+    -- removed members, with masked values replaced.
+    it("matches a table-level redaction on 300 random documents", function()
+        math.randomseed(5)
+        local keys = { "a", "b", "password", "card_number", "c" }
+        local function gen(depth)
+            local r = math.random(depth > 2 and 3 or 5)
+            if r == 1 then
+                return math.random(-1000, 1000)
+            elseif r == 2 then
+                return keys[math.random(#keys)]
+            elseif r == 3 then
+                return math.random(2) == 1
+            elseif r == 4 then
+                local t = {}
+                for i = 1, math.random(0, 3) do
+                    t[i] = gen(depth + 1)
+                end
+                return t
+            end
+            local t = {}
+            for _ = 1, math.random(0, 4) do
+                t[keys[math.random(#keys)]] = gen(depth + 1)
+            end
+            return t
+        end
+        local function expect(v)
+            if type(v) ~= "table" then
+                return v
+            end
+            local out = {}
+            for k, x in pairs(v) do
+                if k == "card_number" then
+                    out[k] = "***"
+                elseif k ~= "password" then
+                    out[k] = expect(x)
+                end
+            end
+            return out
+        end
+        local enc = cjson.new()
+        for _ = 1, 300 do
+            local doc = gen(0)
+            doc = type(doc) == "table" and doc or { a = doc }
+            doc.password = doc.password or "secret"
+            local body = enc.encode(doc)
+            local out = redact(body)
+            assert.is_string(out)
+            assert.is_nil(out:find("secret", 1, true))
+            assert.same(expect(cjson.decode(body)), cjson.decode(out))
+        end
+    end)
+end)
+
+describe("ess.examples.routing_map", function()
+    local mod = load_hook("ess.examples.routing_map")
+    local route = mod.route
+    local function es(key)
+        return { id = 1, uuid = "u", routing_key = key }
+    end
+
+    it("sends listed and prefixed keys to classic mode", function()
+        for _, key in ipairs({ "billing.legacy", "legacy.orders", "v1.x" }) do
+            assert.same({ mode = "classic", exchange = "event-streams", routing_key = key },
+                route(es(key), {}))
+        end
+    end)
+
+    it("sends the rest to the stream of the same name", function()
+        for _, key in ipairs({ "orders", "legacyorders", "billing.legacy2", "v1" }) do
+            assert.same({ mode = "stream", stream = key }, route(es(key), {}))
+        end
+    end)
+
+    it("renames streams listed in STREAMS", function()
+        mod.STREAMS.orders = "orders-2025"
+        assert.same({ mode = "stream", stream = "orders-2025" }, route(es("orders"), {}))
+        mod.STREAMS.orders = nil
+    end)
+
+    it("uses classic mode for everything on a version 1 broker", function()
+        assert.same({ mode = "classic", exchange = "event-streams", routing_key = "orders" },
+            route(es("orders"), { broker = { version = 1 } }))
+        assert.same({ mode = "stream", stream = "orders" },
+            route(es("orders"), { broker = { version = 2 } }))
+    end)
+end)
