@@ -330,10 +330,15 @@ ess_session_t *ess_session_open(ess_app_t *app, struct lws *wsi)
     return s;
 }
 
+/* Sends up to a batch of queued frames while the socket takes them
+ * (lws_send_pipe_choked), so one wake-up drains many small messages. */
 int ess_session_writeable(ess_session_t *s)
 {
-    frame_t *f = s->head;
-    if (f != NULL) {
+    int sent = 0;
+    while (s->head != NULL && sent < 256) {
+        if (sent > 0 && lws_send_pipe_choked(s->wsi))
+            break;
+        frame_t *f = s->head;
         int n = lws_write(s->wsi, f->data + LWS_PRE, f->len,
                           f->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
         if (n < 0)
@@ -342,7 +347,6 @@ int ess_session_writeable(ess_session_t *s)
         if (s->head == NULL)
             s->tail = NULL;
         s->queued_bytes -= f->len;
-        s->last_progress_ms = uv_now(s->app->loop);
         s->delivered = 1;
         s->last_offset = f->offset;
         s->msgs_out++;
@@ -350,6 +354,10 @@ int ess_session_writeable(ess_session_t *s)
         ess_metrics.msgs_out++;
         ess_metrics.bytes_out += f->len;
         free(f);
+        sent++;
+    }
+    if (sent > 0) {
+        s->last_progress_ms = uv_now(s->app->loop);
         if (s->paused && s->sub &&
             s->queued_bytes <= (size_t)s->app->cfg->outbound_budget_bytes / 2) {
             s->paused = 0;
@@ -360,15 +368,20 @@ int ess_session_writeable(ess_session_t *s)
         return 0;
     }
     if (s->closing && !s->close_sent) {
+        /* lws 4.1's libuv back end kills the socket before a close frame
+         * queued by lws_close_reason() + return -1 is written, so the
+         * client would see 1006. Send the close frame ourselves and give
+         * the peer a few seconds to answer it. */
+        uint8_t buf[LWS_PRE + 2 + sizeof s->close_reason];
+        size_t n = strlen(s->close_reason);
+        buf[LWS_PRE] = (uint8_t)(s->close_code >> 8);
+        buf[LWS_PRE + 1] = (uint8_t)(s->close_code & 0xff);
+        memcpy(buf + LWS_PRE + 2, s->close_reason, n);
         s->close_sent = 1;
-        lws_close_reason(s->wsi, (enum lws_close_status)s->close_code,
-                         (unsigned char *)s->close_reason, strlen(s->close_reason));
-        /* Returning -1 from WRITEABLE makes lws 4.1 treat the socket as
-         * failed and drop it without a close frame. A synchronous kill takes
-         * the protocol close path instead: lws sends the reason set above,
-         * waits for the peer's ack, then reports CLOSED. */
-        lws_set_timeout(s->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_SYNC);
-        return 0;
+        /* 4 is lws's internal LWS_WRITE_CLOSE: a close frame with this payload. */
+        if (lws_write(s->wsi, buf + LWS_PRE, n + 2, (enum lws_write_protocol)4) < 0)
+            return -1;
+        lws_set_timeout(s->wsi, PENDING_TIMEOUT_CLOSE_ACK, 3);
     }
     return 0;
 }

@@ -58,7 +58,7 @@ static struct lws_vhost *vhost(ess_app_t *app, const char *name, const ess_liste
 
 int ess_server_start(ess_app_t *app, char *err, size_t errlen)
 {
-    lws_set_log_level(LLL_ERR | LLL_WARN, lws_logger);
+    lws_set_log_level(getenv("ESS_LWS_LOG") ? atoi(getenv("ESS_LWS_LOG")) : (LLL_ERR | LLL_WARN), lws_logger);
 
     void *loops[1] = {app->loop};
     struct lws_context_creation_info info;

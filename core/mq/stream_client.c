@@ -1103,10 +1103,8 @@ static void on_response(conn_t *k, const ess_proto_frame_t *f)
         int st = ESS_OK;
         int is_sub = r->kind == R_LOCATE_SUB;
         int dead = is_sub ? r->sub->dead : r->pub->dead;
-        if (is_sub)
-            r->sub->refs--;
-        else
-            r->pub->refs--;
+        /* Keep the request's reference until the end: sub_fail/pub_fail
+         * would otherwise free the object that sub_put reads below. */
         if (!dead && is_meta && pick_host(f, is_sub, &host, &port, &st) == 0 && port > 0 &&
             port <= 65535) {
             char *h = ess_xstrndup(host.p, host.len);
@@ -1121,10 +1119,13 @@ static void on_response(conn_t *k, const ess_proto_frame_t *f)
             else
                 pub_fail(r->pub, is_meta ? st : ESS_EPROTO, 0);
         }
-        if (is_sub)
+        if (is_sub) {
+            r->sub->refs--;
             sub_put(r->sub);
-        else
+        } else {
+            r->pub->refs--;
             pub_put(r->pub);
+        }
         break;
     }
     case R_RECHECK:
