@@ -80,11 +80,16 @@ class Reader:
                 self.subscribed.set()
 
     def finish(self, timeout):
-        try:
-            out, _ = self.p.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
+        # Not communicate(): it would also read stderr, racing _drain_err.
+        chunks = []
+        t = threading.Thread(target=lambda: chunks.append(self.p.stdout.read()), daemon=True)
+        t.start()
+        t.join(timeout)
+        if t.is_alive():
             self.p.kill()
-            out, _ = self.p.communicate()
+            t.join(10)
+        self.p.wait(30)
+        out = b"".join(chunks)
         return self.p.returncode, [json.loads(l) for l in out.decode().splitlines() if l]
 
 
