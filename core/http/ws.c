@@ -42,7 +42,11 @@ int ess__ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *us
     case LWS_CALLBACK_SERVER_WRITEABLE:
         return *ps ? ess_session_writeable(*ps) : -1;
     case LWS_CALLBACK_RECEIVE:
-        return 0; /* clients have nothing to say; their frames are read and dropped */
+        /* Clients have nothing to say: their frames are read and dropped,
+         * but one larger than public.max_frame_bytes closes the connection. */
+        if (*ps && len + lws_remaining_packet_payload(wsi) > (size_t)app->cfg->max_frame_bytes)
+            ess_session_close(*ps, 1009, "frame too large", 0);
+        return 0;
     case LWS_CALLBACK_CLOSED:
         ess_session_closed(*ps);
         *ps = NULL;

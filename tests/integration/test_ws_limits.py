@@ -1,0 +1,78 @@
+"""Limits on the public listener: an inbound frame over
+public.max_frame_bytes closes 1009; an oversized header block is refused
+without harming the service; plain HTTP on the public port is a JSON 404;
+connections beyond public.max_connections close 1013; bad frames from a
+client never crash essd."""
+import os
+import socket
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(__file__))
+from esslib import Checker, Essd, WebSocket, create_es, publish, unique, delete_stream  # noqa: E402
+
+t = Checker()
+work = tempfile.mkdtemp(prefix="ess-limits-")
+cfg = os.path.join(work, "essd.yaml")
+with open(cfg, "w") as f:
+    f.write("public:\n  max_frame_bytes: 1024\n  max_header_bytes: 2048\n  max_connections: 3\n")
+key = unique("itl")
+publish(key, 1, declare=True)
+e = Essd(config=cfg).start()
+try:
+    _, path = create_es(e, key)
+    uuid = path.rsplit("/", 1)[1]
+
+    ws = WebSocket("127.0.0.1", e.public_port, path)
+    ws.send_frame(0x1, b"x" * 100)  # small frames are read and dropped
+    ws.send_frame(0x1, b"x" * 5000)
+    fr = ws.recv(timeout=10)
+    t.eq(fr[:2], ("close", 1009), "oversized frame closes 1009")
+    ws.close()
+
+    # Oversized headers: refused, and the service still answers.
+    s = socket.create_connection(("127.0.0.1", e.public_port), timeout=10)
+    s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+               "X-Big: %s\r\n\r\n" % (path, "y" * 8000)).encode())
+    try:
+        data = s.recv(4096)
+    except OSError:
+        data = b""
+    s.close()
+    t.check(not data.startswith(b"HTTP/1.1 101"), "oversized header block not upgraded: %r" % data[:40])
+    t.eq(e.json("GET", "/health/live")[0], 200, "alive after oversized headers")
+
+    # Plain HTTP on the public port.
+    st, hdrs, body = e.request("GET", "/event-stream/" + uuid, port=e.public_port)
+    t.eq(st, 404, "plain HTTP on the public port is 404")
+
+    # Garbage instead of a WebSocket frame: the connection goes, essd stays.
+    ws = WebSocket("127.0.0.1", e.public_port, path)
+    ws.sock.sendall(b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff")
+    try:
+        ws.recv(timeout=10)
+    except (OSError, ConnectionError):
+        pass
+    ws.close()
+    t.eq(e.json("GET", "/health/live")[0], 200, "alive after a garbage frame")
+
+    # max_connections: 3 live, the 4th (and 5th) close 1013.
+    keys = [unique("itl") for _ in range(5)]
+    for k in keys:
+        publish(k, 1, declare=True)
+    socks = []
+    for k in keys[:3]:
+        socks.append(WebSocket("127.0.0.1", e.public_port, create_es(e, k)[1]))
+    ws = WebSocket("127.0.0.1", e.public_port, create_es(e, keys[3])[1])
+    fr = ws.recv(timeout=10)
+    t.eq(fr[:2], ("close", 1013), "connection over the limit closes 1013")
+    ws.close()
+    for w in socks:
+        w.close()
+    for k in keys:
+        delete_stream(k)
+finally:
+    t.eq(e.stop(), 0, "essd stops cleanly")
+    delete_stream(key)
+t.done()
