@@ -148,15 +148,6 @@ static int l_reload(lua_State *L)
     return 2;
 }
 
-static int l_log(lua_State *L)
-{
-    const char *level = luaL_checkstring(L, 1);
-    const char *msg = luaL_checkstring(L, 2);
-    int lv = ess_log_level_parse(level);
-    ess_log(lv < 0 ? ESS_LOG_INFO : (ess_log_level_t)lv, "api: %s", msg);
-    return 0;
-}
-
 int ess_script_api_init(ess_app_t *app, ess_vm_t *vm, const ess_config_t *cfg, char *err,
                         size_t errlen)
 {
@@ -170,7 +161,7 @@ int ess_script_api_init(ess_app_t *app, ess_vm_t *vm, const ess_config_t *cfg, c
         {"metrics_text", l_metrics_text},
         {"ready", l_ready},
         {"reload", l_reload},
-        {"log", l_log},
+        {"log", ess_vm_lua_log},
         {NULL, NULL},
     };
     lua_newtable(L);

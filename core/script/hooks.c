@@ -57,15 +57,6 @@ static int msg_index(lua_State *L)
     return 1;
 }
 
-static int host_log(lua_State *L)
-{
-    const char *level = luaL_checkstring(L, 1);
-    const char *msg = luaL_checkstring(L, 2);
-    int lv = ess_log_level_parse(level);
-    ess_log(lv < 0 ? ESS_LOG_INFO : (ess_log_level_t)lv, "lua: %s", msg);
-    return 0;
-}
-
 /* ess.count(name [, by]): a script-defined counter, ess_script_<name>_total. */
 static int host_count(lua_State *L)
 {
@@ -137,7 +128,7 @@ int ess_hooks_init(ess_vm_t *vm, const char *enrich_module, const char *route_mo
 {
     lua_State *L = vm->L;
     lua_newtable(L);
-    lua_pushcfunction(L, host_log);
+    lua_pushcfunction(L, ess_vm_lua_log);
     lua_setfield(L, -2, "log");
     lua_pushcfunction(L, host_count);
     lua_setfield(L, -2, "count");

@@ -168,3 +168,12 @@ int ess_vm_load_config(ess_vm_t *vm, const char *path, ess_config_t **out, char 
     *out = cfg;
     return ESS_OK;
 }
+
+int ess_vm_lua_log(lua_State *L)
+{
+    const char *level = luaL_checkstring(L, 1);
+    const char *msg = luaL_checkstring(L, 2);
+    int lv = ess_log_level_parse(level);
+    ess_log(lv < 0 ? ESS_LOG_INFO : (ess_log_level_t)lv, "lua: %s", msg);
+    return 0;
+}

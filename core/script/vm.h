@@ -52,4 +52,7 @@ int ess_vm_load_config(ess_vm_t *vm, const char *path, ess_config_t **out, char 
 int ess_vm_require_fn(ess_vm_t *vm, const char *module, const char *fn, int *ref, char *err,
                       size_t errlen);
 
+/** log(level, message) for scripts: an unknown level logs at INFO. A lua_CFunction. */
+int ess_vm_lua_log(lua_State *L);
+
 #endif

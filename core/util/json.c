@@ -138,6 +138,21 @@ static int literal(cur_t *c, const char *word)
     return 0;
 }
 
+/* A member name and its colon; the member's value follows. */
+static int member_name(cur_t *c)
+{
+    ws(c);
+    if (c->p >= c->end || *c->p != '"')
+        return fail(c, "expected a member name");
+    if (string(c))
+        return -1;
+    ws(c);
+    if (c->p >= c->end || *c->p != ':')
+        return fail(c, "expected ':'");
+    c->p++;
+    return 0;
+}
+
 /* One value; containers are walked with an explicit stack of '{' / '['. */
 static int value(cur_t *c)
 {
@@ -159,14 +174,8 @@ static int value(cur_t *c)
                 c->p++;
                 depth--;
             } else if (ch == '{') {
-                if (c->p >= c->end || *c->p != '"')
-                    return fail(c, "expected a member name");
-                if (string(c))
+                if (member_name(c))
                     return -1;
-                ws(c);
-                if (c->p >= c->end || *c->p != ':')
-                    return fail(c, "expected ':'");
-                c->p++;
                 continue; /* the member's value */
             } else {
                 continue; /* the first element */
@@ -200,17 +209,8 @@ static int value(cur_t *c)
             char open = stack[depth - 1];
             if (*c->p == ',') {
                 c->p++;
-                if (open == '{') {
-                    ws(c);
-                    if (c->p >= c->end || *c->p != '"')
-                        return fail(c, "expected a member name");
-                    if (string(c))
-                        return -1;
-                    ws(c);
-                    if (c->p >= c->end || *c->p != ':')
-                        return fail(c, "expected ':'");
-                    c->p++;
-                }
+                if (open == '{' && member_name(c))
+                    return -1;
                 break; /* parse the next value */
             }
             if (*c->p == (open == '{' ? '}' : ']')) {
