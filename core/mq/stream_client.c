@@ -27,7 +27,14 @@
 #define MAX_PUBS 255
 #define CONNECT_TIMEOUT_MS 10000
 #define RESUB_RETRY_MS 500
+/* RabbitMQ sends each Osiris chunk as one Deliver frame whatever frame_max
+ * was negotiated (3.10.8 sends a 1.2 MB chunk on a 1 MiB connection), so
+ * the receive side enforces this larger hard cap instead; frame_max still
+ * bounds every frame we send. */
 #define RECV_LIMIT (64u * 1024 * 1024)
+/* A session that lived this long resets the backoff; shorter ones (the
+ * broker accepts, then drops us again) keep growing it. */
+#define HEALTHY_MS 10000
 
 enum { C_RESOLVING, C_CONNECTING, C_HANDSHAKE, C_READY, C_CLOSING, C_WAIT, C_DEAD };
 enum { HS_PEER, HS_SASL_HS, HS_SASL_AUTH, HS_TUNE, HS_OPEN };
@@ -107,7 +114,7 @@ struct conn_s {
     int tcp_open, handles;
     ess_proto_buf_t rbuf;
     uint32_t frame_max, heartbeat_s;
-    uint64_t last_recv;
+    uint64_t last_recv, ready_since;
     uint32_t next_corr;
     int attempts, pending_err;
     unsigned gen;
@@ -485,6 +492,8 @@ static void conn_reset(conn_t *k, int err)
     else
         ess_log_debug("stream: connecting to %s:%d failed (%s)", k->host, k->port,
                       ess_strerror(err));
+    if (k->state == C_READY && uv_now(c->loop) - k->ready_since >= HEALTHY_MS)
+        k->attempts = 0;
     k->gen++;
     k->state = C_CLOSING;
     k->attempts++;
@@ -590,7 +599,7 @@ static void on_ready(conn_t *k)
 {
     ess_stream_client_t *c = k->c;
     k->state = C_READY;
-    k->attempts = 0;
+    k->ready_since = uv_now(c->loop);
     ess_log_info("stream: connected to %s:%d (frame_max %u, heartbeat %u s)", k->host, k->port,
                  k->frame_max, k->heartbeat_s);
     if (k->heartbeat_s)
@@ -834,9 +843,10 @@ static void on_subscribe_resp(conn_t *k, req_t *r, int status)
             }
             sub_put(s);
         } else {
-            ess_log_info("stream: resumed %s at %s%" PRIu64, s->stream,
-                         s->delivered_any ? "offset " : "spec ",
-                         s->delivered_any ? s->last + 1 : (uint64_t)s->from.kind);
+            if (s->delivered_any)
+                ess_log_info("stream: resumed %s at offset %" PRIu64, s->stream, s->last + 1);
+            else
+                ess_log_info("stream: resubscribed %s (nothing delivered yet)", s->stream);
         }
         return;
     }
@@ -1238,7 +1248,7 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
     size_t pos = 0;
     for (;;) {
         size_t flen;
-        uint32_t limit = k->frame_max ? k->frame_max : RECV_LIMIT;
+        uint32_t limit = k->frame_max > RECV_LIMIT ? k->frame_max : RECV_LIMIT;
         int rc = ess_proto_split(k->rbuf.data + pos, k->rbuf.len - pos, limit, &flen);
         if (rc == ESS_ETRUNC)
             break;
