@@ -6,6 +6,10 @@
 -- version 1 (broker.version: 1) has no streams, so everything is classic
 -- there, as with the default hook. Pure: no I/O, no state.
 --
+-- Note: at the time of writing the gateway closes a session whose route is
+-- classic (1011, "classic (version 1) mode is not available in this
+-- build"); see docs/lua.md.
+--
 -- Enable: `lua.route: ess.examples.routing_map`
 -- (config/examples/routing_map.yaml).
 
