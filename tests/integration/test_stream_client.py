@@ -122,8 +122,8 @@ def main():
         check(len(msgs) == N, "read from first returns %d messages (got %d)" % (N, len(msgs)))
         check(all(m["offset"] == i for i, m in enumerate(msgs)), "offsets 0..N-1 in order, once")
         check(all(m["body"] == body_of(i) for i, m in enumerate(msgs)), "bodies match, in order")
-        del msgs
         stamps = [m["timestamp"] for m in msgs]
+        del msgs
         check(stamps == sorted(stamps) and stamps[0] > 1.5e12, "chunk timestamps are ms, ordered")
 
         rc, got, _ = read(stream, "12345", 50)
