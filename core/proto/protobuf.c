@@ -156,12 +156,15 @@ int ess_protobuf_type_of(const ess_amqp10_msg_t *m, const char **type, size_t *t
         return ESS_EINVAL;
     if (!m->is_amqp || !ess_protobuf_is_content_type(m->content_type, m->content_type_len))
         return ESS_ENOTFOUND;
+    /* RabbitMQ 3.10 stores an AMQP 0-9-1 publisher's headers and its
+     * basic.properties.type ("x-basic-type") as application properties. */
     find_prop_t f = {.key = "message_type"};
-    if (m->app_props != NULL)
+    if (m->app_props != NULL) {
         ess_amqp10_props_each(m->app_props, m->app_props_len, find_prop, &f);
-    if (f.s == NULL && m->msg_annotations != NULL) {
-        f.key = "x-basic-type";
-        ess_amqp10_props_each(m->msg_annotations, m->msg_annotations_len, find_prop, &f);
+        if (f.s == NULL) {
+            f.key = "x-basic-type";
+            ess_amqp10_props_each(m->app_props, m->app_props_len, find_prop, &f);
+        }
     }
     if (f.s == NULL && m->subject != NULL && m->subject_len > 0) {
         f.s = m->subject;

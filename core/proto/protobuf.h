@@ -49,8 +49,9 @@ const ProtobufCMessageDescriptor *ess_protobuf_type_at(size_t i);
  * Whether a decoded stream record is a protobuf payload, and its message
  * type: the content type must pass ess_protobuf_is_content_type; the type
  * is the application property "message_type" (a string or symbol), else
- * the message annotation "x-basic-type" (an AMQP 0-9-1 publisher's
- * basic.properties.type), else properties.subject. On ESS_OK *type and
+ * the application property "x-basic-type" (where RabbitMQ 3.10 puts an
+ * AMQP 0-9-1 publisher's basic.properties.type), else properties.subject.
+ * On ESS_OK *type and
  * *type_len borrow the record that m was decoded from; the type may still
  * be unknown (ess_protobuf_find decides). ESS_ENOTFOUND when the record is
  * not protobuf or carries no type; ESS_EINVAL for NULL arguments.
