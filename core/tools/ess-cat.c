@@ -30,14 +30,14 @@
 
 typedef struct {
     const char *url, *stream, *from, *format;
-    int port, quiet, publish, create, delete_, lb;
+    int port, quiet, publish, create, delete_, lb, fanout;
+    double rate; /* messages per second, 0 = unlimited */
     long long count; /* -1 = unlimited */
 } args_t;
 
 static args_t A;
 static uv_loop_t *L;
 static ess_stream_client_t *C;
-static ess_stream_sub_t *S;
 static ess_stream_pub_t *P;
 static uv_signal_t sigint, sigterm;
 static int exit_code;
@@ -46,15 +46,30 @@ static uint64_t t0, n_msgs, first_off, last_off;
 static uint64_t n_published, n_confirmed, n_failed;
 static int stdin_eof;
 
+/* One subscription of the reader; --fanout opens several on one stream. */
+typedef struct {
+    ess_stream_sub_t *sub;
+    uint64_t n, last;
+    int live;
+} reader_t;
+
+static reader_t *R;
+static int n_readers, readers_left, readers_subscribed;
+static uint64_t order_errors;
+static uv_timer_t rate_timer;
+static int rate_paused;
+
 static void usage(FILE *f)
 {
     fprintf(f,
             "usage: ess-cat [--url URL] [--stream-port P] [--lb] STREAM\n"
             "               [--from first|last|next|OFFSET|timestamp:MS|datetime:STRING]\n"
             "               [--count N] [--format raw|json] [--quiet]\n"
+            "               [--fanout SUBS] [--rate MSGS_PER_S]\n"
             "       ess-cat [--url URL] [--stream-port P] --publish [--create] STREAM < lines\n"
             "       ess-cat [--url URL] [--stream-port P] --delete STREAM\n"
-            "URL defaults to $ESS_AMQP_URL, $ESS_AMPQ_URL or amqp://guest:guest@127.0.0.1:5672/\n");
+            "--count is per subscription; --fanout opens SUBS subscriptions (only the summary\n"
+            "is printed); --rate reads slowly by pausing credit. URL defaults to $ESS_AMQP_URL, $ESS_AMPQ_URL or amqp://guest:guest@127.0.0.1:5672/\n");
 }
 
 static void on_closed(void *ud) { uv_stop(L); }
@@ -68,6 +83,8 @@ static void finish(int code)
         exit_code = code;
     uv_close((uv_handle_t *)&sigint, NULL);
     uv_close((uv_handle_t *)&sigterm, NULL);
+    if (R != NULL)
+        uv_close((uv_handle_t *)&rate_timer, NULL);
     ess_stream_client_close(C, on_closed, NULL);
 }
 
@@ -98,10 +115,13 @@ static void summary(void)
     if (secs <= 0)
         secs = 1e-9;
     if (n_msgs)
-        printf("count=%" PRIu64 " first=%" PRIu64 " last=%" PRIu64 " seconds=%.3f rate=%.0f msgs/s\n",
+        printf("count=%" PRIu64 " first=%" PRIu64 " last=%" PRIu64 " seconds=%.3f rate=%.0f msgs/s",
                n_msgs, first_off, last_off, secs, (double)n_msgs / secs);
     else
-        printf("count=0 first=- last=- seconds=%.3f rate=0 msgs/s\n", secs);
+        printf("count=0 first=- last=- seconds=%.3f rate=0 msgs/s", secs);
+    if (n_readers > 1)
+        printf(" subscriptions=%d order_errors=%" PRIu64, n_readers, order_errors);
+    putchar('\n');
     fflush(stdout);
 }
 
@@ -127,13 +147,68 @@ static void json_body(const uint8_t *p, size_t n)
     }
 }
 
+static void readers_pause(int pause)
+{
+    rate_paused = pause;
+    for (int i = 0; i < n_readers; i++) {
+        if (R[i].sub == NULL)
+            continue;
+        if (pause)
+            ess_stream_sub_pause(R[i].sub);
+        else
+            ess_stream_sub_resume(R[i].sub);
+    }
+}
+
+static void on_rate_timer(uv_timer_t *t) { readers_pause(0); }
+
+/* --rate: when ahead of schedule, stop granting credit until caught up. */
+static void throttle(void)
+{
+    if (A.rate <= 0 || rate_paused || finishing)
+        return;
+    double due_s = (double)n_msgs / A.rate, secs = (double)(uv_hrtime() - t0) / 1e9;
+    if (due_s > secs + 0.01) {
+        readers_pause(1);
+        uv_timer_start(&rate_timer, on_rate_timer, (uint64_t)((due_s - secs) * 1000) + 1, 0);
+    }
+}
+
+static void reader_stop(reader_t *r)
+{
+    if (r->sub != NULL) {
+        ess_stream_unsubscribe(r->sub);
+        r->sub = NULL;
+    }
+    if (r->live) {
+        r->live = 0;
+        readers_left--;
+    }
+}
+
+static void readers_done(int code)
+{
+    for (int i = 0; i < n_readers; i++)
+        reader_stop(&R[i]);
+    if (A.quiet || n_readers > 1)
+        summary();
+    fflush(stdout);
+    finish(code);
+}
+
 static void on_message(ess_stream_sub_t *sub, const ess_stream_msg_t *m, void *ud)
 {
-    if (n_msgs == 0)
+    reader_t *r = ud;
+    if (r->n > 0 && m->offset <= r->last)
+        order_errors++;
+    r->last = m->offset;
+    r->n++;
+    if (n_msgs == 0 || m->offset < first_off)
         first_off = m->offset;
-    last_off = m->offset;
+    if (m->offset > last_off)
+        last_off = m->offset;
     n_msgs++;
-    if (!A.quiet) {
+    if (!A.quiet && n_readers == 1) {
         if (strcmp(A.format, "json") == 0) {
             printf("{\"offset\":%" PRIu64 ",\"timestamp\":%" PRId64 ",\"body\":\"", m->offset,
                    m->timestamp_ms);
@@ -144,55 +219,67 @@ static void on_message(ess_stream_sub_t *sub, const ess_stream_msg_t *m, void *u
             putchar('\n');
         }
     }
-    if (A.count >= 0 && (long long)n_msgs >= A.count) {
-        ess_stream_unsubscribe(sub);
-        S = NULL;
-        if (A.quiet)
-            summary();
-        fflush(stdout);
-        finish(0);
+    if (A.count >= 0 && (long long)r->n >= A.count) {
+        reader_stop(r); /* unsubscribing from inside on_message is allowed */
+        if (readers_left == 0)
+            readers_done(0);
+        return;
     }
+    throttle();
 }
 
 static void on_subscribed(ess_stream_sub_t *sub, int status, void *ud)
 {
+    reader_t *r = ud;
     if (status == ESS_OK) {
-        t0 = uv_hrtime();
-        if (!A.quiet)
-            fprintf(stderr, "ess-cat: subscribed to %s\n", A.stream);
+        if (++readers_subscribed == n_readers) {
+            t0 = uv_hrtime();
+            if (!A.quiet)
+                fprintf(stderr, "ess-cat: subscribed to %s\n", A.stream);
+        }
         if (A.count == 0) {
-            ess_stream_unsubscribe(sub);
-            S = NULL;
-            if (A.quiet)
-                summary();
-            finish(0);
+            reader_stop(r);
+            if (readers_left == 0)
+                readers_done(0);
         }
         return;
     }
-    S = NULL;
+    r->sub = NULL; /* freed by the client after this callback */
     fprintf(stderr, "ess-cat: %s: %s\n", A.stream, status_text(status));
-    finish(status_exit(status));
+    readers_done(status_exit(status));
 }
 
 static void on_ended(ess_stream_sub_t *sub, int reason, void *ud)
 {
-    S = NULL;
+    reader_t *r = ud;
+    r->sub = NULL;
     fprintf(stderr, "ess-cat: %s ended: %s\n", A.stream, status_text(reason));
-    if (A.quiet)
-        summary();
-    finish(status_exit(reason));
+    readers_done(status_exit(reason));
 }
 
 static void on_signal(uv_signal_t *h, int signum)
 {
-    if (S) {
-        ess_stream_unsubscribe(S);
-        S = NULL;
+    if (!A.publish) {
+        readers_done(0);
+        return;
     }
-    if (!A.publish && A.quiet)
-        summary();
     fflush(stdout);
     finish(0);
+}
+
+static int start_readers(const ess_offset_spec_t *from)
+{
+    ess_stream_sub_cbs_t cbs = {on_subscribed, on_message, on_ended};
+    n_readers = A.fanout;
+    R = ess_xcalloc((size_t)n_readers, sizeof *R);
+    uv_timer_init(L, &rate_timer);
+    for (int i = 0; i < n_readers; i++) {
+        if (ess_stream_subscribe(C, A.stream, *from, &cbs, &R[i], &R[i].sub) != ESS_OK)
+            return -1;
+        R[i].live = 1;
+        readers_left++;
+    }
+    return 0;
 }
 
 /* ---- publishing ---- */
@@ -382,6 +469,7 @@ static int parse_args(int argc, char **argv)
     A.format = "raw";
     A.from = "next";
     A.count = -1;
+    A.fanout = 1;
     A.url = getenv("ESS_AMQP_URL");
     if (A.url == NULL)
         A.url = getenv("ESS_AMPQ_URL");
@@ -412,6 +500,17 @@ static int parse_args(int argc, char **argv)
             if (strcmp(v, "raw") != 0 && strcmp(v, "json") != 0)
                 return -1;
             A.format = v;
+            i++;
+        } else if (strcmp(a, "--fanout") == 0 && v) {
+            A.fanout = atoi(v);
+            if (A.fanout < 1 || A.fanout > 10000)
+                return -1;
+            i++;
+        } else if (strcmp(a, "--rate") == 0 && v) {
+            char *end;
+            A.rate = strtod(v, &end);
+            if (*end || end == v || !(A.rate > 0))
+                return -1;
             i++;
         } else if (strcmp(a, "--quiet") == 0) {
             A.quiet = 1;
@@ -476,8 +575,7 @@ int main(int argc, char **argv)
     /* Requests queue on the connecting client; a refused login or a
      * broker that is down comes back through their callbacks. */
     if (!A.publish && !A.delete_) {
-        ess_stream_sub_cbs_t cbs = {on_subscribed, on_message, on_ended};
-        if (ess_stream_subscribe(C, A.stream, from, &cbs, NULL, &S) != ESS_OK) {
+        if (start_readers(&from) != 0) {
             fprintf(stderr, "ess-cat: bad stream name\n");
             finish(2);
         }
@@ -487,5 +585,6 @@ int main(int argc, char **argv)
     uv_run(L, UV_RUN_DEFAULT);
     fflush(stdout);
     uv_loop_close(L);
+    free(R);
     return exit_code;
 }

@@ -145,6 +145,24 @@ def main():
             check(rc == 0 and got and got[0]["offset"] == want,
                   "from timestamp - 1 ms starts at the same offset")
 
+        # 300 subscriptions on one client: more than one connection's 255.
+        # Each stops after 1,000 messages by unsubscribing inside on_message.
+        p = subprocess.run([CAT, stream, "--from", "first", "--count", "1000", "--fanout", "300"],
+                           capture_output=True, timeout=120, env=dict(os.environ, ESS_CAT_DEBUG="1"))
+        out = p.stdout.decode()
+        conns = p.stderr.decode().count("stream: connected to localhost:5552")
+        check(p.returncode == 0 and "count=300000 first=0 last=999" in out
+              and "order_errors=0" in out, "300 subscriptions x 1000 messages, in order (%s)"
+              % out.strip())
+        check(conns >= 2, "300 subscriptions use more than one connection (%d)" % conns)
+
+        # Flow control: --rate pauses credit and resumes it; nothing is lost.
+        p = subprocess.run([CAT, stream, "--from", "first", "--count", str(N), "--rate", "150000",
+                            "--quiet"], capture_output=True, timeout=120)
+        out = p.stdout.decode()
+        check(p.returncode == 0 and out.startswith("count=%d first=0 last=%d " % (N, N - 1)),
+              "paused/resumed read returns all %d messages (%s)" % (N, out.strip()))
+
         # From next: only messages published after the subscription.
         r = Reader(stream, "next", 5)
         check(r.subscribed.wait(30), "next: subscribed")
