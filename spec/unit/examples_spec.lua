@@ -109,6 +109,27 @@ describe("ess.examples.legacy", function()
         end
     end)
 
+    it("uses the host's ess.json_object when there is one, with the same output", function()
+        -- A stand-in with the C validator's contract: index of the closing
+        -- "}" and whether the object is empty, or nil and a reason.
+        local used = 0
+        local with = host_recorder()
+        with.json_object = function(s)
+            used = used + 1
+            local ok, v = pcall(cjson.decode, s)
+            if not ok or type(v) ~= "table" or not s:find("^%s*{") then
+                return nil, "not a JSON object"
+            end
+            return s:find("}%s*$"), s:find("^%s*{%s*}%s*$") ~= nil
+        end
+        local fast = load_hook("ess.examples.legacy", with).enrich
+        local bodies = { '{"a":1}', "{}", " {\"k\": [1, 2]} \n", "{ }", "{bad", "[1]" }
+        for _, body in ipairs(bodies) do
+            assert.equal(enrich(msg_of(body), ES), fast(msg_of(body), ES))
+        end
+        assert.equal(#bodies - 1, used)
+    end)
+
     it("never reads msg.properties", function()
         local msg, reads = msg_of('{"a":1}')
         enrich(msg, ES)

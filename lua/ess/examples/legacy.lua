@@ -5,8 +5,9 @@
 -- any other text body gains "|ordinal: <n>|timestamp: <ms>"; a body that
 -- starts with "{" but is not valid JSON, and every binary body, is
 -- forwarded unchanged (and counted as enrich_invalid_json, like the
--- default). The same code as ess.enrich with other names: it keeps no
--- state and never reads msg.properties.
+-- default). The same code as ess.enrich with other names (including the
+-- C validator ess.json_object when the host has it): it keeps no state and
+-- never reads msg.properties.
 --
 -- Enable: `lua.enrich: ess.examples.legacy` (config/examples/legacy.yaml).
 
@@ -46,6 +47,11 @@ end
 
 local invalid = 0
 
+-- essd's host table offers a C validator (no Lua table per message):
+-- ess.json_object(s) -> index of the closing "}", empty | nil, reason.
+-- Specs and other hosts fall back to a cjson decode.
+local json_object = type(ess) == "table" and ess.json_object or nil
+
 local function enrich(msg, es)
     local body = msg.body
     if not msg.is_text or type(body) ~= "string" then
@@ -55,28 +61,38 @@ local function enrich(msg, es)
     if not first or byte(body, first) ~= LBRACE then
         return body .. TEXT_OFFSET .. int(msg.offset) .. TEXT_TIMESTAMP .. int(msg.timestamp)
     end
-    local ok, err = pcall(decode, body)
-    if not ok then
+    local last, empty
+    if json_object then
+        last, empty = json_object(body)
+    else
+        local ok, err = pcall(decode, body)
+        if ok then
+            last = #body
+            while is_ws(byte(body, last)) do
+                last = last - 1
+            end
+            local prev = last - 1
+            while prev > first and is_ws(byte(body, prev)) do
+                prev = prev - 1
+            end
+            empty = prev == first
+        else
+            empty = err
+        end
+    end
+    if not last then
         invalid = invalid + 1
         if ess then
             ess.count("enrich_invalid_json")
-            if invalid <= 10 then
+            if invalid <= 10 or invalid % 1000 == 0 then
                 ess.log("warn", format("legacy enrich: event stream %s offset %s: not a JSON"
-                    .. " object (%s); forwarded unchanged", tostring(es and es.id),
-                    int(msg.offset), tostring(err)))
+                    .. " object (%s); forwarded unchanged (%d so far)", tostring(es and es.id),
+                    int(msg.offset), tostring(empty), invalid))
             end
         end
         return body
     end
-    local last = #body
-    while is_ws(byte(body, last)) do
-        last = last - 1
-    end
-    local prev = last - 1
-    while prev > first and is_ws(byte(body, prev)) do
-        prev = prev - 1
-    end
-    return sub(body, 1, last - 1) .. (prev == first and '"' or ',"') .. OFFSET_KEY .. '":'
+    return sub(body, 1, last - 1) .. (empty and '"' or ',"') .. OFFSET_KEY .. '":'
         .. int(msg.offset) .. ',"' .. TIMESTAMP_KEY .. '":' .. int(msg.timestamp)
         .. sub(body, last)
 end
