@@ -30,7 +30,7 @@
 
 typedef struct {
     const char *url, *stream, *from, *format;
-    int port, quiet, publish, create, delete_, lb, fanout;
+    int port, quiet, publish, create, delete_, exists, lb, fanout;
     double rate; /* messages per second, 0 = unlimited */
     long long count; /* -1 = unlimited */
 } args_t;
@@ -67,7 +67,7 @@ static void usage(FILE *f)
             "               [--count N] [--format raw|json] [--quiet]\n"
             "               [--fanout SUBS] [--rate MSGS_PER_S]\n"
             "       ess-cat [--url URL] [--stream-port P] --publish [--create] STREAM < lines\n"
-            "       ess-cat [--url URL] [--stream-port P] --delete STREAM\n"
+            "       ess-cat [--url URL] [--stream-port P] --delete|--exists STREAM\n"
             "--count is per subscription; --fanout opens SUBS subscriptions (only the summary\n"
             "is printed); --rate reads slowly by pausing credit. URL defaults to $ESS_AMQP_URL, $ESS_AMPQ_URL or amqp://guest:guest@127.0.0.1:5672/\n");
 }
@@ -407,9 +407,20 @@ static void on_deleted(int status, void *ud)
     finish(status == ESS_OK ? 0 : status_exit(status));
 }
 
+static void on_exists(int status, void *ud)
+{
+    if (status == ESS_OK)
+        printf("%s exists\n", A.stream);
+    else
+        fprintf(stderr, "ess-cat: %s: %s\n", A.stream, status_text(status));
+    finish(status == ESS_OK ? 0 : status_exit(status));
+}
+
 static void start_work(void)
 {
-    if (A.delete_) {
+    if (A.exists) {
+        ess_stream_exists(C, A.stream, on_exists, NULL);
+    } else if (A.delete_) {
         ess_stream_delete_stream(C, A.stream, on_deleted, NULL);
     } else if (A.publish) {
         if (A.create)
@@ -520,6 +531,8 @@ static int parse_args(int argc, char **argv)
             A.create = 1;
         } else if (strcmp(a, "--delete") == 0) {
             A.delete_ = 1;
+        } else if (strcmp(a, "--exists") == 0) {
+            A.exists = 1;
         } else if (strcmp(a, "--lb") == 0) {
             A.lb = 1;
         } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
@@ -535,7 +548,7 @@ static int parse_args(int argc, char **argv)
     }
     if (A.stream == NULL || A.stream[0] == '\0' || strlen(A.stream) > 255)
         return -1;
-    if (A.publish + A.delete_ > 1)
+    if (A.publish + A.delete_ + A.exists > 1)
         return -1;
     return 0;
 }
@@ -548,7 +561,7 @@ int main(int argc, char **argv)
         return 2;
     }
     ess_offset_spec_t from;
-    if (!A.publish && !A.delete_ && parse_from(A.from, &from) != 0) {
+    if (!A.publish && !A.delete_ && !A.exists && parse_from(A.from, &from) != 0) {
         fprintf(stderr, "ess-cat: bad --from value '%s'\n", A.from);
         return 2;
     }
@@ -574,7 +587,7 @@ int main(int argc, char **argv)
     t0 = uv_hrtime();
     /* Requests queue on the connecting client; a refused login or a
      * broker that is down comes back through their callbacks. */
-    if (!A.publish && !A.delete_) {
+    if (!A.publish && !A.delete_ && !A.exists) {
         if (start_readers(&from) != 0) {
             fprintf(stderr, "ess-cat: bad stream name\n");
             finish(2);

@@ -235,6 +235,27 @@ def main():
         finally:
             delete(big)
 
+        # Stream-exists check through Metadata.
+        p = subprocess.run([CAT, "--exists", stream], capture_output=True, timeout=30)
+        check(p.returncode == 0, "--exists: an existing stream")
+        p = subprocess.run([CAT, "--exists", stream + "-missing"], capture_output=True, timeout=30)
+        check(p.returncode == 2 and b"does not exist" in p.stderr, "--exists: a missing stream")
+
+        # Deleting the stream under a live reader ends its subscription.
+        gone = stream + "-gone"
+        publish(gone, ["a", "b"])
+        r = Reader(gone, "first", 10)
+        check(r.subscribed.wait(30), "delete-under-reader: subscribed")
+        delete(gone)
+        rc, got = r.finish(60)
+        check(rc == 2 and len(got) == 2 and any("ended: stream does not exist" in e for e in r.err),
+              "a deleted stream ends the subscription (exit %s, %s)" % (rc, "".join(r.err).strip()))
+
+        # Broker unreachable: the subscription fails at once, no hang.
+        p = subprocess.run([CAT, "--stream-port", "1", stream, "--from", "first"],
+                           capture_output=True, timeout=60)
+        check(p.returncode == 1 and b"cannot connect" in p.stderr, "unreachable broker: exit 1")
+
         # Errors the user sees.
         rc, _, err = read(TAG + "-missing", "first", 1, timeout=30)
         check(rc == 2 and "does not exist" in err, "missing stream: exit 2 with a clear message")
