@@ -103,9 +103,8 @@ const ProtobufCMessageDescriptor *ess_protobuf_find(const char *type, size_t typ
     for (size_t i = 0; i < ESS_ARRAY_SIZE(types); i++) {
         const char *tdot = strchr(types[i].name, '.');
         const char *tname = tdot + 1;
-        if (pkg != NULL &&
-            ((size_t)(tdot - types[i].name) != pkg_len ||
-             strncasecmp(pkg, types[i].name, pkg_len) != 0))
+        if (pkg != NULL && ((size_t)(tdot - types[i].name) != pkg_len ||
+                            strncasecmp(pkg, types[i].name, pkg_len) != 0))
             continue;
         if (strlen(tname) == n && strncasecmp(s, tname, n) == 0)
             return types[i].d;
@@ -352,28 +351,19 @@ static void put_float(ess_buf_t *o, float f)
 static void render_fields(ess_buf_t *o, const ProtobufCMessageDescriptor *d, const void *m,
                           int depth);
 
-static void render_value(ess_buf_t *o, const ProtobufCFieldDescriptor *fd, const void *v,
-                         int depth)
+static void render_value(ess_buf_t *o, const ProtobufCFieldDescriptor *fd, const void *v, int depth)
 {
     switch (fd->type) {
     case PROTOBUF_C_TYPE_INT32:
     case PROTOBUF_C_TYPE_SINT32:
-    case PROTOBUF_C_TYPE_SFIXED32:
-        ess_buf_appendf(o, "%" PRId32, *(const int32_t *)v);
-        break;
+    case PROTOBUF_C_TYPE_SFIXED32: ess_buf_appendf(o, "%" PRId32, *(const int32_t *)v); break;
     case PROTOBUF_C_TYPE_UINT32:
-    case PROTOBUF_C_TYPE_FIXED32:
-        ess_buf_appendf(o, "%" PRIu32, *(const uint32_t *)v);
-        break;
+    case PROTOBUF_C_TYPE_FIXED32: ess_buf_appendf(o, "%" PRIu32, *(const uint32_t *)v); break;
     case PROTOBUF_C_TYPE_INT64:
     case PROTOBUF_C_TYPE_SINT64:
-    case PROTOBUF_C_TYPE_SFIXED64:
-        ess_buf_appendf(o, "%" PRId64, *(const int64_t *)v);
-        break;
+    case PROTOBUF_C_TYPE_SFIXED64: ess_buf_appendf(o, "%" PRId64, *(const int64_t *)v); break;
     case PROTOBUF_C_TYPE_UINT64:
-    case PROTOBUF_C_TYPE_FIXED64:
-        ess_buf_appendf(o, "%" PRIu64, *(const uint64_t *)v);
-        break;
+    case PROTOBUF_C_TYPE_FIXED64: ess_buf_appendf(o, "%" PRIu64, *(const uint64_t *)v); break;
     case PROTOBUF_C_TYPE_FLOAT: put_float(o, *(const float *)v); break;
     case PROTOBUF_C_TYPE_DOUBLE: put_double(o, *(const double *)v); break;
     case PROTOBUF_C_TYPE_BOOL:
@@ -504,8 +494,7 @@ static void push_u64(lua_State *L, uint64_t v)
 static void push_message(lua_State *L, const ProtobufCMessageDescriptor *d, const void *m,
                          int depth);
 
-static void push_value(lua_State *L, const ProtobufCFieldDescriptor *fd, const void *v,
-                       int depth)
+static void push_value(lua_State *L, const ProtobufCFieldDescriptor *fd, const void *v, int depth)
 {
     switch (fd->type) {
     case PROTOBUF_C_TYPE_INT32:
@@ -596,8 +585,8 @@ static int build_table(lua_State *L)
     return 1;
 }
 
-int ess_protobuf_push_lua_desc(lua_State *L, const ProtobufCMessageDescriptor *d,
-                               const uint8_t *p, size_t len)
+int ess_protobuf_push_lua_desc(lua_State *L, const ProtobufCMessageDescriptor *d, const uint8_t *p,
+                               size_t len)
 {
     if (L == NULL || d == NULL || (p == NULL && len > 0))
         return ESS_EINVAL;

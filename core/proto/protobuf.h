@@ -87,8 +87,8 @@ int ess_protobuf_push_lua(lua_State *L, const char *type, size_t type_len, const
                           size_t len);
 
 /** As ess_protobuf_push_lua for any descriptor. */
-int ess_protobuf_push_lua_desc(lua_State *L, const ProtobufCMessageDescriptor *d,
-                               const uint8_t *p, size_t len);
+int ess_protobuf_push_lua_desc(lua_State *L, const ProtobufCMessageDescriptor *d, const uint8_t *p,
+                               size_t len);
 
 /**
  * Lua C functions for the host table, ready to register:
