@@ -218,6 +218,16 @@ describe("ess.examples.redact", function()
         assert.equal(default(msg_of('{"a":1}'), ES), enrich(msg_of('{"a":1}'), ES))
     end)
 
+    it("skips a message it could not scan rather than send it unredacted", function()
+        -- A host validator that wrongly accepts a truncated body.
+        local liar, lcalls = host_recorder()
+        liar.json_object = function(b) return #b, false end
+        local hook = load_hook("ess.examples.redact", liar)
+        assert.is_false(hook.redact('{"password":"x", "a":[1,'))
+        assert.is_nil(hook.enrich(msg_of('{"password":"x", "a":[1,'), ES))
+        assert.same({ "count", "redact_failed", 1 }, lcalls[#lcalls])
+    end)
+
     -- Random nested documents: the output decodes to the input minus the
     -- removed members, with masked values replaced.
     it("matches a table-level redaction on 300 random documents", function()
@@ -268,6 +278,40 @@ describe("ess.examples.redact", function()
             assert.is_string(out)
             assert.is_nil(out:find("secret", 1, true))
             assert.same(expect(cjson.decode(body)), cjson.decode(out))
+        end
+    end)
+end)
+
+describe("ess.examples.jsonscan", function()
+    local scan = load_hook("ess.examples.jsonscan")
+
+    it("finds a top-level member, the last of repeated names", function()
+        local s = ' { "a":{"message_type":"X"}, "message_type" : "Y\\u0041" , "z":[1,"]}"]} '
+        assert.equal("YA", scan.string_member(s, "message_type"))
+        assert.equal("B", scan.string_member('{"message_type":"A","message_type":"B"}',
+            "message_type"))
+        assert.equal("K", scan.string_member('{"m\\u0061rk":"K"}', "mark"))
+        assert.is_nil(scan.string_member('{"x":"message_type","message_type":7}',
+            "message_type"))
+        assert.is_nil(scan.string_member("{}", "message_type"))
+        local vs, ve = scan.member('{"a" : [1, {"b": "]"}] , "c":0}', "a")
+        assert.equal('[1, {"b": "]"}]', ('{"a" : [1, {"b": "]"}] , "c":0}'):sub(vs, ve - 1))
+    end)
+
+    it("finds the end of every kind of value", function()
+        local cases = { { '"a\\"b"x', 7 }, { "123,", 4 }, { "true}", 5 }, { "null", 5 },
+            { '[[],{"a":"}"}] ', 15 }, { '{"a":{"b":[1]}}', 16 } }
+        for _, c in ipairs(cases) do
+            assert.equal(c[2], scan.value_end(c[1], 1), c[1])
+        end
+    end)
+
+    it("is_object accepts only one JSON object", function()
+        for _, s in ipairs({ "{}", ' {"a":1}\n' }) do
+            assert.is_true(scan.is_object(s))
+        end
+        for _, s in ipairs({ "[]", "{", '{"a":1} x', "", "1" }) do
+            assert.is_falsy(scan.is_object(s))
         end
     end)
 end)

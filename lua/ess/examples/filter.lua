@@ -9,15 +9,18 @@
 -- (msg.properties, which the host builds only when asked, so it is read
 -- last). A message with no type is kept when KEEP_UNTYPED is true.
 --
--- Cost: a JSON body is decoded only when it contains "message_type"; the
--- default hook then decodes it once more.
+-- Cost: a JSON body that contains "message_type" is validated (by the
+-- host's C validator when there is one) and its top-level members are
+-- scanned without building a table (ess.examples.jsonscan); the default
+-- hook then validates it once more. A key written with escapes
+-- ("message\u005ftype") is not looked for.
 --
 -- Enable: `lua.enrich: ess.examples.filter` (config/examples/filter.yaml).
 
 -- luacheck: read globals ess
 
-local cjson = require "cjson"
 local default = require("ess.enrich").enrich
+local scan = require "ess.examples.jsonscan"
 
 local byte, find, match, pcall, type = string.byte, string.find, string.match, pcall, type
 
@@ -28,10 +31,6 @@ local KEEP = {
 }
 local KEEP_UNTYPED = true
 
-local decoder = cjson.new()
-decoder.decode_invalid_numbers(false)
-local decode = decoder.decode
-
 local LBRACE = 123
 
 -- The message's type, or nil.
@@ -40,10 +39,10 @@ local function message_type(msg)
     if msg.is_text and type(body) == "string" then
         local first = find(body, "[^ \t\n\r]")
         if first and byte(body, first) == LBRACE then
-            if find(body, "message_type", first, true) then
-                local ok, obj = pcall(decode, body)
-                if ok and type(obj) == "table" and type(obj.message_type) == "string" then
-                    return obj.message_type
+            if find(body, "message_type", first, true) and scan.is_object(body) then
+                local ok, t = pcall(scan.string_member, body, "message_type")
+                if ok and t then
+                    return t
                 end
             end
         else

@@ -2,10 +2,12 @@
 -- removes configured members of JSON object bodies, at any depth, before
 -- the default hook (ess.enrich) adds ess_offset and ess_timestamp.
 --
--- Not re-encoded: the body is checked with cjson and then copied piece by
--- piece, so numbers, escapes and key order stay as published. Only an
--- object or array that contained a redacted member is rebuilt, and loses
--- the whitespace between its members. Bodies that cannot contain a field
+-- Not re-encoded: the body is validated (by the host's C validator when
+-- there is one, else cjson) and then copied piece by piece, so numbers,
+-- escapes and key order stay as published. Only an object or array that
+-- contained a redacted member is rebuilt, and loses the whitespace between
+-- its members. If the scan ever failed, the message is skipped (counted as
+-- redact_failed) rather than sent unredacted. Bodies that cannot contain a field
 -- (neither a field name nor a "\u" escape appears) take the fast path and
 -- cost one plain string search more than the default. Text and binary
 -- bodies, and bodies that are not valid JSON, are left to the default
@@ -15,11 +17,12 @@
 
 -- luacheck: read globals ess
 
-local cjson = require "cjson"
 local default = require("ess.enrich").enrich
+local scan = require "ess.examples.jsonscan"
 
 local byte, concat, find, pairs, pcall, sub, type = string.byte, table.concat, string.find,
     pairs, pcall, string.sub, type
+local skip_ws, string_end, key_at = scan.skip_ws, scan.string_end, scan.string_at
 
 -- Edit these: member name -> "mask" (value becomes MASK) or "remove".
 local FIELDS = {
@@ -28,39 +31,11 @@ local FIELDS = {
 }
 local MASK = '"***"'
 
-local decoder = cjson.new()
-decoder.decode_invalid_numbers(false)
-local decode = decoder.decode
-
 local QUOTE, COMMA, LBRACE, RBRACE, LBRACKET, RBRACKET = 34, 44, 123, 125, 91, 93
-
-local function skip_ws(s, i)
-    return find(s, "[^ \t\r\n]", i)
-end
-
--- s[i] is the opening quote of a string; returns the index after its closing quote.
-local function string_end(s, i)
-    local j = i + 1
-    while true do
-        local q = find(s, '["\\]', j)
-        if byte(s, q) == QUOTE then
-            return q + 1
-        end
-        j = q + 2
-    end
-end
-
-local function key_at(s, i, stop)
-    local raw = sub(s, i + 1, stop - 2)
-    if find(raw, "\\", 1, true) then
-        return decode('"' .. raw .. '"')
-    end
-    return raw
-end
 
 -- Scans the valid JSON value at s[i]: returns the index after it and, when
 -- something inside was redacted, the value's new text.
-local function scan(s, i)
+local function walk(s, i)
     local c = byte(s, i)
     if c == LBRACE or c == LBRACKET then
         local close = c == LBRACE and RBRACE or RBRACKET
@@ -76,7 +51,7 @@ local function scan(s, i)
                 action = FIELDS[key_at(s, j, kend)]
                 vstart = skip_ws(s, skip_ws(s, kend) + 1)
             end
-            local vend, new = scan(s, vstart)
+            local vend, new = walk(s, vstart)
             if action == "remove" then
                 changed = true
             elseif action then
@@ -104,8 +79,8 @@ local function scan(s, i)
     return (find(s, "[,%]} \t\r\n]", i) or #s + 1)
 end
 
--- The body with the configured members masked or removed, or nil when it
--- has none (or is not a JSON object).
+-- The body with the configured members masked or removed; nil when it
+-- has none (or is not a JSON object); false if the scan failed.
 local function redact(body)
     local maybe = find(body, "\\u", 1, true) ~= nil
     if not maybe then
@@ -120,10 +95,13 @@ local function redact(body)
         return nil
     end
     local first = skip_ws(body, 1)
-    if not first or byte(body, first) ~= LBRACE or not pcall(decode, body) then
+    if not first or byte(body, first) ~= LBRACE or not scan.is_object(body) then
         return nil
     end
-    local stop, new = scan(body, first)
+    local ok, stop, new = pcall(walk, body, first)
+    if not ok then
+        return false
+    end
     if not new then
         return nil
     end
@@ -139,6 +117,12 @@ local function enrich(msg, es)
                 ess.count("redacted")
             end
             msg.body = new
+        elseif new == false then
+            -- Never send what could not be redacted.
+            if ess then
+                ess.count("redact_failed")
+            end
+            return nil
         end
     end
     return default(msg, es)
