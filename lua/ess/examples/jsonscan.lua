@@ -16,7 +16,8 @@ local decoder = cjson.new()
 decoder.decode_invalid_numbers(false)
 local decode = decoder.decode
 
-local QUOTE, COMMA, LBRACE, RBRACE, LBRACKET = 34, 44, 123, 125, 91
+local QUOTE, BACKSLASH, COMMA, LBRACE, RBRACE, LBRACKET, RBRACKET = 34, 92, 44, 123, 125,
+    91, 93
 
 -- essd's C validator when the host has it, else a cjson decode.
 local json_object = type(ess) == "table" and ess.json_object or nil
@@ -30,22 +31,32 @@ function M.is_object(s)
     return first ~= nil and byte(s, first) == LBRACE and (pcall(decode, s))
 end
 
--- Index of the first non-white-space byte at or after i.
+-- Index of the first non-white-space byte at or after i (byte loops, not
+-- patterns: LuaJIT compiles these, but not string.find with a pattern).
 function M.skip_ws(s, i)
-    return find(s, "[^ \t\r\n]", i)
+    local c = byte(s, i)
+    while c == 32 or c == 10 or c == 13 or c == 9 do
+        i = i + 1
+        c = byte(s, i)
+    end
+    return i
 end
 local skip_ws = M.skip_ws
 
 -- s[i] is the opening quote of a string: the index after its closing quote.
 function M.string_end(s, i)
     local j = i + 1
-    while true do
-        local q = find(s, '["\\]', j)
-        if byte(s, q) == QUOTE then
-            return q + 1
+    local c = byte(s, j)
+    while c ~= QUOTE do
+        if c == BACKSLASH then
+            j = j + 1
+        elseif c == nil then
+            error("unterminated string")
         end
-        j = q + 2
+        j = j + 1
+        c = byte(s, j)
     end
+    return j + 1
 end
 local string_end = M.string_end
 
@@ -64,22 +75,34 @@ function M.value_end(s, i)
     local c = byte(s, i)
     if c == QUOTE then
         return string_end(s, i)
+    elseif c == nil then
+        error("unexpected end of text")
     elseif c ~= LBRACE and c ~= LBRACKET then
-        return (find(s, "[,%]} \t\r\n]", i) or #s + 1)
-    end
-    local depth, j = 0, i
-    while true do
-        j = find(s, '[][{}"]', j)
-        c = byte(s, j)
-        if c == QUOTE then
-            j = string_end(s, j)
-        else
-            depth = depth + ((c == LBRACE or c == LBRACKET) and 1 or -1)
-            j = j + 1
-            if depth == 0 then
-                return j
-            end
+        while c and c ~= COMMA and c ~= RBRACE and c ~= RBRACKET and c ~= 32 and c ~= 10
+            and c ~= 13 and c ~= 9 do
+            i = i + 1
+            c = byte(s, i)
         end
+        return i
+    end
+    local depth = 0
+    while true do
+        if c == QUOTE then
+            i = string_end(s, i)
+        else
+            if c == LBRACE or c == LBRACKET then
+                depth = depth + 1
+            elseif c == RBRACE or c == RBRACKET then
+                depth = depth - 1
+                if depth == 0 then
+                    return i + 1
+                end
+            elseif c == nil then
+                error("unterminated value")
+            end
+            i = i + 1
+        end
+        c = byte(s, i)
     end
 end
 local value_end = M.value_end

@@ -22,7 +22,8 @@ local scan = require "ess.examples.jsonscan"
 
 local byte, concat, find, pairs, pcall, sub, type = string.byte, table.concat, string.find,
     pairs, pcall, string.sub, type
-local skip_ws, string_end, key_at = scan.skip_ws, scan.string_end, scan.string_at
+local skip_ws, string_end, key_at, value_end = scan.skip_ws, scan.string_end, scan.string_at,
+    scan.value_end
 
 -- Edit these: member name -> "mask" (value becomes MASK) or "remove".
 local FIELDS = {
@@ -31,7 +32,7 @@ local FIELDS = {
 }
 local MASK = '"***"'
 
-local QUOTE, COMMA, LBRACE, RBRACE, LBRACKET, RBRACKET = 34, 44, 123, 125, 91, 93
+local COMMA, LBRACE, RBRACE, LBRACKET, RBRACKET = 44, 123, 125, 91, 93
 
 -- Scans the valid JSON value at s[i]: returns the index after it and, when
 -- something inside was redacted, the value's new text.
@@ -73,10 +74,8 @@ local function walk(s, i)
             end
             j = skip_ws(s, n + 1)
         end
-    elseif c == QUOTE then
-        return string_end(s, i)
     end
-    return (find(s, "[,%]} \t\r\n]", i) or #s + 1)
+    return value_end(s, i)
 end
 
 -- The body with the configured members masked or removed; nil when it
