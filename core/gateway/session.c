@@ -11,6 +11,7 @@
 #include "gateway/selector.h"
 #include "metrics/metrics.h"
 #include "mq/stream_client.h"
+#include "proto/protobuf.h"
 #include "script/hooks.h"
 #include "util/log.h"
 #include "util/utf8.h"
@@ -153,20 +154,50 @@ static void on_message(ess_stream_sub_t *sub, const ess_stream_msg_t *msg, void 
         ess_session_close(s, 1000, "The stream has been deleted", 1);
         return;
     }
+    const uint8_t *body = msg->body;
+    size_t len = msg->len;
+    uint8_t *joined = NULL;
+    ess_buf_t pb = {0};
+    const char *pt = NULL;
+    size_t ptl = 0;
+    if (msg->amqp && msg->amqp->n_data > 1) {
+        /* Several data sections make one body: nothing is dropped. */
+        joined = ess_amqp10_body_copy(msg->record, msg->record_len, msg->amqp, &len);
+        if (joined)
+            body = joined;
+        else
+            len = msg->len;
+    }
+    const uint8_t *raw = body;
+    size_t raw_len = len;
+    /* Binary protobuf of a known type becomes its one-line text form. */
+    if (msg->amqp && ess_protobuf_type_of(msg->amqp, &pt, &ptl) == ESS_OK &&
+        ess_protobuf_to_text(pt, ptl, body, len, &pb) == ESS_OK) {
+        body = (const uint8_t *)pb.data;
+        len = pb.len;
+    } else {
+        pt = NULL;
+    }
     ess_hook_msg_t hm = {
-        .body = msg->body,
-        .len = msg->len,
+        .body = body,
+        .len = len,
         .offset = msg->offset,
         .timestamp_ms = msg->timestamp_ms,
-        .is_text = ess_utf8_valid(msg->body, msg->len),
+        .is_text = ess_utf8_valid(body, len),
         .app_props = msg->amqp ? msg->amqp->app_props : NULL,
         .app_props_len = msg->amqp ? msg->amqp->app_props_len : 0,
+        .raw = pt ? raw : NULL,
+        .raw_len = pt ? raw_len : 0,
+        .protobuf_type = pt,
+        .protobuf_type_len = ptl,
     };
     uint64_t prev = s->last_offset;
     s->last_offset = msg->offset; /* read by emit_frame */
     frame_t *tail = s->tail;
     ess_hooks_enrich(s->app->vm, &s->hook_es, &hm, emit_frame, s);
     s->last_offset = prev;
+    ess_buf_free(&pb);
+    free(joined);
     if (s->tail != tail)
         lws_callback_on_writable(s->wsi);
     if (s->app->cfg->message_stats_interval > 0 &&

@@ -9,6 +9,7 @@
 #include "ess.h"
 #include "metrics/metrics.h"
 #include "mq/amqp10.h"
+#include "proto/protobuf.h"
 #include "util/json.h"
 #include "util/log.h"
 
@@ -134,6 +135,8 @@ int ess_hooks_init(ess_vm_t *vm, const char *enrich_module, const char *route_mo
     lua_setfield(L, -2, "count");
     lua_pushcfunction(L, host_json_object);
     lua_setfield(L, -2, "json_object");
+    ess_protobuf_lua_open(L);
+    lua_setfield(L, -2, "protobuf");
     lua_setglobal(L, "ess");
 
     if (load_hook(vm, enrich_module, "enrich", ENRICH_KEY, err, errlen) != ESS_OK ||
@@ -193,6 +196,17 @@ int ess_hooks_enrich(ess_vm_t *vm, ess_hook_es_t *es, const ess_hook_msg_t *m,
     lua_setfield(L, -2, "is_text");
     lua_pushnil(L);
     lua_setfield(L, -2, "properties");
+    if (m->protobuf_type) {
+        lua_pushlstring(L, (const char *)m->raw, m->raw_len);
+        lua_setfield(L, -2, "raw");
+        lua_pushlstring(L, m->protobuf_type, m->protobuf_type_len);
+        lua_setfield(L, -2, "protobuf_type");
+    } else {
+        lua_pushnil(L);
+        lua_setfield(L, -2, "raw");
+        lua_pushnil(L);
+        lua_setfield(L, -2, "protobuf_type");
+    }
     push_es(L, vm, es);
 
     current_msg = m;
@@ -285,8 +299,8 @@ int ess_hooks_selftest(ess_vm_t *vm, char *err, size_t errlen)
     int rc = ESS_OK;
     uint64_t errors = ess_metrics.enrich_errors;
     for (size_t i = 0; i < ESS_ARRAY_SIZE(bodies) && rc == ESS_OK; i++) {
-        ess_hook_msg_t m = {(const uint8_t *)bodies[i], strlen(bodies[i]), 42, 1746019980000, 1,
-                            NULL, 0};
+        ess_hook_msg_t m = {.body = (const uint8_t *)bodies[i], .len = strlen(bodies[i]),
+                            .offset = 42, .timestamp_ms = 1746019980000, .is_text = 1};
         lua_State *L = vm->L;
         /* Call the hook directly so the error text reaches the caller. */
         lua_getfield(L, LUA_REGISTRYINDEX, ENRICH_KEY);

@@ -19,6 +19,10 @@ typedef struct {
     int is_text;               /* body is valid UTF-8 */
     const uint8_t *app_props;  /* raw AMQP application-properties, or NULL */
     size_t app_props_len;
+    const uint8_t *raw;        /* protobuf: the original bytes (body is their text form) */
+    size_t raw_len;
+    const char *protobuf_type; /* protobuf: the message type, or NULL */
+    size_t protobuf_type_len;
 } ess_hook_msg_t;
 
 /* A session's cached view of its event stream in one VM. */
