@@ -30,7 +30,7 @@
 
 typedef struct {
     const char *url, *stream, *from, *format;
-    int port, quiet, publish, create, delete_, exists, lb, fanout;
+    int port, quiet, publish, create, delete_, exists, lb, fanout, credit;
     double rate; /* messages per second, 0 = unlimited */
     long long count; /* -1 = unlimited */
 } args_t;
@@ -65,7 +65,7 @@ static void usage(FILE *f)
             "usage: ess-cat [--url URL] [--stream-port P] [--lb] STREAM\n"
             "               [--from first|last|next|OFFSET|timestamp:MS|datetime:STRING]\n"
             "               [--count N] [--format raw|json] [--quiet]\n"
-            "               [--fanout SUBS] [--rate MSGS_PER_S]\n"
+            "               [--fanout SUBS] [--rate MSGS_PER_S] [--credit CHUNKS]\n"
             "       ess-cat [--url URL] [--stream-port P] --publish [--create] STREAM < lines\n"
             "       ess-cat [--url URL] [--stream-port P] --delete|--exists STREAM\n"
             "--count is per subscription; --fanout opens SUBS subscriptions (only the summary\n"
@@ -128,8 +128,13 @@ static void summary(void)
 static void json_body(const uint8_t *p, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
+    size_t run = 0; /* start of the pending run of bytes that need no escape */
     for (size_t i = 0; i < n; i++) {
         uint8_t ch = p[i];
+        if (ch >= 0x20 && ch != '"' && ch != '\\' && ch != 0x7f)
+            continue;
+        fwrite(p + run, 1, i - run, stdout);
+        run = i + 1;
         if (ch == '"' || ch == '\\') {
             putchar('\\');
             putchar(ch);
@@ -139,12 +144,11 @@ static void json_body(const uint8_t *p, size_t n)
             fputs("\\r", stdout);
         } else if (ch == '\t') {
             fputs("\\t", stdout);
-        } else if (ch < 0x20 || ch == 0x7f) {
-            printf("\\u00%c%c", hex[ch >> 4], hex[ch & 15]);
         } else {
-            putchar(ch);
+            printf("\\u00%c%c", hex[ch >> 4], hex[ch & 15]);
         }
     }
+    fwrite(p + run, 1, n - run, stdout);
 }
 
 static void readers_pause(int pause)
@@ -517,6 +521,11 @@ static int parse_args(int argc, char **argv)
             if (A.fanout < 1 || A.fanout > 10000)
                 return -1;
             i++;
+        } else if (strcmp(a, "--credit") == 0 && v) {
+            A.credit = atoi(v);
+            if (A.credit < 1 || A.credit > 1000)
+                return -1;
+            i++;
         } else if (strcmp(a, "--rate") == 0 && v) {
             char *end;
             A.rate = strtod(v, &end);
@@ -576,6 +585,7 @@ int main(int argc, char **argv)
     o.load_balancer_mode = A.lb;
     o.connection_name = "ess-cat";
     o.reconnect_max_ms = 2000;
+    o.initial_credit = A.credit;
     if (ess_stream_client_create(L, &o, &C) != ESS_OK) {
         fprintf(stderr, "ess-cat: bad --url\n");
         return 2;
