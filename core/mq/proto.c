@@ -48,7 +48,10 @@ void ess_proto_buf_append(ess_proto_buf_t *b, const void *p, size_t n)
     b->len += n;
 }
 
-static void put_u8(ess_proto_buf_t *b, uint8_t v) { ess_proto_buf_append(b, &v, 1); }
+static void put_u8(ess_proto_buf_t *b, uint8_t v)
+{
+    ess_proto_buf_append(b, &v, 1);
+}
 
 static void put_u16(ess_proto_buf_t *b, uint16_t v)
 {
@@ -68,7 +71,10 @@ static void put_u64(ess_proto_buf_t *b, uint64_t v)
     put_u32(b, (uint32_t)v);
 }
 
-static int str_ok(const char *s) { return s != NULL && strlen(s) <= INT16_MAX; }
+static int str_ok(const char *s)
+{
+    return s != NULL && strlen(s) <= INT16_MAX;
+}
 
 static void put_str(ess_proto_buf_t *b, const char *s)
 {
@@ -375,7 +381,8 @@ int ess_proto_split(const uint8_t *buf, size_t len, uint32_t frame_max, size_t *
         *frame_len = 4 - len;
         return ESS_ETRUNC;
     }
-    uint32_t size = (uint32_t)buf[0] << 24 | (uint32_t)buf[1] << 16 | (uint32_t)buf[2] << 8 | buf[3];
+    uint32_t size =
+        (uint32_t)buf[0] << 24 | (uint32_t)buf[1] << 16 | (uint32_t)buf[2] << 8 | buf[3];
     if (frame_max && (uint64_t)size + 4 > frame_max)
         return ESS_ETOOBIG;
     if (size < 4)
@@ -582,8 +589,7 @@ int ess_proto_decode(const uint8_t *frame, size_t len, ess_proto_frame_t *out)
             out->u.versions.count = rd_count(&r, 6);
             out->u.versions.p = take(&r, (size_t)out->u.versions.count * 6);
             break;
-        default:
-            break;
+        default: break;
         }
         return r.err;
     }
@@ -593,8 +599,7 @@ int ess_proto_decode(const uint8_t *frame, size_t len, ess_proto_frame_t *out)
         out->u.tune.frame_max = rd_u32(&r);
         out->u.tune.heartbeat_s = rd_u32(&r);
         break;
-    case ESS_PROTO_HEARTBEAT:
-        break;
+    case ESS_PROTO_HEARTBEAT: break;
     case ESS_PROTO_DELIVER:
         out->u.deliver.sub_id = rd_u8(&r);
         if (out->version >= 2)
@@ -623,8 +628,7 @@ int ess_proto_decode(const uint8_t *frame, size_t len, ess_proto_frame_t *out)
         out->u.pub.count = rd_count(&r, 10);
         out->u.pub.p = take(&r, (size_t)out->u.pub.count * 10);
         break;
-    default:
-        break;
+    default: break;
     }
     return r.err;
 }
@@ -725,42 +729,49 @@ int ess_proto_version_of(const ess_proto_frame_t *f, uint16_t key, uint16_t *min
 int ess_proto_code_to_ess(uint16_t code)
 {
     switch (code) {
-    case ESS_PROTO_OK:
-        return ESS_OK;
+    case ESS_PROTO_OK: return ESS_OK;
     case ESS_PROTO_STREAM_NOT_EXIST:
     case ESS_PROTO_SUB_ID_NOT_EXIST:
     case ESS_PROTO_PUBLISHER_NOT_EXIST:
-    case ESS_PROTO_NO_OFFSET:
-        return ESS_ENOTFOUND;
+    case ESS_PROTO_NO_OFFSET: return ESS_ENOTFOUND;
     case ESS_PROTO_SASL_MECH_UNSUPPORTED:
     case ESS_PROTO_AUTH_FAILURE:
     case ESS_PROTO_SASL_ERROR:
     case ESS_PROTO_SASL_LOOPBACK:
     case ESS_PROTO_VHOST_ACCESS_FAILURE:
-    case ESS_PROTO_ACCESS_REFUSED:
-        return ESS_EAUTH;
+    case ESS_PROTO_ACCESS_REFUSED: return ESS_EAUTH;
     case ESS_PROTO_STREAM_EXISTS:
     case ESS_PROTO_SUB_ID_EXISTS:
-    case ESS_PROTO_PRECONDITION_FAILED:
-        return ESS_ESTATE;
-    case ESS_PROTO_STREAM_NOT_AVAILABLE:
-        return ESS_ECONN;
-    case ESS_PROTO_FRAME_TOO_LARGE:
-        return ESS_ETOOBIG;
-    default:
-        return ESS_EPROTO;
+    case ESS_PROTO_PRECONDITION_FAILED: return ESS_ESTATE;
+    case ESS_PROTO_STREAM_NOT_AVAILABLE: return ESS_ECONN;
+    case ESS_PROTO_FRAME_TOO_LARGE: return ESS_ETOOBIG;
+    default: return ESS_EPROTO;
     }
 }
 
 const char *ess_proto_code_name(uint16_t code)
 {
     static const char *const names[] = {
-        "unknown code", "ok", "stream does not exist", "subscription id already exists",
-        "subscription id does not exist", "stream already exists", "stream not available",
-        "SASL mechanism not supported", "authentication failure", "SASL error", "SASL challenge",
-        "SASL authentication failure loopback", "virtual host access failure", "unknown frame",
-        "frame too large", "internal error", "access refused", "precondition failed",
-        "publisher does not exist", "no offset",
+        "unknown code",
+        "ok",
+        "stream does not exist",
+        "subscription id already exists",
+        "subscription id does not exist",
+        "stream already exists",
+        "stream not available",
+        "SASL mechanism not supported",
+        "authentication failure",
+        "SASL error",
+        "SASL challenge",
+        "SASL authentication failure loopback",
+        "virtual host access failure",
+        "unknown frame",
+        "frame too large",
+        "internal error",
+        "access refused",
+        "precondition failed",
+        "publisher does not exist",
+        "no offset",
     };
     return code < ESS_ARRAY_SIZE(names) ? names[code] : names[0];
 }

@@ -437,8 +437,8 @@ static void conn_destroy(conn_t *k)
 
 static void conn_maybe_idle(conn_t *k)
 {
-    if (!k->is_locator && k->nsubs == 0 && k->npubs == 0 && k->reqs == NULL &&
-        k->state != C_DEAD && !k->c->closing)
+    if (!k->is_locator && k->nsubs == 0 && k->npubs == 0 && k->reqs == NULL && k->state != C_DEAD &&
+        !k->c->closing)
         conn_destroy(k);
 }
 
@@ -474,8 +474,7 @@ static void req_fail(ess_stream_client_t *c, req_t *r, int err)
         if (!c->closing)
             uv_timer_start(&c->retry_timer, on_retry_timer, RESUB_RETRY_MS, 0);
         break;
-    default:
-        break;
+    default: break;
     }
     req_free(r);
 }
@@ -555,11 +554,8 @@ static void conn_send_req(conn_t *k, req_t *r)
     k->reqs = r;
     int rc = ESS_OK;
     switch (r->kind) {
-    case R_SUBSCRIBE:
-        return; /* encoded by send_subscribe */
-    case R_UNSUBSCRIBE:
-        rc = ess_proto_enc_unsubscribe(&b, r->corr, (uint8_t)r->sub->id);
-        break;
+    case R_SUBSCRIBE: return; /* encoded by send_subscribe */
+    case R_UNSUBSCRIBE: rc = ess_proto_enc_unsubscribe(&b, r->corr, (uint8_t)r->sub->id); break;
     case R_EXISTS:
     case R_LOCATE_SUB:
     case R_LOCATE_PUB:
@@ -568,16 +564,10 @@ static void conn_send_req(conn_t *k, req_t *r)
         rc = ess_proto_enc_metadata(&b, r->corr, &s, 1);
         break;
     }
-    case R_CREATE:
-        rc = ess_proto_enc_create(&b, r->corr, r->stream, r->args, r->nargs);
-        break;
-    case R_DELETE:
-        rc = ess_proto_enc_delete(&b, r->corr, r->stream);
-        break;
-    case R_DECLARE_PUB:
-        return; /* encoded by send_declare */
-    default:
-        break;
+    case R_CREATE: rc = ess_proto_enc_create(&b, r->corr, r->stream, r->args, r->nargs); break;
+    case R_DELETE: rc = ess_proto_enc_delete(&b, r->corr, r->stream); break;
+    case R_DECLARE_PUB: return; /* encoded by send_declare */
+    default: break;
     }
     ESS_ASSERT(rc == ESS_OK); /* arguments were validated by the public calls */
     conn_write(k, &b);
@@ -1032,8 +1022,7 @@ static void on_confirm(conn_t *k, const ess_proto_frame_t *f, int is_error)
     p->depth++;
     for (uint32_t i = 0; i < f->u.pub.count && !p->user_gone && !k->c->closing; i++) {
         uint16_t code = ESS_PROTO_OK;
-        uint64_t id =
-            is_error ? ess_proto_error_id(f, i, &code) : ess_proto_confirm_id(f, i);
+        uint64_t id = is_error ? ess_proto_error_id(f, i, &code) : ess_proto_confirm_id(f, i);
         p->cbs.on_confirm(p, id, ess_proto_code_to_ess(code), p->ud);
     }
     p->depth--;
@@ -1091,9 +1080,7 @@ static void on_response(conn_t *k, const ess_proto_frame_t *f)
                                                                : ESS_EPROTO;
     }
     switch (r->kind) {
-    case R_SUBSCRIBE:
-        on_subscribe_resp(k, r, status);
-        break;
+    case R_SUBSCRIBE: on_subscribe_resp(k, r, status); break;
     case R_UNSUBSCRIBE:
         r->sub->refs--;
         slot_release(r->sub);
@@ -1138,9 +1125,7 @@ static void on_response(conn_t *k, const ess_proto_frame_t *f)
         }
         break;
     }
-    case R_RECHECK:
-        on_recheck(c, r, status);
-        break;
+    case R_RECHECK: on_recheck(c, r, status); break;
     case R_DECLARE_PUB: {
         ess_stream_pub_t *p = r->pub;
         p->refs--;
@@ -1158,8 +1143,7 @@ static void on_response(conn_t *k, const ess_proto_frame_t *f)
         conn_maybe_idle(k);
         break;
     }
-    default:
-        break;
+    default: break;
     }
     req_free(r);
 }
@@ -1169,8 +1153,7 @@ static void handle_frame(conn_t *k, const uint8_t *p, size_t len)
     ess_proto_frame_t f;
     int rc = ess_proto_decode(p, len, &f);
     if (rc != ESS_OK) {
-        ess_log_error("stream: malformed frame from %s:%d: %s", k->host, k->port,
-                      ess_strerror(rc));
+        ess_log_error("stream: malformed frame from %s:%d: %s", k->host, k->port, ess_strerror(rc));
         conn_reset(k, ESS_EPROTO);
         return;
     }
@@ -1179,20 +1162,11 @@ static void handle_frame(conn_t *k, const uint8_t *p, size_t len)
         return;
     }
     switch (f.key) {
-    case ESS_PROTO_DELIVER:
-        on_deliver(k, &f);
-        break;
-    case ESS_PROTO_HEARTBEAT:
-        break;
-    case ESS_PROTO_PUBLISH_CONFIRM:
-        on_confirm(k, &f, 0);
-        break;
-    case ESS_PROTO_PUBLISH_ERROR:
-        on_confirm(k, &f, 1);
-        break;
-    case ESS_PROTO_METADATA_UPDATE:
-        on_metadata_update(k, &f);
-        break;
+    case ESS_PROTO_DELIVER: on_deliver(k, &f); break;
+    case ESS_PROTO_HEARTBEAT: break;
+    case ESS_PROTO_PUBLISH_CONFIRM: on_confirm(k, &f, 0); break;
+    case ESS_PROTO_PUBLISH_ERROR: on_confirm(k, &f, 1); break;
+    case ESS_PROTO_METADATA_UPDATE: on_metadata_update(k, &f); break;
     case ESS_PROTO_CLOSE: {
         ess_log_warn("stream: broker closed the connection: %.*s",
                      (int)(f.u.close_reason.p ? f.u.close_reason.len : 0),
@@ -1333,14 +1307,10 @@ static void on_conn_timer(uv_timer_t *t)
         return;
     }
     switch (k->state) {
-    case C_WAIT:
-        conn_start(k);
-        break;
+    case C_WAIT: conn_start(k); break;
     case C_RESOLVING:
     case C_CONNECTING:
-    case C_HANDSHAKE:
-        conn_reset(k, ESS_ECONN);
-        break;
+    case C_HANDSHAKE: conn_reset(k, ESS_ECONN); break;
     case C_READY: {
         uint64_t now = uv_now(c->loop);
         if (now - k->last_recv > 2000ull * k->heartbeat_s) {
@@ -1354,8 +1324,7 @@ static void on_conn_timer(uv_timer_t *t)
         conn_write(k, &b);
         break;
     }
-    default:
-        break;
+    default: break;
     }
 }
 
@@ -1513,13 +1482,6 @@ void ess_stream_client_close(ess_stream_client_t *c, void (*done)(void *ud), voi
     for (conn_t *k = c->conns; k; k = k->next) {
         if (k->state == C_DEAD)
             continue; /* its handles are already closing */
-        if (k->state == C_READY) {
-            ess_proto_buf_t b = {0};
-            ess_proto_enc_close(&b, ++k->next_corr, ESS_PROTO_OK, "closing");
-            c->closing = 0; /* let this last frame through */
-            conn_write(k, &b);
-            c->closing = 1;
-        }
         k->state = C_DEAD;
         k->gen++;
         if (k->gai) {
@@ -1624,7 +1586,10 @@ int ess_stream_sub_last_offset(const ess_stream_sub_t *s, uint64_t *offset)
     return ESS_OK;
 }
 
-const char *ess_stream_sub_stream(const ess_stream_sub_t *s) { return s->stream; }
+const char *ess_stream_sub_stream(const ess_stream_sub_t *s)
+{
+    return s->stream;
+}
 
 /* Sends r on the locator, or fails it on the next loop turn. */
 static int locator_req(ess_stream_client_t *c, req_t *r)

@@ -113,7 +113,8 @@ const char *ess_stream_sub_stream(const ess_stream_sub_t *sub);
 typedef void (*ess_stream_status_cb)(int status, void *ud);
 
 /** Does the stream exist? cb(ESS_OK | ESS_ENOTFOUND | ESS_ECONN | ...), never synchronously. */
-int ess_stream_exists(ess_stream_client_t *c, const char *stream, ess_stream_status_cb cb, void *ud);
+int ess_stream_exists(ess_stream_client_t *c, const char *stream, ess_stream_status_cb cb,
+                      void *ud);
 /** Create a stream (args such as max-length-bytes may be NULL/0); ESS_ESTATE if it exists. */
 int ess_stream_create_stream(ess_stream_client_t *c, const char *stream, const ess_proto_kv_t *args,
                              size_t nargs, ess_stream_status_cb cb, void *ud);

@@ -31,7 +31,7 @@
 typedef struct {
     const char *url, *stream, *from, *format;
     int port, quiet, publish, create, delete_, exists, lb, fanout, credit;
-    double rate; /* messages per second, 0 = unlimited */
+    double rate;     /* messages per second, 0 = unlimited */
     long long count; /* -1 = unlimited */
 } args_t;
 
@@ -61,18 +61,21 @@ static int rate_paused;
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: ess-cat [--url URL] [--stream-port P] [--lb] STREAM\n"
-            "               [--from first|last|next|OFFSET|timestamp:MS|datetime:STRING]\n"
-            "               [--count N] [--format raw|json] [--quiet]\n"
-            "               [--fanout SUBS] [--rate MSGS_PER_S] [--credit CHUNKS]\n"
-            "       ess-cat [--url URL] [--stream-port P] --publish [--create] STREAM < lines\n"
-            "       ess-cat [--url URL] [--stream-port P] --delete|--exists STREAM\n"
-            "--count is per subscription; --fanout opens SUBS subscriptions (only the summary\n"
-            "is printed); --rate reads slowly by pausing credit. URL defaults to $ESS_AMQP_URL, $ESS_AMPQ_URL or amqp://guest:guest@127.0.0.1:5672/\n");
+    fprintf(f, "usage: ess-cat [--url URL] [--stream-port P] [--lb] STREAM\n"
+               "               [--from first|last|next|OFFSET|timestamp:MS|datetime:STRING]\n"
+               "               [--count N] [--format raw|json] [--quiet]\n"
+               "               [--fanout SUBS] [--rate MSGS_PER_S] [--credit CHUNKS]\n"
+               "       ess-cat [--url URL] [--stream-port P] --publish [--create] STREAM < lines\n"
+               "       ess-cat [--url URL] [--stream-port P] --delete|--exists STREAM\n"
+               "--count is per subscription; --fanout opens SUBS subscriptions (only the summary\n"
+               "is printed); --rate reads slowly by pausing credit. URL defaults to $ESS_AMQP_URL, "
+               "$ESS_AMPQ_URL or amqp://guest:guest@127.0.0.1:5672/\n");
 }
 
-static void on_closed(void *ud) { uv_stop(L); }
+static void on_closed(void *ud)
+{
+    uv_stop(L);
+}
 
 static void finish(int code)
 {
@@ -96,16 +99,11 @@ static int status_exit(int status)
 static const char *status_text(int status)
 {
     switch (status) {
-    case ESS_ENOTFOUND:
-        return "stream does not exist";
-    case ESS_EAUTH:
-        return "login refused (user, password or vhost)";
-    case ESS_ECONN:
-        return "cannot connect to the broker";
-    case ESS_ESTATE:
-        return "stream already exists";
-    default:
-        return ess_strerror(status);
+    case ESS_ENOTFOUND: return "stream does not exist";
+    case ESS_EAUTH: return "login refused (user, password or vhost)";
+    case ESS_ECONN: return "cannot connect to the broker";
+    case ESS_ESTATE: return "stream already exists";
+    default: return ess_strerror(status);
     }
 }
 
@@ -164,7 +162,10 @@ static void readers_pause(int pause)
     }
 }
 
-static void on_rate_timer(uv_timer_t *t) { readers_pause(0); }
+static void on_rate_timer(uv_timer_t *t)
+{
+    readers_pause(0);
+}
 
 /* --rate: when ahead of schedule, stop granting credit until caught up. */
 static void throttle(void)

@@ -50,8 +50,7 @@ static void walk(const ess_proto_frame_t *f)
         ess_proto_version_of(f, ESS_PROTO_DELIVER, &mn, &mx);
         break;
     }
-    default:
-        break;
+    default: break;
     }
 }
 

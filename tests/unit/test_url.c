@@ -78,9 +78,23 @@ static void test_ipv6(void)
 static void test_rejects(void)
 {
     static const char *bad[] = {
-        NULL, "", "http://h", "amqp://", "amqp:///vhost", "amqp://u:p@/v", "amqp://h:",
-        "amqp://h:0", "amqp://h:65536", "amqp://h:12x", "amqp://h:-1", "amqp://%zz@h",
-        "amqp://u:p%4@h", "amqp://h/%00", "amqp://u@p@h", "amqp://[::1", "amqp://[::1]x",
+        NULL,
+        "",
+        "http://h",
+        "amqp://",
+        "amqp:///vhost",
+        "amqp://u:p@/v",
+        "amqp://h:",
+        "amqp://h:0",
+        "amqp://h:65536",
+        "amqp://h:12x",
+        "amqp://h:-1",
+        "amqp://%zz@h",
+        "amqp://u:p%4@h",
+        "amqp://h/%00",
+        "amqp://u@p@h",
+        "amqp://[::1",
+        "amqp://[::1]x",
         "amqp://%41%00@h",
     };
     for (size_t i = 0; i < ESS_ARRAY_SIZE(bad); i++) {
