@@ -8,6 +8,7 @@
 #include "gateway/gateway.h"
 #include "ess.h"
 #include "metrics/metrics.h"
+#include "mq/classic.h"
 #include "mq/stream_client.h"
 #include "util/log.h"
 
@@ -18,6 +19,8 @@
 typedef struct ess_gateway_s {
     ess_app_t *app;
     ess_stream_client_t *client;
+    ess_classic_t *classic; /* Version 1: created at start, or at the first classic route */
+    int closing_clients;    /* broker clients still closing during stop */
     uv_timer_t timer;
     ess_session_t *buckets[BUCKETS];
     int stopping;
@@ -32,11 +35,32 @@ static ess_session_t **slot_of(gateway_t *g, int64_t id, ess_session_t *s)
     return p;
 }
 
+/* Version 1 deployments need only the classic connection; otherwise the stream one. */
+static int broker_up(gateway_t *g)
+{
+    if (g->app->cfg->broker_version == 1)
+        return g->classic != NULL && ess_classic_connected(g->classic);
+    return g->client != NULL && ess_stream_client_connected(g->client);
+}
+
+static int start_classic(gateway_t *g)
+{
+    const ess_config_t *cfg = g->app->cfg;
+    ess_classic_opts_t opts = {
+        .url = cfg->broker_url,
+        .heartbeat_s = cfg->heartbeat_s,
+        .reconnect_min_ms = cfg->reconnect_min_ms,
+        .reconnect_max_ms = cfg->reconnect_max_ms,
+        .connection_name = "essd-classic",
+    };
+    return ess_classic_create(g->app->loop, &opts, &g->classic);
+}
+
 static void tick(uv_timer_t *t)
 {
     gateway_t *g = t->data;
     uint64_t now = uv_now(g->app->loop);
-    ess_metrics.broker_connected = g->client && ess_stream_client_connected(g->client);
+    ess_metrics.broker_connected = broker_up(g);
     for (size_t b = 0; b < BUCKETS; b++) {
         ess_session_t *s = g->buckets[b];
         while (s) {
@@ -66,6 +90,12 @@ int ess_gateway_start(ess_app_t *app, char *err, size_t errlen)
         free(g);
         return ESS_EINVAL;
     }
+    if (cfg->broker_version == 1 && start_classic(g) != ESS_OK) {
+        snprintf(err, errlen, "broker.url: not a valid amqp:// URL for classic mode");
+        ess_stream_client_close(g->client, NULL, NULL);
+        free(g);
+        return ESS_EINVAL;
+    }
     uv_timer_init(app->loop, &g->timer);
     g->timer.data = g;
     uv_timer_start(&g->timer, tick, 1000, 1000);
@@ -76,6 +106,8 @@ int ess_gateway_start(ess_app_t *app, char *err, size_t errlen)
 static void client_closed(void *ud)
 {
     gateway_t *g = ud;
+    if (--g->closing_clients > 0)
+        return;
     ess_app_t *app = g->app;
     void (*done)(ess_app_t *) = g->stopped;
     app->gateway = NULL;
@@ -88,7 +120,12 @@ static void timer_closed(uv_handle_t *h)
 {
     gateway_t *g = h->data;
     ess_stream_client_t *c = g->client;
+    ess_classic_t *cc = g->classic;
     g->client = NULL;
+    g->classic = NULL;
+    g->closing_clients = cc ? 2 : 1;
+    if (cc)
+        ess_classic_close(cc, client_closed, g);
     ess_stream_client_close(c, client_closed, g);
 }
 
@@ -124,7 +161,17 @@ void ess_gateway_stream_deleted(ess_app_t *app, int64_t id, const char *uuid)
 int ess_gateway_broker_ready(ess_app_t *app)
 {
     gateway_t *g = app->gateway;
-    return g != NULL && g->client != NULL && ess_stream_client_connected(g->client);
+    return g != NULL && broker_up(g);
+}
+
+struct ess_classic_s *ess_gateway_classic_client(ess_app_t *app)
+{
+    gateway_t *g = app->gateway;
+    if (g == NULL || g->stopping)
+        return NULL;
+    if (g->classic == NULL && start_classic(g) != ESS_OK)
+        g->classic = NULL;
+    return g->classic;
 }
 
 struct ess_stream_client_s *ess_gateway_stream_client(ess_app_t *app)

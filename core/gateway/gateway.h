@@ -12,6 +12,7 @@
 #include "gateway/session.h"
 
 struct ess_stream_client_s;
+struct ess_classic_s;
 
 /** Start the broker side (stream client). ESS_OK or ESS_EINVAL with err. */
 int ess_gateway_start(ess_app_t *app, char *err, size_t errlen);
@@ -27,6 +28,10 @@ int ess_gateway_broker_ready(ess_app_t *app);
 
 /** The stream client sessions subscribe through (NULL while stopping). */
 struct ess_stream_client_s *ess_gateway_stream_client(ess_app_t *app);
+
+/** The classic (Version 1) client, created on first use when broker.version
+ *  is not 1 (a route hook may still choose classic); NULL while stopping. */
+struct ess_classic_s *ess_gateway_classic_client(ess_app_t *app);
 
 /**
  * Make s the one live session of its event stream, closing the previous

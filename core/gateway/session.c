@@ -10,6 +10,7 @@
 #include "gateway/gateway.h"
 #include "gateway/selector.h"
 #include "metrics/metrics.h"
+#include "mq/classic.h"
 #include "mq/stream_client.h"
 #include "proto/protobuf.h"
 #include "script/hooks.h"
@@ -41,6 +42,8 @@ struct ess_session_s {
     ess_selector_t sel;
 
     ess_stream_sub_t *sub;
+    ess_classic_sub_t *csub; /* Version 1 (classic) mode instead of sub */
+    int classic;
     int paused;
 
     frame_t *head, *tail;
@@ -92,6 +95,11 @@ static void unsubscribe(ess_session_t *s)
     if (s->sub) {
         ess_stream_unsubscribe(s->sub);
         s->sub = NULL;
+        ess_metrics.subscriptions--;
+    }
+    if (s->csub) {
+        ess_classic_unsubscribe(s->csub);
+        s->csub = NULL;
         ess_metrics.subscriptions--;
     }
 }
@@ -236,6 +244,76 @@ static void on_ended(ess_stream_sub_t *sub, int reason, void *ud)
         ess_session_close(s, 1011, "the broker subscription ended", 1);
 }
 
+/* ---- Version 1 (classic queue) mode: begin ----
+ * Messages reach the client raw (SPEC.md, issue 4): a classic queue has
+ * no offsets or timestamps, so the enrich hook does not run and the frame
+ * is the body unchanged. POISON closes as in stream mode. */
+static void classic_on_message(ess_classic_sub_t *sub, const ess_classic_msg_t *msg, void *ud)
+{
+    ess_session_t *s = ud;
+    (void)sub;
+    s->msgs_in++;
+    ess_metrics.msgs_in++;
+    if (msg->len == 6 && memcmp(msg->body, "POISON", 6) == 0) {
+        ess_session_close(s, 1000, "The stream has been deleted", 1);
+        return;
+    }
+    emit_frame(s, msg->body, msg->len);
+    lws_callback_on_writable(s->wsi);
+    if (s->app->cfg->message_stats_interval > 0 &&
+        s->msgs_in % (uint64_t)s->app->cfg->message_stats_interval == 0)
+        log_stats(s, "progress");
+    if (!s->paused && s->csub && s->queued_bytes >= (size_t)s->app->cfg->outbound_budget_bytes) {
+        s->paused = 1;
+        ess_metrics.credit_stalls++;
+        ess_classic_sub_pause(s->csub);
+    }
+}
+
+static void classic_on_subscribed(ess_classic_sub_t *sub, int status, void *ud)
+{
+    ess_session_t *s = ud;
+    (void)sub;
+    if (status == ESS_OK)
+        return;
+    s->csub = NULL; /* freed by the client after this callback */
+    ess_metrics.subscriptions--;
+    if (status == ESS_ENOTFOUND)
+        ess_session_close(s, 1013, "the event stream cannot be found", 0);
+    else
+        ess_session_close(s, 1013, "the broker is unavailable; retry later", 0);
+}
+
+static void classic_on_ended(ess_classic_sub_t *sub, int status, void *ud)
+{
+    ess_session_t *s = ud;
+    (void)sub;
+    (void)status;
+    s->csub = NULL;
+    ess_metrics.subscriptions--;
+    ess_session_close(s, 1011, "the broker subscription ended", 1);
+}
+
+static void open_classic(ess_session_t *s, const ess_route_t *route)
+{
+    static const ess_classic_sub_cbs_t cbs = {classic_on_subscribed, classic_on_message,
+                                              classic_on_ended};
+    s->classic = 1;
+    if (s->sel.kind != ESS_SEL_NONE)
+        ess_log_info("session %s: classic (version 1) mode has no history: start selector ignored",
+                     s->uuid);
+    ess_classic_t *client = ess_gateway_classic_client(s->app);
+    if (client == NULL ||
+        ess_classic_subscribe(client, route->exchange, route->routing_key, &cbs, s, &s->csub) !=
+            ESS_OK) {
+        s->csub = NULL;
+        ess_session_close(s, 1013, "the broker is unavailable; retry later", 0);
+        return;
+    }
+    ess_metrics.subscriptions++;
+}
+/* ---- Version 1 (classic queue) mode: end ---- */
+
 /* The value of a query parameter, or NULL. lws gives "name=value" fragments. */
 static const char *query_arg(struct lws *wsi, const char *name, char *buf, int len)
 {
@@ -323,7 +401,7 @@ static void open_session(ess_session_t *s)
         return;
     }
     if (route.classic) {
-        ess_session_close(s, 1011, "classic (version 1) mode is not available in this build", 0);
+        open_classic(s, &route);
         return;
     }
     struct ess_stream_client_s *client = ess_gateway_stream_client(app);
@@ -389,10 +467,13 @@ int ess_session_writeable(ess_session_t *s)
     }
     if (sent > 0) {
         s->last_progress_ms = uv_now(s->app->loop);
-        if (s->paused && s->sub &&
+        if (s->paused && (s->sub || s->csub) &&
             s->queued_bytes <= (size_t)s->app->cfg->outbound_budget_bytes / 2) {
             s->paused = 0;
-            ess_stream_sub_resume(s->sub);
+            if (s->sub)
+                ess_stream_sub_resume(s->sub);
+            else
+                ess_classic_sub_resume(s->csub);
         }
         if (s->head || s->closing)
             lws_callback_on_writable(s->wsi);
@@ -424,7 +505,9 @@ void ess_session_check_stall(ess_session_t *s, uint64_t now_ms)
     if (now_ms - s->last_progress_ms < (uint64_t)s->app->cfg->stall_timeout_s * 1000)
         return;
     char reason[124];
-    if (s->delivered)
+    if (s->classic) /* no offsets to resume from in Version 1 */
+        snprintf(reason, sizeof reason, "client stalled");
+    else if (s->delivered)
         snprintf(reason, sizeof reason,
                  "client stalled; last delivered offset %llu (resume with stream_from_ordinal=%llu)",
                  (unsigned long long)s->last_offset, (unsigned long long)s->last_offset + 1);
