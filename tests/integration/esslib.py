@@ -344,6 +344,20 @@ def metrics(essd):
     return out
 
 
+def wait_ready(essd, tries=100):
+    """Wait (bounded) for GET /health/ready = 200: registry open, broker
+    reachable. essd answers /health/live before its stream client has
+    connected, and a WebSocket opened in between is closed 1013."""
+    for _ in range(tries):
+        try:
+            if essd.request("GET", "/health/ready")[0] == 200:
+                return True
+        except OSError:
+            pass
+        time.sleep(0.1)
+    return False
+
+
 def create_es(essd, key):
     """POST an event stream; return (id, path) where path is /event-stream/{uuid}."""
     st, body = essd.json("POST", "/event-stream/", {"routing_key": key})
@@ -383,6 +397,7 @@ class StreamAdmin:
     publish. Enough for tests that need a thousand streams in seconds."""
 
     def __init__(self, host="127.0.0.1", port=5552, user="guest", password="guest", vhost="/"):
+        self.params = (host, port, user, password, vhost)
         self.sock = socket.create_connection((host, port), timeout=30)
         self.corr = 0
         self.buf = b""
@@ -392,7 +407,9 @@ class StreamAdmin:
         key, body = self._frame()
         while key != 0x14:  # Tune
             key, body = self._frame()
-        self._send(struct.pack(">HH", 0x14, 1) + body[:8])
+        # Accept the frame size, turn heartbeats off: the tests keep this
+        # connection idle for minutes while essd works.
+        self._send(struct.pack(">HH", 0x14, 1) + body[:4] + struct.pack(">I", 0))
         self._call(0x15, self._str(vhost))
         self.confirms = 0
 
@@ -439,12 +456,22 @@ class StreamAdmin:
                 return struct.unpack(">H", body[4:6])[0]
         raise RuntimeError("no response to command 0x%x" % key)
 
+    def _again(self, key, args):
+        """_call, reconnecting once if the broker dropped this connection."""
+        try:
+            return self._call(key, args)
+        except (OSError, ConnectionError):
+            self.sock.close()
+            self.__init__(*self.params)
+            return self._call(key, args)
+
     def create(self, stream):
         """1 = created, 5 = already exists."""
-        return self._call(0x0D, self._str(stream) + struct.pack(">i", 0))
+        return self._again(0x0D, self._str(stream) + struct.pack(">i", 0))
 
     def delete(self, stream):
-        return self._call(0x0E, self._str(stream))
+        """1 = deleted, 2 = no such stream."""
+        return self._again(0x0E, self._str(stream))
 
     def publish(self, stream, bodies, pub_id=1):
         """Publish bodies (bytes) as AMQP 1.0 data sections; wait for every confirm."""

@@ -26,7 +26,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from esslib import (AMQP_URL, CAT, PUBLISH, Checker, Essd, broker_ctl, create_es,  # noqa: E402
-                    delete_stream, metrics, recv_close, unique, ws_open)
+                    delete_stream, metrics, recv_close, unique, ws_open, wait_ready)
 
 t = Checker()
 RATE = 2000
@@ -153,6 +153,7 @@ def main():
                                capture_output=True, timeout=60, env=dict(os.environ, ESS_AMQP_URL=AMQP_URL))
             t.eq(r.returncode, 0, "stream declared")
             with Essd(config=cfg) as e:
+                t.check(wait_ready(e), "essd ready (broker reachable)")
                 es_id, path = create_es(e, stream)
                 _, path_other = create_es(e, stream)
                 reader = Reader(ws_open(e, path + "?stream_from_ordinal=0", timeout=30))

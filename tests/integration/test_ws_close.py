@@ -27,8 +27,8 @@ import sys
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(__file__))
-from esslib import (LISTEN, Checker, Essd, StreamAdmin, create_es, delete_stream,  # noqa: E402
-                    recv_close, unique, ws_open)
+from esslib import (LISTEN, Checker, Essd, StreamAdmin, cat_read, create_es, delete_stream,  # noqa: E402
+                    recv_close, unique, ws_open, wait_ready)
 
 t = Checker()
 SELECTORS = [("X-StreamOffsetFromOrdinal", "header"), ("X-StreamOffsetFromTimestamp", "header"),
@@ -153,7 +153,6 @@ def replace_row(e, adm, stream):
 
 
 def ws1_ts(adm, stream, offset):
-    from esslib import cat_read
     return str(cat_read(stream, offset + 1)[offset]["timestamp"]).encode()
 
 
@@ -208,6 +207,7 @@ def listen_rows(e, adm, stream):
 def missing_stream_row(stream):
     # Its own essd: a crash here must not hide the rows above.
     with Essd() as e:
+        t.check(wait_ready(e), "essd ready (broker reachable)")
         es_id, path = create_es(e, stream)
         for sel in (None, [("stream_from_ordinal", "query", "0")]):
             expect_close(e, path, sel, 1013, ["the event stream cannot be found"],
@@ -230,6 +230,7 @@ def main():
             t.eq(adm.create(names[k]), 1, "create stream " + names[k])
         t.eq(adm.publish(names["del"], [b"x"]), 1, "delete: published")
         with Essd() as e:
+            t.check(wait_ready(e), "essd ready (broker reachable)")
             es_id, path = create_es(e, names["del"] + "-sel")
             selector_rows(e, path)
             delete_row(e, adm, names["del"])

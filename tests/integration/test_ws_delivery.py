@@ -31,7 +31,7 @@ from email.utils import format_datetime
 
 sys.path.insert(0, os.path.dirname(__file__))
 from esslib import (CAT, Checker, Essd, StreamAdmin, cat_publish, cat_read, create_es,  # noqa: E402
-                    delete_stream, publish, tool, unique, ws_open)
+                    delete_stream, publish, tool, unique, ws_open, wait_ready)
 
 t = Checker()
 PHASE = 10000
@@ -256,6 +256,7 @@ def main():
         t.eq(len(stored), total - 1, "ess-cat reads back the stream")
         t.eq([m["offset"] for m in stored[:3]], [0, 1, 2], "stream starts at offset 0")
         with Essd() as e:
+            t.check(wait_ready(e), "essd ready (broker reachable)")
             es_id, path = create_es(e, stream)
             replay_all(e, path, stored, total)
             from_ordinal(e, path, stored)

@@ -28,7 +28,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from esslib import (PUBLISH, AMQP_URL, Checker, Essd, StreamAdmin, broker_ctl, create_es,  # noqa: E402
-                    delete_stream, metrics, unique, vm_rss_kib, ws_open)
+                    delete_stream, metrics, unique, vm_rss_kib, ws_open, wait_ready)
 
 t = Checker()
 BUDGET = 256 * 1024
@@ -51,6 +51,7 @@ def frame_offset(payload):
 
 
 def read_all(ws, limit, timeout=30):
+    """Frames' offsets up to the close: (offsets, (code, reason) or ("lost", why))."""
     offs, close = [], None
     try:
         for _ in range(limit):
@@ -59,9 +60,18 @@ def read_all(ws, limit, timeout=30):
                 close = (f[1], f[2])
                 break
             offs.append(frame_offset(f[1]))
-    except (OSError, ConnectionError):
-        pass
+    except (OSError, ConnectionError) as x:
+        close = ("lost", repr(x))
     return offs, close
+
+
+def sanitized(pid):
+    """True when the process has AddressSanitizer's runtime mapped."""
+    try:
+        with open("/proc/%d/maps" % pid) as f:
+            return "libasan" in f.read()
+    except OSError:
+        return False
 
 
 def stalled_client(workdir):
@@ -71,6 +81,7 @@ def stalled_client(workdir):
     stream = unique("it4-flow")
     try:
         with Essd(config=cfg) as e:
+            t.check(wait_ready(e), "essd ready (broker reachable)")
             subprocess.run([PUBLISH, "--routing-key", stream, "--declare", "--count", "0"],
                            capture_output=True, timeout=60, env=dict(os.environ, ESS_AMQP_URL=AMQP_URL))
             es_id, path = create_es(e, stream)
@@ -91,19 +102,24 @@ def stalled_client(workdir):
                     closed_1008 = True
                     break
                 time.sleep(0.25)
-            pub_out, pub_err = pub.communicate(timeout=120)
-            t.eq(pub.returncode, 0, "published %d messages (%s)" % (TOTAL, pub_err.decode()[-200:]))
             t.check(closed_1008, "essd closed the stalled client with 1008 (metrics)")
             m = metrics(e)
             t.check(m.get("ess_credit_stalls_total", 0) >= 1, "credit was withheld at least once")
+            # Read what was delivered, up to the close frame, at once: lws
+            # gives a peer 5 s to take the close frame before dropping it.
+            offs, close = read_all(ws, TOTAL + 1)
+            pub_out, pub_err = pub.communicate(timeout=300)
+            t.eq(pub.returncode, 0, "published %d messages (%s)" % (TOTAL, pub_err.decode()[-200:]))
             print("flow: baseline RSS %d KiB, peak while stalled %d KiB (+%d KiB; budget %d KiB), %d samples"
                   % (base, peak, peak - base, BUDGET // 1024, samples))
-            t.check(peak - base <= BUDGET // 1024 + OVERHEAD_KIB,
-                    "RSS stays within baseline + budget + %d KiB: +%d KiB" % (OVERHEAD_KIB, peak - base))
-            # Now read what was delivered, up to the close frame.
-            offs, close = read_all(ws, TOTAL + 1)
+            if sanitized(e.proc.pid):
+                print("flow: essd runs under AddressSanitizer (its quarantine holds freed memory):"
+                      " RSS bound not checked")
+            else:
+                t.check(peak - base <= BUDGET // 1024 + OVERHEAD_KIB,
+                        "RSS stays within baseline + budget + %d KiB: +%d KiB" % (OVERHEAD_KIB, peak - base))
             t.check(close is not None and close[0] == 1008, "stalled client closed with 1008: %r" % (close,))
-            reason = close[1] if close else ""
+            reason = close[1] if close and close[0] == 1008 else ""
             n = None
             if "last delivered offset " in reason:
                 try:
@@ -186,6 +202,7 @@ def thousand_clients():
         ok = sum(adm.publish(n, [("{\"stream\":\"%s\"}" % n).encode()]) == 1 for n in made)
         t.eq(ok, CLIENTS, "one message in each stream")
         with Essd() as e:
+            t.check(wait_ready(e), "essd ready (broker reachable)")
             paths = [create_es(e, n)[1] for n in names]
             before = essd_broker_sockets(e.proc.pid)
             t.check(len(before) >= 1, "essd has its broker connection(s): %r" % before)
