@@ -249,7 +249,8 @@ def main():
         delete(gone)
         rc, got = r.finish(60)
         check(rc == 2 and len(got) == 2 and any("ended: stream does not exist" in e for e in r.err),
-              "a deleted stream ends the subscription (exit %s, %s)" % (rc, "".join(r.err).strip()))
+              "a deleted stream ends the subscription (exit %s, %s)"
+              % (rc, " / ".join(e.strip() for e in r.err)))
 
         # Broker unreachable: the subscription fails at once, no hang.
         p = subprocess.run([CAT, "--stream-port", "1", stream, "--from", "first"],
