@@ -1,0 +1,532 @@
+"""ESS Gateway benchmarks (issue 6): S1 replay, S2 live latency, S3 connection
+burst, S4 slow consumer, and the ceilings (ess-cat raw read, the load
+client against a trivial server), each of S1-S3 also against RabbitMQ
+Web-STOMP on the same broker. Run through bench/run; Python stdlib only.
+
+Writes bench/results/<date>-<scenario>.json and <date>-summary.md. Every
+stream it creates has the prefix "bench-<pid>-" and is deleted at the end.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(SOURCE, "tests", "integration"))
+import esslib  # noqa: E402
+
+STOMP_PORT = 15674
+RESULTS = {}
+STREAMS = []
+
+
+def log(*a):
+    print("[bench %s]" % time.strftime("%H:%M:%S"), *a, file=sys.stderr, flush=True)
+
+
+def lc(*args, timeout=600, stdin=None):
+    """Run the load client; return its JSON result."""
+    r = subprocess.run([LC, *map(str, args)], capture_output=True, text=True, timeout=timeout, input=stdin)
+    out = [x for x in r.stdout.splitlines() if x.startswith("{")]
+    if not out:
+        raise RuntimeError("loadclient %s: exit %d: %s" % (" ".join(map(str, args)), r.returncode, r.stderr))
+    return json.loads(out[-1])
+
+
+def uptime():
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def rss_kib(pid):
+    return esslib.vm_rss_kib(pid)
+
+
+def beam_pid():
+    r = subprocess.run(["pgrep", "-f", "beam.smp.*ess@localhost"], capture_output=True, text=True)
+    pids = r.stdout.split()
+    return int(pids[0]) if pids else None
+
+
+def new_stream(tag):
+    name = "%s-%s" % (PREFIX, tag)
+    STREAMS.append(name)
+    return name
+
+
+def wait_broker(limit_s=120):
+    """Other engineers restart the shared broker's app in their tests: wait for it."""
+    import socket
+    deadline = time.time() + limit_s
+    while time.time() < deadline:
+        try:
+            for port in (5552, 5672, STOMP_PORT):
+                socket.create_connection(("127.0.0.1", port), timeout=2).close()
+            return True
+        except OSError:
+            time.sleep(1)
+    return False
+
+
+def load_stream(name, lines):
+    t = time.time()
+    data = "".join(x + "\n" for x in lines).encode()
+    for attempt in range(3):
+        wait_broker()
+        r = subprocess.run([CAT, "--publish", "--create", name], input=data, capture_output=True, timeout=900,
+                           env=dict(os.environ, ESS_AMQP_URL=esslib.AMQP_URL))
+        if r.returncode == 0:
+            break
+        log("ess-cat --publish failed (%s); retrying" % r.stderr.decode(errors="replace").strip())
+        time.sleep(3)
+        delete_quiet(name)
+    if r.returncode != 0:
+        raise RuntimeError("ess-cat --publish: %s" % r.stderr.decode(errors="replace"))
+    log("loaded %d messages into %s in %.1f s" % (len(lines), name, time.time() - t))
+
+
+def delete_quiet(name):
+    subprocess.run([CAT, "--delete", name], capture_output=True, timeout=60,
+                   env=dict(os.environ, ESS_AMQP_URL=esslib.AMQP_URL))
+
+
+def json_lines(n, size):
+    head = '{"type":"MerchantProcessingCharge","seq":%d,"t":0,"merchant_kind":"DATA_MANAGER","pad":"'
+    out = []
+    for i in range(n):
+        h = head % i
+        out.append(h + "x" * max(1, size - len(h) - 2) + '"}')
+    return out
+
+
+def text_lines(n, size):
+    head = ('accountserver.MerchantProcessingCharge|timestamp: "2026-11-28T02:00:00Z" merchant_kind: '
+            '"DATA_MANAGER" seq: %d pad: "')
+    out = []
+    for i in range(n):
+        h = head % i
+        out.append(h + "x" * max(1, size - len(h) - 1) + '"')
+    return out
+
+
+def ess_cat_rate(stream, count):
+    t = time.time()
+    r = subprocess.run([CAT, stream, "--from", "first", "--count", str(count), "--quiet"], capture_output=True,
+                       text=True, timeout=600, env=dict(os.environ, ESS_AMQP_URL=esslib.AMQP_URL))
+    wall = time.time() - t
+    text = (r.stdout + r.stderr).strip()
+    rate = None
+    m = re.search(r"([0-9.]+)\s*msgs?/s", text)
+    if m:
+        rate = float(m.group(1))
+    return {"output": text, "msgs_per_s": rate, "wall_s": round(wall, 3)}
+
+
+def ratio(a, b):
+    return round(a / b, 3) if a and b else None
+
+
+# ---------------------------------------------------------------- scenarios
+
+def ceilings():
+    wait_broker()
+    port = esslib.free_port()
+    srv = subprocess.Popen([LC, "trivial", "--port", str(port), "--count", str(N1)], stdout=subprocess.PIPE,
+                           text=True)
+    srv.stdout.readline()
+    res = lc("ess", "--port", port, "--path", "/", "--count", N1, "--timeout", 60)
+    srv.wait(30)
+    RESULTS["ceiling_loadclient"] = res
+    log("load client ceiling: %.0f msgs/s" % res["msgs_per_s"])
+
+
+def s1(essd):
+    wait_broker()
+    out = {"messages": N1, "body_bytes": 250}
+    for kind, gen in (("json", json_lines), ("text", text_lines)):
+        n = N1 if kind == "json" else N1T
+        stream = new_stream("s1-" + kind)
+        load_stream(stream, gen(n, 250))
+        cat = ess_cat_rate(stream, n)
+        log("S1 %s ess-cat: %s" % (kind, cat["msgs_per_s"]))
+        _, path = esslib.create_es(essd, stream)
+        perf = None
+        if kind == "json" and PERF:
+            perf_data = os.path.join(OUTDIR, "%s-s1-perf.data" % DATE)
+            perf = subprocess.Popen(["perf", "record", "-F", "999", "-g", "-o", perf_data, "-p",
+                                     str(essd.proc.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.5)
+        e = lc("ess", "--port", essd.public_port, "--path", path + "?stream_from_ordinal=0", "--count", n,
+               "--timeout", 300)
+        if perf:
+            perf.send_signal(2)
+            perf.wait(60)
+        log("S1 %s essd: %.0f msgs/s, ttfm %.2f ms" % (kind, e["msgs_per_s"], (e["first_msg_ms"] or {}).get("p50", -1)))
+        s = lc("stomp", "--port", STOMP_PORT, "--stream", stream, "--offset", "first", "--count", n,
+               "--prefetch", 2000, "--timeout", 300)
+        log("S1 %s web-stomp: %.0f msgs/s" % (kind, s["msgs_per_s"]))
+        out[kind] = {"messages": n, "ess_cat": cat, "essd": e, "web_stomp": s,
+                     "essd_vs_ess_cat": ratio(e["msgs_per_s"], cat["msgs_per_s"]),
+                     "essd_vs_web_stomp": ratio(e["msgs_per_s"], s["msgs_per_s"])}
+    RESULTS["s1"] = out
+
+
+def s2(essd):
+    wait_broker()
+    stream = new_stream("s2")
+    esslib.StreamAdmin().create(stream)
+    out = []
+    for rate in RATES:
+        row = {"rate": rate, "seconds": S2_SECS}
+        n = int(rate * S2_SECS)
+        for target in ("essd", "web_stomp"):
+            if target == "essd":
+                _, path = esslib.create_es(essd, stream)
+                args = ["ess", "--port", essd.public_port, "--path", path]
+            else:
+                args = ["stomp", "--port", STOMP_PORT, "--stream", stream, "--offset", "next", "--prefetch", 2000]
+            cl = subprocess.Popen([LC, *map(str, args), "--count", str(n), "--latency", "--timeout",
+                                   str(int(S2_SECS) + 15)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            time.sleep(1.5)  # the subscription is live before the first publish
+            pub = lc("pub", "--stream", stream, "--rate", rate, "--seconds", S2_SECS, "--size", 250,
+                     timeout=S2_SECS * 4 + 30)
+            so, se = cl.communicate(timeout=S2_SECS + 30)
+            res = json.loads([x for x in so.splitlines() if x.startswith("{")][-1])
+            res["published"] = pub["published"]
+            res["publish_rate"] = pub["rate"]
+            res["lost"] = pub["published"] - res["frames"]
+            row[target] = res
+            lat = res["latency_us"] or {}
+            log("S2 %d/s %s: p50 %s p99 %s max %s us, lost %d" % (rate, target, lat.get("p50"), lat.get("p99"),
+                                                                 lat.get("max"), res["lost"]))
+        a, b = (row["essd"]["latency_us"] or {}).get("p99"), (row["web_stomp"]["latency_us"] or {}).get("p99")
+        row["p99_essd_over_web_stomp"] = ratio(a, b)
+        out.append(row)
+    RESULTS["s2"] = out
+
+
+def wait_metrics_zero(essd, limit_s=30):
+    deadline = time.time() + limit_s
+    m = {}
+    while time.time() < deadline:
+        m = esslib.metrics(essd)
+        if m.get("ess_websocket_connections", -1) == 0 and m.get("ess_subscriptions", -1) == 0:
+            return True, m
+        time.sleep(0.25)
+    return False, m
+
+
+def burst(args, pid_for_rss):
+    """Start the load client with --hold, measure RSS when all are open, release."""
+    before = rss_kib(pid_for_rss)
+    p = subprocess.Popen([LC, *map(str, args), "--hold"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    line = p.stdout.readline()
+    held = line.strip() == "HOLDING"
+    time.sleep(1.0)
+    during = rss_kib(pid_for_rss)
+    p.stdin.write("release\n")
+    p.stdin.flush()
+    so, se = p.communicate(timeout=120)
+    res = json.loads([x for x in (line + so).splitlines() if x.startswith("{")][-1])
+    res["held"] = held
+    res["rss_before_kib"] = before
+    res["rss_open_kib"] = during
+    opened = max(1, res["opened"])
+    res["rss_per_conn_kib"] = round((during - before) / opened, 2)
+    return res
+
+
+def s3():
+    wait_broker()
+    nstreams = 1000
+    admin = esslib.StreamAdmin()
+    streams = []
+    t = time.time()
+    for i in range(nstreams):
+        s = new_stream("s3-%04d" % i)
+        admin.create(s)
+        admin.publish(s, [json_lines(1, 250)[0].encode()])
+        streams.append(s)
+    admin.close()
+    log("S3: %d streams with one message each in %.1f s" % (nstreams, time.time() - t))
+    out = {"streams": nstreams}
+    os.makedirs(os.path.join(WORK, "s3"), exist_ok=True)
+    essd = esslib.Essd(workdir=os.path.join(WORK, "s3")).start()
+    try:
+        for clients in S3_CLIENTS:
+            paths_file = os.path.join(WORK, "paths-%d" % clients)
+            t = time.time()
+            with open(paths_file, "w") as f:
+                for i in range(clients):
+                    _, path = esslib.create_es(essd, streams[i % nstreams])
+                    f.write(path + "?stream_from_ordinal=0\n")
+            log("S3: %d event streams in %.1f s" % (clients, time.time() - t))
+            time.sleep(1)
+            res = burst(["ess", "--port", essd.public_port, "--paths-file", paths_file, "--clients", clients,
+                         "--count", 1, "--timeout", 120], essd.proc.pid)
+            res["metrics_at_hold"] = None
+            ok, m = wait_metrics_zero(essd)
+            res["released"] = ok
+            res["metrics_after"] = {k: m.get(k) for k in ("ess_websocket_connections", "ess_subscriptions")}
+            res["rss_after_kib"] = rss_kib(essd.proc.pid)
+            out["essd_%d" % clients] = res
+            log("S3 essd %d: opened %d failed %d open p99 %s ms, %.2f KiB/conn, released %s" % (
+                clients, res["opened"], res["failed"], (res["open_ms"] or {}).get("p99"), res["rss_per_conn_kib"], ok))
+    finally:
+        essd.stop()
+    streams_file = os.path.join(WORK, "streams")
+    with open(streams_file, "w") as f:
+        f.write("\n".join(streams) + "\n")
+    bp = beam_pid()
+    res = burst(["stomp", "--port", STOMP_PORT, "--paths-file", streams_file, "--clients", nstreams, "--count", 1,
+                 "--offset", "first", "--prefetch", 100, "--timeout", 120], bp)
+    res["note"] = "rss is the broker's (beam.smp) RSS, which also holds the streams and other engineers' work"
+    out["web_stomp_%d" % nstreams] = res
+    log("S3 web-stomp %d: opened %d failed %d open p99 %s ms" % (nstreams, res["opened"], res["failed"],
+                                                             (res["open_ms"] or {}).get("p99")))
+    e, s = out.get("essd_1000"), res
+    if e:
+        out["open_p99_essd_over_web_stomp"] = ratio((e["open_ms"] or {}).get("p99"), (s["open_ms"] or {}).get("p99"))
+        out["first_msg_p99_essd_over_web_stomp"] = ratio((e["first_msg_ms"] or {}).get("p99"),
+                                                         (s["first_msg_ms"] or {}).get("p99"))
+    RESULTS["s3"] = out
+
+
+def s4(essd):
+    wait_broker()
+    stream = new_stream("s4")
+    esslib.StreamAdmin().create(stream)
+    _, path = esslib.create_es(essd, stream)
+    ws = esslib.ws_open(essd, path, rcvbuf=4096)  # never read: a stalled client
+    samples = []
+    stop = threading.Event()
+
+    def sample():
+        t0 = time.time()
+        while not stop.is_set():
+            samples.append([round(time.time() - t0, 1), rss_kib(essd.proc.pid)])
+            stop.wait(1.0)
+
+    th = threading.Thread(target=sample)
+    th.start()
+    pub = lc("pub", "--stream", stream, "--rate", 10000, "--seconds", S4_SECS, "--size", 250,
+             timeout=S4_SECS * 4 + 30)
+    time.sleep(2)
+    stop.set()
+    th.join()
+    closed = None
+    try:
+        ws.sock.settimeout(0.1)
+        import socket
+        try:
+            while True:  # drain what the kernel holds; find the close frame if any
+                f = ws.recv(timeout=2)
+                if f[0] == "close":
+                    closed = [f[1], f[2]]
+                    break
+        except (OSError, ConnectionError, socket.timeout):
+            pass
+    finally:
+        ws.sock.close()
+    rss = [s[1] for s in samples]
+    RESULTS["s4"] = {"rate": 10000, "seconds": S4_SECS, "publish": pub, "rss_kib_samples": samples,
+                     "rss_min_kib": min(rss), "rss_max_kib": max(rss), "rss_growth_kib": max(rss) - rss[0],
+                     "outbound_budget_bytes": 1048576, "stall_timeout_s": 30, "close_seen": closed}
+    log("S4: RSS %d..%d KiB over %ds, close %s" % (min(rss), max(rss), S4_SECS, closed))
+
+
+# ---------------------------------------------------------------- report
+
+def versions(essd):
+    v = {}
+    try:
+        v["essd"] = essd.json("GET", "/event-stream/version/")[1]
+    except Exception as e:  # noqa: BLE001
+        v["essd"] = str(e)
+    r = esslib.broker_ctl("version")
+    v["rabbitmq"] = r.stdout.strip()
+    for pkg in ("libwebsockets-dev", "libuv1-dev", "librabbitmq-dev"):
+        r = subprocess.run(["dpkg-query", "-W", "-f=${Version}", pkg], capture_output=True, text=True)
+        v[pkg] = r.stdout.strip()
+    return v
+
+
+def machine():
+    cpu = ""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    free = subprocess.run(["free", "-g"], capture_output=True, text=True).stdout
+    return {"nproc": os.cpu_count(), "cpu": cpu, "free_g": free, "kernel": platform.release(),
+            "load_start": LOAD_START, "load_end": uptime()}
+
+
+def fmt(x, nd=0):
+    if x is None:
+        return "n/a"
+    return ("{:,.%df}" % nd).format(x)
+
+
+def summary(cmd):
+    R = RESULTS
+    m = R["machine"]
+    L = ["# ESS Gateway benchmark, %s" % DATE, "",
+         "Command: `%s`" % cmd, "",
+         "Machine: %s cores, %s, kernel %s; load (1/5/15 min) at start %s, at end %s." % (
+             m["nproc"], m["cpu"], m["kernel"], m["load_start"], m["load_end"]), "",
+         "```", m["free_g"].rstrip(), "```", "",
+         "Versions: essd %s; RabbitMQ %s; libwebsockets %s; libuv %s; librabbitmq %s." % (
+             (R["versions"].get("essd") or {}).get("version") if isinstance(R["versions"].get("essd"), dict) else
+             R["versions"].get("essd"), R["versions"]["rabbitmq"], R["versions"]["libwebsockets-dev"],
+             R["versions"]["libuv1-dev"], R["versions"]["librabbitmq-dev"]), ""]
+    if "ceiling_loadclient" in R:
+        c = R["ceiling_loadclient"]
+        L += ["## Ceilings", "",
+              "- Load client against `loadclient trivial`: %s msgs/s (%s MB/s), client CPU %.2f s." % (
+                  fmt(c["msgs_per_s"]), fmt(c["mb_per_s"], 1), c["client_cpu_s"]), ""]
+    if "s1" in R:
+        L += ["## S1 replay from offset 0 (~250-byte bodies)", "",
+              "| body | messages | ess-cat raw | essd | Web-STOMP | essd / ess-cat | essd / Web-STOMP | essd TTFM ms | Web-STOMP TTFM ms | client CPU s (essd run) |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for kind in ("json", "text"):
+            r = R["s1"].get(kind)
+            if not r:
+                continue
+            e, s = r["essd"], r["web_stomp"]
+            L.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %.2f |" % (
+                kind, fmt(r["messages"]), fmt(r["ess_cat"]["msgs_per_s"]), fmt(e["msgs_per_s"]),
+                fmt(s["msgs_per_s"]), r["essd_vs_ess_cat"], r["essd_vs_web_stomp"],
+                fmt((e["first_msg_ms"] or {}).get("p50"), 2), fmt((s["first_msg_ms"] or {}).get("p50"), 2),
+                e["client_cpu_s"]))
+        L.append("")
+    if "s2" in R:
+        L += ["## S2 live publish-to-receive latency (AMQP 0-9-1 publish, µs)", "",
+              "| rate/s | s | target | published (rate) | received | lost | p50 | p99 | p99.9 | max |",
+              "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for row in R["s2"]:
+            for t in ("essd", "web_stomp"):
+                r = row[t]
+                lat = r["latency_us"] or {}
+                L.append("| %s | %s | %s | %s (%s/s) | %s | %s | %s | %s | %s | %s |" % (
+                    fmt(row["rate"]), row["seconds"], t, fmt(r["published"]), fmt(r["publish_rate"]),
+                    fmt(r["frames"]), r["lost"], fmt(lat.get("p50")), fmt(lat.get("p99")), fmt(lat.get("p999")),
+                    fmt(lat.get("max"))))
+        L.append("")
+    if "s3" in R:
+        L += ["## S3 connection burst (each client on its own event stream, from ordinal 0, one message each)", "",
+              "| target | clients | opened | failed | open p50 ms | open p99 ms | first msg p99 ms | RSS/conn KiB | released |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+        for k, r in R["s3"].items():
+            if not isinstance(r, dict):
+                continue
+            L.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                k, r["clients"], r["opened"], r["failed"], fmt((r["open_ms"] or {}).get("p50"), 2),
+                fmt((r["open_ms"] or {}).get("p99"), 2), fmt((r["first_msg_ms"] or {}).get("p99"), 2),
+                r["rss_per_conn_kib"], r.get("released", "n/a (broker)")))
+        L += ["", "Web-STOMP's RSS/conn is the broker's beam.smp delta (shared broker: indicative only).", ""]
+    if "s4" in R:
+        r = R["s4"]
+        L += ["## S4 one stalled client at 10k msg/s", "",
+              "essd RSS min %s KiB, max %s KiB, growth %s KiB over %s s (outbound budget %s bytes); close frame seen: %s." % (
+                  fmt(r["rss_min_kib"]), fmt(r["rss_max_kib"]), fmt(r["rss_growth_kib"]), r["seconds"],
+                  fmt(r["outbound_budget_bytes"]), r["close_seen"]), ""]
+    if "perf_top" in R:
+        L += ["## perf during S1 (essd, self time)", "", "```", R["perf_top"].rstrip(), "```", ""]
+    return "\n".join(L) + "\n"
+
+
+def perf_report():
+    data = os.path.join(OUTDIR, "%s-s1-perf.data" % DATE)
+    if not os.path.exists(data):
+        return
+    r = subprocess.run(["perf", "report", "-i", data, "--no-children", "--sort", "dso,symbol", "--stdio",
+                        "--percent-limit", "1.5", "-g", "none"], capture_output=True, text=True, timeout=300)
+    lines = [x for x in r.stdout.splitlines() if x.strip() and not x.startswith("#")]
+    RESULTS["perf_top"] = "\n".join(lines[:30])
+    os.remove(data)
+
+
+def main():
+    global LC, CAT, N1, N1T, RATES, S2_SECS, S3_CLIENTS, S4_SECS, PREFIX, DATE, OUTDIR, WORK, PERF, LOAD_START
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--build", required=True)
+    ap.add_argument("--loadclient", required=True)
+    ap.add_argument("--only", default="ceiling,s1,s2,s3,s4")
+    ap.add_argument("--cmd", default="bench/run")
+    ap.add_argument("--no-perf", action="store_true")
+    a = ap.parse_args()
+    LC, CAT = a.loadclient, os.path.join(a.build, "ess-cat")
+    esslib.ESSD = os.path.join(a.build, "essd")
+    esslib.CAT = CAT
+    q = a.quick
+    N1, N1T = (200000, 50000) if q else (1000000, 200000)
+    RATES = [1000, 5000, 20000] if q else [1000, 5000, 20000, 50000]
+    S2_SECS = 4 if q else 10
+    S3_CLIENTS = [1000] if q else [1000, 5000]
+    S4_SECS = 12 if q else 40
+    PERF = not a.no_perf and not q
+    PREFIX = "bench-%d" % os.getpid()
+    DATE = datetime.datetime.utcnow().strftime("%Y%m%dT%H%MZ") + ("-quick" if q else "")
+    OUTDIR = os.path.join(HERE, "results")
+    os.makedirs(OUTDIR, exist_ok=True)
+    import tempfile
+    WORK = tempfile.mkdtemp(prefix="ess-bench-")
+    LOAD_START = uptime()
+    only = a.only.split(",")
+    essd = esslib.Essd(workdir=os.path.join(WORK, "main"))
+    os.makedirs(essd.workdir, exist_ok=True)
+    essd.start()
+    t0 = time.time()
+    try:
+        RESULTS["versions"] = versions(essd)
+        if "ceiling" in only:
+            ceilings()
+        if "s1" in only:
+            s1(essd)
+        if "s2" in only:
+            s2(essd)
+        if "s4" in only:
+            s4(essd)
+        if "s3" in only:
+            s3()
+    finally:
+        essd.stop()
+        wait_broker()
+        try:
+            admin = esslib.StreamAdmin()
+            for s in STREAMS:
+                admin.delete(s)
+            admin.close()
+            log("deleted %d streams" % len(STREAMS))
+        except (OSError, ConnectionError, RuntimeError) as e:
+            log("stream cleanup through the stream protocol failed (%s); using ess-cat" % e)
+            for s in STREAMS:
+                delete_quiet(s)
+    perf_report()
+    RESULTS["machine"] = machine()
+    RESULTS["wall_s"] = round(time.time() - t0, 1)
+    RESULTS["command"] = a.cmd
+    for k in ("ceiling_loadclient", "s1", "s2", "s3", "s4"):
+        if k in RESULTS:
+            with open(os.path.join(OUTDIR, "%s-%s.json" % (DATE, k.replace("_loadclient", ""))), "w") as f:
+                json.dump({"scenario": k, "result": RESULTS[k], "machine": RESULTS["machine"],
+                           "versions": RESULTS["versions"], "command": a.cmd}, f, indent=1)
+    md = summary(a.cmd)
+    with open(os.path.join(OUTDIR, "%s-summary.md" % DATE), "w") as f:
+        f.write(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
