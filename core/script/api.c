@@ -7,6 +7,7 @@
  */
 #include "script/api.h"
 #include "ess.h"
+#include "script/hooks.h"
 #include "script/reload.h"
 #include "gateway/gateway.h"
 #include "metrics/metrics.h"
@@ -120,6 +121,15 @@ static int l_ready(lua_State *L)
     lua_setfield(L, -2, "broker");
     lua_pushboolean(L, !app->draining);
     lua_setfield(L, -2, "accepting");
+    /* Messages still flow (unenriched) when the enrich hook fails, so this
+     * is reported, not made a readiness failure. */
+    if (ess_hooks_failing_streak >= 100)
+        lua_pushfstring(L, "failing: the last %d messages raised errors; they are sent unenriched",
+                        (int)(ess_hooks_failing_streak > 1000000000 ? 1000000000
+                                                                     : ess_hooks_failing_streak));
+    else
+        lua_pushboolean(L, 1);
+    lua_setfield(L, -2, "enrich");
     return 2;
 }
 

@@ -21,6 +21,10 @@
 #define ROUTE_KEY "ess.hook.route"
 #define MSG_KEY "ess.hook.msg"
 
+/* Enrich calls in a row that raised: /health/ready reports a hook that
+ * fails on every message. Reset by any success and by a reload. */
+uint64_t ess_hooks_failing_streak;
+
 /* The message whose properties may be asked for, during one enrich call. */
 static const ess_hook_msg_t *current_msg;
 
@@ -215,6 +219,7 @@ int ess_hooks_enrich(ess_vm_t *vm, ess_hook_es_t *es, const ess_hook_msg_t *m,
     current_msg = NULL;
     if (rc != ESS_OK) {
         ess_metrics.enrich_errors++;
+        ess_hooks_failing_streak++;
         /* One line per error would flood the log at thousands of messages a second. */
         if (ess_metrics.enrich_errors <= 10 || ess_metrics.enrich_errors % 1000 == 0)
             ess_log_error("enrich: offset %llu of %s: %s (error %llu; forwarded unenriched)",
@@ -224,6 +229,7 @@ int ess_hooks_enrich(ess_vm_t *vm, ess_hook_es_t *es, const ess_hook_msg_t *m,
         lua_settop(L, top);
         return ESS_ESCRIPT;
     }
+    ess_hooks_failing_streak = 0;
     if (lua_type(L, -1) == LUA_TSTRING) {
         size_t n;
         const char *s = lua_tolstring(L, -1, &n);

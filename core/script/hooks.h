@@ -62,6 +62,9 @@ typedef struct {
 /** Run the route hook for an event stream. ESS_OK or ESS_ESCRIPT (logged). */
 int ess_hooks_route(ess_vm_t *vm, ess_hook_es_t *es, ess_route_t *out);
 
+/** Enrich calls in a row that raised (0 after any success). */
+extern uint64_t ess_hooks_failing_streak;
+
 /** Drop a session's cached es table (call when the session ends); vm is the live VM. */
 void ess_hooks_es_release(ess_vm_t *vm, ess_hook_es_t *es);
 

@@ -155,6 +155,7 @@ int ess_script_reload(ess_app_t *app, const char *trigger, ess_reload_result_t *
         ess_log_init((ess_log_level_t)cfg->log_level, cfg->log_dir, (size_t)cfg->log_max_bytes,
                      cfg->log_keep);
     defer_free(app, old_vm, old_cfg);
+    ess_hooks_failing_streak = 0;
     ess_metrics.reloads_ok++;
     r->generation = vm->gen;
     ess_log_info("reload (%s): generation %llu live%s", trigger, (unsigned long long)vm->gen,

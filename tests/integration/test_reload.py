@@ -149,6 +149,28 @@ try:
     t.check(rss[-1] - rss[0] < 16 * 1024, "RSS flat across reloads (%d KiB growth)" % (rss[-1] - rss[0]))
     st, text = e.request("GET", "/metrics")[0], e.request("GET", "/metrics")[2].decode()
     t.check("ess_reload_failures_total" in text, "reload metrics exported")
+
+    # A hook that passes its self-test but raises on every real message:
+    # messages still arrive (unenriched), and /health/ready says so.
+    with open(enrich_path, "w") as f:
+        f.write(original.replace("local body = msg.body",
+                                 "local body = msg.body\n    if es.routing_key ~= 'selftest' then error('bad hook') end"))
+    st, res = e.json("POST", "/admin/reload")
+    t.eq(st, 200, "a hook that fails only on real messages passes its self-test")
+    p = publish(150)
+    p.wait(60)
+    got = read_frames(ws, 150)
+    total += 150
+    t.eq(len(got), 150, "messages still delivered while the hook raises")
+    t.check(all("|offset: " not in g for g in got), "they are sent unenriched")
+    st, ready = e.json("GET", "/health/ready")
+    t.check(isinstance(ready.get("checks", {}).get("enrich"), str) and "failing" in ready["checks"]["enrich"],
+            "/health/ready reports the failing hook: %r" % ready)
+    with open(enrich_path, "w") as f:
+        f.write(original)
+    st, res = e.json("POST", "/admin/reload")
+    st, ready = e.json("GET", "/health/ready")
+    t.eq(ready.get("checks", {}).get("enrich"), True, "a good reload clears the report")
     ws.close()
 finally:
     t.eq(e.stop(), 0, "essd stops cleanly")
