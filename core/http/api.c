@@ -235,6 +235,10 @@ int ess__api_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
     }
     case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
     case LWS_CALLBACK_CLOSED_HTTP:
+        /* lws frees the per-request data on DROP_PROTOCOL and may report
+         * CLOSED_HTTP after that with user NULL. */
+        if (r == NULL)
+            return 0;
         if (r->phase == 1 || (r->phase == 0 && r->path != NULL)) {
             app->api_inflight--;
             r->phase = 3;
