@@ -80,7 +80,7 @@ struct ess_stream_sub_s {
     ess_offset_spec_t from;
     ess_stream_sub_cbs_t cbs;
     void *ud;
-    int on_wire, live, ever_live, dead, user_gone, needs_resub;
+    int on_wire, live, ever_live, dead, user_gone, needs_resub, needs_locate;
     int delivered_any;
     uint64_t last;
     int paused, credit_out;
@@ -234,6 +234,7 @@ static void conn_write(conn_t *k, ess_proto_buf_t *b)
 }
 
 static void conn_send_req(conn_t *k, req_t *r);
+static void conn_queue_req(conn_t *k, req_t *r);
 
 /* ---- subscriptions and publishers: release and free ---- */
 
@@ -454,6 +455,13 @@ static void req_fail(ess_stream_client_t *c, req_t *r, int err)
         sub_put(r->sub);
         break;
     case R_LOCATE_SUB:
+        if (r->sub->ever_live && !r->sub->dead && !c->closing && c->locator != NULL) {
+            /* A live subscription waits for the locator to come back. */
+            r->sent = 0;
+            r->next = c->locator->reqs;
+            c->locator->reqs = r;
+            return;
+        }
         r->sub->refs--;
         sub_fail(r->sub, err);
         sub_put(r->sub);
@@ -528,6 +536,14 @@ static void conn_reset(conn_t *k, int err)
             sub_put(s);
         } else if (!s->ever_live) {
             sub_fail(s, err);
+        } else if (!c->lb_mode && !k->is_locator && c->locator != NULL) {
+            /* The node may be gone for good: ask Metadata where the stream
+             * lives now rather than retrying this host forever. */
+            slot_release(s);
+            req_t *r = req_new(R_LOCATE_SUB, s->stream);
+            r->sub = s;
+            s->refs++;
+            conn_queue_req(c->locator, r);
         }
     }
     for (int i = 0; i < MAX_PUBS && !c->closing; i++) {
@@ -782,7 +798,7 @@ static void sub_attach(ess_stream_sub_t *s, const char *host, int port, int defe
 {
     ess_stream_client_t *c = s->c;
     conn_t *k = conn_for(c, host, port, 0);
-    if (!conn_usable(k)) {
+    if (!conn_usable(k) && !s->ever_live) {
         if (defer_fail) {
             req_t *r = req_new(R_SUB_FAIL, NULL);
             r->sub = s;
@@ -968,6 +984,15 @@ static void on_recheck(ess_stream_client_t *c, req_t *r, int status)
 static void on_retry_timer(uv_timer_t *t)
 {
     ess_stream_client_t *c = t->data;
+    for (ess_stream_sub_t *s = c->subs; s && !c->closing; s = s->next) {
+        if (s->dead || !s->needs_locate || s->conn != NULL || c->locator == NULL)
+            continue;
+        s->needs_locate = 0;
+        req_t *r = req_new(R_LOCATE_SUB, s->stream);
+        r->sub = s;
+        s->refs++;
+        conn_queue_req(c->locator, r);
+    }
     for (conn_t *k = c->conns; k; k = k->next) {
         if (k->state != C_READY)
             continue;
@@ -1111,9 +1136,14 @@ static void on_response(conn_t *k, const ess_proto_frame_t *f)
                 pub_attach(r->pub, h, (int)port);
             free(h);
         } else if (!dead) {
-            if (is_sub)
+            if (is_sub && r->sub->ever_live && st == ESS_ENOTFOUND) {
+                sub_end(r->sub, st);
+            } else if (is_sub && r->sub->ever_live) {
+                r->sub->needs_locate = 1; /* e.g. no leader yet: ask again later */
+                uv_timer_start(&c->retry_timer, on_retry_timer, RESUB_RETRY_MS, 0);
+            } else if (is_sub) {
                 sub_fail(r->sub, is_meta ? st : ESS_EPROTO);
-            else
+            } else
                 pub_fail(r->pub, is_meta ? st : ESS_EPROTO, 0);
         }
         if (is_sub) {
