@@ -7,6 +7,17 @@
  * exponential backoff and jitter, resuming every live subscription at its
  * last delivered offset + 1.
  *
+ * Hosts: with load_balancer_mode every connection goes to the URL's host.
+ * Otherwise Metadata decides: a subscription goes to a replica of its
+ * stream (the leader when there is none), a publisher to the leader, and
+ * when such a node connection drops its live subscriptions ask Metadata
+ * again instead of retrying a node that may be gone.
+ *
+ * Protocol: Deliver v1 only (ExchangeCommandVersions is never sent, so a
+ * 3.11+ broker keeps using v1); frame_max and heartbeat are the minimum of
+ * both sides. The broker sends each chunk as one frame even when it is
+ * larger than frame_max, so received frames are capped at 64 MiB instead.
+ *
  * Callbacks run on the loop thread. Every pointer handed to a callback is
  * borrowed for the duration of that callback only.
  */
