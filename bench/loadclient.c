@@ -649,9 +649,17 @@ static int run_trivial(void)
 
 static int run_pub(void)
 {
-    amqp_connection_state_t conn = amqp_new_connection();
-    amqp_socket_t *s = amqp_tcp_socket_new(conn);
-    if (!s || amqp_socket_open(s, O.host, O.port ? O.port : 5672) != AMQP_STATUS_OK) {
+    amqp_connection_state_t conn = NULL;
+    for (int attempt = 0; attempt < 60; attempt++) { /* the shared broker may be restarting */
+        conn = amqp_new_connection();
+        amqp_socket_t *s = amqp_tcp_socket_new(conn);
+        if (s && amqp_socket_open(s, O.host, O.port ? O.port : 5672) == AMQP_STATUS_OK)
+            break;
+        amqp_destroy_connection(conn);
+        conn = NULL;
+        sleep(1);
+    }
+    if (!conn) {
         fprintf(stderr, "loadclient: pub: cannot connect\n");
         return 2;
     }

@@ -183,6 +183,7 @@ def s2(essd):
     stream = new_stream("s2")
     esslib.StreamAdmin().create(stream)
     out = []
+    RESULTS["s2"] = out
     for rate in RATES:
         row = {"rate": rate, "seconds": S2_SECS}
         n = int(rate * S2_SECS)
@@ -232,8 +233,11 @@ def burst(args, pid_for_rss):
     held = line.strip() == "HOLDING"
     time.sleep(1.0)
     during = rss_kib(pid_for_rss)
-    p.stdin.write("release\n")
-    p.stdin.flush()
+    try:
+        p.stdin.write("release\n")
+        p.stdin.flush()
+    except BrokenPipeError:
+        pass  # it ended by itself: every client closed (the broker restarting?)
     so, se = p.communicate(timeout=120)
     res = json.loads([x for x in (line + so).splitlines() if x.startswith("{")][-1])
     res["held"] = held
@@ -252,8 +256,14 @@ def s3():
     t = time.time()
     for i in range(nstreams):
         s = new_stream("s3-%04d" % i)
-        admin.create(s)
-        admin.publish(s, [json_lines(1, 250)[0].encode()])
+        for attempt in range(3):
+            try:
+                admin.create(s)
+                admin.publish(s, [json_lines(1, 250)[0].encode()])
+                break
+            except (OSError, ConnectionError, RuntimeError):
+                wait_broker()
+                admin = esslib.StreamAdmin()
         streams.append(s)
     admin.close()
     log("S3: %d streams with one message each in %.1f s" % (nstreams, time.time() - t))
@@ -381,6 +391,7 @@ def summary(cmd):
     R = RESULTS
     m = R["machine"]
     L = ["# ESS Gateway benchmark, %s" % DATE, "",
+         "Errors: %s" % json.dumps(R.get("errors")) if R.get("errors") else "No scenario failed.", "",
          "Command: `%s`" % cmd, "",
          "Machine: %s cores, %s, kernel %s; load (1/5/15 min) at start %s, at end %s." % (
              m["nproc"], m["cpu"], m["kernel"], m["load_start"], m["load_end"]), "",
@@ -415,7 +426,9 @@ def summary(cmd):
               "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for row in R["s2"]:
             for t in ("essd", "web_stomp"):
-                r = row[t]
+                r = row.get(t)
+                if not r:
+                    continue
                 lat = r["latency_us"] or {}
                 L.append("| %s | %s | %s | %s (%s/s) | %s | %s | %s | %s | %s | %s |" % (
                     fmt(row["rate"]), row["seconds"], t, fmt(r["published"]), fmt(r["publish_rate"]),
@@ -490,16 +503,17 @@ def main():
     t0 = time.time()
     try:
         RESULTS["versions"] = versions(essd)
-        if "ceiling" in only:
-            ceilings()
-        if "s1" in only:
-            s1(essd)
-        if "s2" in only:
-            s2(essd)
-        if "s4" in only:
-            s4(essd)
-        if "s3" in only:
-            s3()
+        for name, fn in (("ceiling", ceilings), ("s1", lambda: s1(essd)), ("s2", lambda: s2(essd)),
+                         ("s4", lambda: s4(essd)), ("s3", s3)):
+            if name not in only:
+                continue
+            try:
+                fn()
+            except Exception as e:  # noqa: BLE001 - one scenario's failure must not lose the others
+                log("%s failed: %r" % (name, e))
+                RESULTS.setdefault("errors", {})[name] = repr(e)
+                if essd.proc.poll() is not None:
+                    essd.start()
     finally:
         essd.stop()
         wait_broker()
