@@ -74,11 +74,31 @@ static int db_error(sqlite_registry_t *s, const char *what)
     return ESS_EIO;
 }
 
+/* 1 when the database file was deleted or replaced under us: SQLite would
+ * still commit to the unlinked inode, and the rows would be gone at the
+ * next start, so writes are refused instead (a 201 means on disk). */
+static int db_moved(sqlite_registry_t *s)
+{
+    int moved = 0;
+    if (sqlite3_file_control(s->db, "main", SQLITE_FCNTL_HAS_MOVED, &moved) != SQLITE_OK)
+        return 0;
+    if (moved) {
+        static int logged;
+        if (!logged++)
+            ess_log_error("registry: the database file %s was deleted or replaced while "
+                          "running; writes are refused until essd is restarted",
+                          sqlite3_db_filename(s->db, "main"));
+    }
+    return moved;
+}
+
 static int sq_create(ess_registry_t *r, const char *rk, size_t rklen, ess_es_row_t *out)
 {
     sqlite_registry_t *s = (sqlite_registry_t *)r;
     if (!ess_routing_key_valid(rk, rklen))
         return ESS_EINVAL;
+    if (db_moved(s))
+        return ESS_EIO;
     /* A uuid collision is astronomically unlikely; retry rather than assume. */
     for (int attempt = 0; attempt < 3; attempt++) {
         char uuid[ESS_UUID_LEN + 1];
@@ -109,6 +129,8 @@ static int sq_create(ess_registry_t *r, const char *rk, size_t rklen, ess_es_row
 static int sq_remove(ess_registry_t *r, int64_t id, ess_es_row_t *removed)
 {
     sqlite_registry_t *s = (sqlite_registry_t *)r;
+    if (db_moved(s))
+        return ESS_EIO;
     sqlite3_stmt *st = s->remove;
     sqlite3_reset(st);
     sqlite3_bind_int64(st, 1, id);
@@ -165,6 +187,8 @@ static int sq_find_uuid(ess_registry_t *r, const char *uuid, ess_es_row_t *out)
 static int64_t sq_count(ess_registry_t *r)
 {
     sqlite_registry_t *s = (sqlite_registry_t *)r;
+    if (db_moved(s))
+        return -1; /* not ready: /health/ready says so */
     sqlite3_reset(s->count);
     int64_t n = sqlite3_step(s->count) == SQLITE_ROW ? sqlite3_column_int64(s->count, 0) : -1;
     sqlite3_reset(s->count);
