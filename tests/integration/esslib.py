@@ -54,7 +54,10 @@ class Essd:
         e.update(self.extra_env)
         return e
 
-    def start(self, wait=True):
+    def start(self, wait=True, ready=True):
+        """Start essd; with wait, return once it answers /health/live and,
+        with ready, once /health/ready says the broker is connected too
+        (as an ingress would before routing clients to it)."""
         args = [ESSD]
         if self.config:
             args += ["--config", self.config]
@@ -67,13 +70,14 @@ class Essd:
                 if self.proc.poll() is not None:
                     raise RuntimeError("essd exited with %d:\n%s" % (self.proc.returncode, self.output()))
                 try:
-                    status, _, _ = self.request("GET", "/health/live")
+                    status, _, _ = self.request("GET", "/health/ready" if ready else "/health/live")
                     if status == 200:
                         return self
                 except OSError:
                     pass
                 time.sleep(0.05)
-            raise RuntimeError("essd did not answer within 20 s:\n" + self.output())
+            raise RuntimeError("essd was not %s within 20 s:\n%s" % ("ready" if ready else "live",
+                                                                        self.output()))
         return self
 
     def output(self):
@@ -457,13 +461,21 @@ class StreamAdmin:
         raise RuntimeError("no response to command 0x%x" % key)
 
     def _again(self, key, args):
-        """_call, reconnecting once if the broker dropped this connection."""
-        try:
-            return self._call(key, args)
-        except (OSError, ConnectionError):
-            self.sock.close()
-            self.__init__(*self.params)
-            return self._call(key, args)
+        """_call, reconnecting if the broker dropped this connection (the
+        broker is shared: another test may be restarting it). Bounded:
+        about 60 s of retries, then the error is raised."""
+        for attempt in range(60):
+            try:
+                return self._call(key, args)
+            except (OSError, ConnectionError):
+                if attempt == 59:
+                    raise
+                self.sock.close()
+                time.sleep(1)
+                try:
+                    self.__init__(*self.params)
+                except (OSError, ConnectionError):
+                    self.sock = socket.socket()  # closed next round
 
     def create(self, stream):
         """1 = created, 5 = already exists."""
