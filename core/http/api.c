@@ -125,7 +125,18 @@ static void dispatch(struct lws *wsi, ess_app_t *app, ess_api_req_t *r)
         .nheaders = nh,
     };
     ess_api_response_t resp = {0};
-    if (r->too_large) {
+    if (r->refuse) {
+        /* Answered here, not by Lua: a path cut at a NUL would match
+         * another route, and a chunked body would be read as the next
+         * request on the connection. */
+        resp.status = r->refuse;
+        ess_buf_appendf(&resp.body, "{\"detail\":\"%s\"}",
+                        r->refuse == 411 ? "Length Required: chunked request bodies are not "
+                                           "supported; send Content-Length"
+                                         : "Invalid request path");
+        snprintf(resp.content_type, sizeof resp.content_type, "application/json");
+        snprintf(resp.route, sizeof resp.route, "invalid");
+    } else if (r->too_large) {
         resp.status = 413;
         ess_buf_appendf(&resp.body, "{\"detail\":\"Request body larger than %lld bytes\"}",
                         (long long)app->cfg->max_body_bytes);
@@ -178,7 +189,12 @@ int ess__api_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
         if (lws_hdr_copy(wsi, cl, sizeof cl, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0)
             r->expect_body = strtoll(cl, NULL, 10);
         app->api_inflight++;
-        if (r->expect_body > app->cfg->max_body_bytes) {
+        /* lws has decoded %00 in the path: the C string would stop there. */
+        if (in != NULL && memchr(in, '\0', len) != NULL)
+            r->refuse = 400;
+        else if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0)
+            r->refuse = 411;
+        if (r->refuse || r->expect_body > app->cfg->max_body_bytes) {
             /* Refuse before reading: the connection closes after the reply. */
             r->too_large = 1;
             dispatch(wsi, app, r);
@@ -190,7 +206,7 @@ int ess__api_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
         return r->phase == 2 ? -1 : 0;
     }
     case LWS_CALLBACK_HTTP_BODY:
-        if (r->too_large)
+        if (r->too_large || r->refuse)
             return 0;
         if (r->body.len + len > (size_t)app->cfg->max_body_bytes) {
             r->too_large = 1;
@@ -228,7 +244,7 @@ int ess__api_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
         r->phase = 3;
         access_log(wsi, r);
         app->api_inflight--;
-        int close = r->too_large;
+        int close = r->too_large || r->refuse;
         if (lws_http_transaction_completed(wsi) || close)
             return -1;
         return 0;

@@ -17,6 +17,7 @@ typedef struct {
     ess_buf_t body;      /* request body */
     int64_t expect_body; /* Content-Length, or 0 */
     int too_large;
+    int refuse;          /* 400 (NUL in the path) or 411 (chunked body); closes after */
     int status;
     ess_buf_t resp;      /* response body */
     size_t resp_sent;
