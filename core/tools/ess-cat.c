@@ -30,7 +30,7 @@
 
 typedef struct {
     const char *url, *stream, *from, *format;
-    int port, quiet, publish, create, delete_, exists, lb, fanout, credit;
+    int port, quiet, publish, create, delete_, exists, lb, fanout, credit, heartbeat;
     double rate;     /* messages per second, 0 = unlimited */
     long long count; /* -1 = unlimited */
 } args_t;
@@ -61,15 +61,16 @@ static int rate_paused;
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: ess-cat [--url URL] [--stream-port P] [--lb] STREAM\n"
-               "               [--from first|last|next|OFFSET|timestamp:MS|datetime:STRING]\n"
-               "               [--count N] [--format raw|json] [--quiet]\n"
-               "               [--fanout SUBS] [--rate MSGS_PER_S] [--credit CHUNKS]\n"
-               "       ess-cat [--url URL] [--stream-port P] --publish [--create] STREAM < lines\n"
-               "       ess-cat [--url URL] [--stream-port P] --delete|--exists STREAM\n"
-               "--count is per subscription; --fanout opens SUBS subscriptions (only the summary\n"
-               "is printed); --rate reads slowly by pausing credit. URL defaults to $ESS_AMQP_URL, "
-               "$ESS_AMPQ_URL or amqp://guest:guest@127.0.0.1:5672/\n");
+    fprintf(f,
+            "usage: ess-cat [--url URL] [--stream-port P] [--lb] STREAM\n"
+            "               [--from first|last|next|OFFSET|timestamp:MS|datetime:STRING]\n"
+            "               [--count N] [--format raw|json] [--quiet]\n"
+            "               [--fanout SUBS] [--rate MSGS_PER_S] [--credit CHUNKS] [--heartbeat S]\n"
+            "       ess-cat [--url URL] [--stream-port P] --publish [--create] STREAM < lines\n"
+            "       ess-cat [--url URL] [--stream-port P] --delete|--exists STREAM\n"
+            "--count is per subscription; --fanout opens SUBS subscriptions (only the summary\n"
+            "is printed); --rate reads slowly by pausing credit. URL defaults to $ESS_AMQP_URL, "
+            "$ESS_AMPQ_URL or amqp://guest:guest@127.0.0.1:5672/\n");
 }
 
 static void on_closed(void *ud)
@@ -522,6 +523,11 @@ static int parse_args(int argc, char **argv)
             if (A.fanout < 1 || A.fanout > 10000)
                 return -1;
             i++;
+        } else if (strcmp(a, "--heartbeat") == 0 && v) {
+            A.heartbeat = atoi(v);
+            if (A.heartbeat < 1 || A.heartbeat > 3600)
+                return -1;
+            i++;
         } else if (strcmp(a, "--credit") == 0 && v) {
             A.credit = atoi(v);
             if (A.credit < 1 || A.credit > 1000)
@@ -587,6 +593,7 @@ int main(int argc, char **argv)
     o.connection_name = "ess-cat";
     o.reconnect_max_ms = 2000;
     o.initial_credit = A.credit;
+    o.heartbeat_s = A.heartbeat;
     if (ess_stream_client_create(L, &o, &C) != ESS_OK) {
         fprintf(stderr, "ess-cat: bad --url\n");
         return 2;

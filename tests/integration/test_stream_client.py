@@ -64,9 +64,9 @@ def read(stream, frm, count, timeout=120):
 class Reader:
     """ess-cat in the background; stdout is drained only when asked to."""
 
-    def __init__(self, stream, frm, count):
+    def __init__(self, stream, frm, count, extra=()):
         self.p = subprocess.Popen(
-            [CAT, stream, "--from", frm, "--count", str(count), "--format", "json"],
+            [CAT, stream, "--from", frm, "--count", str(count), "--format", "json"] + list(extra),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.err = []
         self.subscribed = threading.Event()
@@ -172,6 +172,20 @@ def main():
               and [m["body"] for m in got] == ["next-%d" % i for i in range(5)],
               "from next delivers exactly the 5 new messages")
         total = N + 5
+
+        # Heartbeats: a 1 s heartbeat keeps an idle connection open (the
+        # broker drops peers that stay silent), and the reader still gets a
+        # message published after several heartbeat periods.
+        r = Reader(stream, "next", 1, ["--heartbeat", "1"])
+        check(r.subscribed.wait(30), "heartbeat: subscribed")
+        time.sleep(4)  # idle for 4 heartbeat periods; the outcome does not depend on the length
+        publish(stream, ["after-idle"], create=False)
+        rc, got = r.finish(60)
+        check(rc == 0 and [m["body"] for m in got] == ["after-idle"]
+              and not any("lost" in e for e in r.err),
+              "idle connection with 1 s heartbeats stays up (%s)" % " / ".join(
+                  e.strip() for e in r.err))
+        total += 1
 
         # AMQP 0-9-1 publishing through the event-streams exchange.
         if os.access(PUBLISH, os.X_OK):
