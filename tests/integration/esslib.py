@@ -362,6 +362,16 @@ def wait_ready(essd, tries=100):
     return False
 
 
+def sanitizer_report(essd):
+    """The first sanitizer report in essd's output ("" when there is none)."""
+    out = essd.output()
+    for mark in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+        i = out.find(mark)
+        if i >= 0:
+            return out[max(0, i - 200):i + 1500]
+    return ""
+
+
 def create_es(essd, key):
     """POST an event stream; return (id, path) where path is /event-stream/{uuid}."""
     st, body = essd.json("POST", "/event-stream/", {"routing_key": key})

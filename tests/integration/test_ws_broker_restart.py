@@ -26,7 +26,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from esslib import (AMQP_URL, CAT, PUBLISH, Checker, Essd, broker_ctl, create_es,  # noqa: E402
-                    delete_stream, metrics, recv_close, unique, ws_open, wait_ready)
+                    delete_stream, metrics, recv_close, unique, ws_open, sanitizer_report, wait_ready)
 
 t = Checker()
 RATE = 2000
@@ -224,6 +224,8 @@ def main():
                 t.eq([frame_offset(p) for _, p in frames], list(range(max(n - 3, 0), n)),
                      "a new connection after the restart gets the last messages")
                 ws.close()
+            t.eq(e.proc.returncode, 0, "essd exits 0 on SIGTERM")
+            t.eq(sanitizer_report(e), "", "no sanitizer report from essd")
         finally:
             if restarted:
                 broker_ctl("start_app")

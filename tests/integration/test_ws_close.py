@@ -28,7 +28,7 @@ import urllib.parse
 
 sys.path.insert(0, os.path.dirname(__file__))
 from esslib import (LISTEN, Checker, Essd, StreamAdmin, cat_read, create_es, delete_stream,  # noqa: E402
-                    recv_close, unique, ws_open, wait_ready)
+                    recv_close, unique, ws_open, sanitizer_report, wait_ready)
 
 t = Checker()
 SELECTORS = [("X-StreamOffsetFromOrdinal", "header"), ("X-StreamOffsetFromTimestamp", "header"),
@@ -220,6 +220,8 @@ def missing_stream_row(stream):
         t.eq(st, 200, "essd answers after the missing-stream close")
         if e.proc.poll() is not None:
             print("essd died; the end of its output:\n" + e.output()[-1500:], file=sys.stderr)
+    t.eq(e.proc.returncode, 0, "essd exits 0 on SIGTERM")
+    t.eq(sanitizer_report(e), "", "no sanitizer report from essd")
 
 
 def main():
@@ -237,6 +239,8 @@ def main():
             poison_row(e, adm, names["poison"])
             replace_row(e, adm, names["repl"])
             listen_rows(e, adm, names["listen"])
+        t.eq(e.proc.returncode, 0, "essd exits 0 on SIGTERM")
+        t.eq(sanitizer_report(e), "", "no sanitizer report from essd")
         missing_stream_row(names["none"])
     finally:
         for n in names.values():

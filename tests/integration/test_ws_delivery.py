@@ -31,7 +31,7 @@ from email.utils import format_datetime
 
 sys.path.insert(0, os.path.dirname(__file__))
 from esslib import (CAT, Checker, Essd, StreamAdmin, cat_publish, cat_read, create_es,  # noqa: E402
-                    delete_stream, publish, tool, unique, ws_open, wait_ready)
+                    delete_stream, publish, tool, unique, ws_open, sanitizer_report, wait_ready)
 
 t = Checker()
 PHASE = 10000
@@ -277,6 +277,8 @@ def main():
             t.eq(offs, list(range(end + 5, end + 10)), "past the end: starts exactly at the asked ordinal")
             t.check(bool(frames) and frames[0][1].startswith(b"later 5|"), "past the end: the right message")
             ws.close()
+        t.eq(e.proc.returncode, 0, "essd exits 0 on SIGTERM")
+        t.eq(sanitizer_report(e), "", "no sanitizer report from essd")
     finally:
         delete_stream(stream)
         adm.close()

@@ -28,7 +28,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from esslib import (PUBLISH, AMQP_URL, Checker, Essd, StreamAdmin, broker_ctl, create_es,  # noqa: E402
-                    delete_stream, metrics, unique, vm_rss_kib, ws_open, wait_ready)
+                    delete_stream, metrics, unique, vm_rss_kib, ws_open, sanitizer_report, wait_ready)
 
 t = Checker()
 BUDGET = 256 * 1024
@@ -142,6 +142,8 @@ def stalled_client(workdir):
             t.eq(sorted(set(offs + rest)), list(range(TOTAL)), "all %d offsets once, none lost" % TOTAL)
             t.eq(len(offs) + len(rest), TOTAL, "none duplicated")
             ws2.close()
+        t.eq(e.proc.returncode, 0, "essd exits 0 on SIGTERM")
+        t.eq(sanitizer_report(e), "", "no sanitizer report from essd")
     finally:
         delete_stream(stream)
 
@@ -252,6 +254,8 @@ def thousand_clients():
             if seen is not None:
                 t.check(seen <= len(before), "the broker lists %d connections of essd after the clients left" % seen)
             t.check(e.proc.poll() is None, "essd still running")
+        t.eq(e.proc.returncode, 0, "essd exits 0 on SIGTERM")
+        t.eq(sanitizer_report(e), "", "no sanitizer report from essd")
     finally:
         for n in made:
             adm.delete(n)
