@@ -322,13 +322,16 @@ static void sub_end(ess_stream_sub_t *s, int reason)
         return;
     s->dead = 1;
     conn_t *k = s->conn;
-    if (k && k->state == C_READY && s->live) {
-        /* Tell the broker too; the slot is freed by the response. */
-        req_t *r = req_new(R_UNSUBSCRIBE, NULL);
-        r->sub = s;
-        s->refs++;
-        conn_send_req(k, r);
-        s->live = 0;
+    if (k && k->state == C_READY && s->on_wire) {
+        /* Tell the broker too; the slot is freed by the response (or, when
+         * the Subscribe is still pending, by its response). */
+        if (s->live) {
+            req_t *r = req_new(R_UNSUBSCRIBE, NULL);
+            r->sub = s;
+            s->refs++;
+            conn_send_req(k, r);
+            s->live = 0;
+        }
     } else {
         slot_release(s);
     }
