@@ -196,7 +196,7 @@ int ess__api_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
             r->refuse = 411;
         if (r->refuse || r->expect_body > app->cfg->max_body_bytes) {
             /* Refuse before reading: the connection closes after the reply. */
-            r->too_large = 1;
+            r->too_large = !r->refuse;
             dispatch(wsi, app, r);
             return r->phase == 2 ? -1 : 0;
         }
