@@ -1,0 +1,667 @@
+"""Hostile input and faults against a real essd.
+
+About 3,000 random and mutated internal-API requests (odd methods, path
+tricks, huge/duplicated/missing headers, bogus Content-Length, chunked
+bodies, slowloris requests closed mid-way, pipelining, bad JSON bodies) and
+about 500 hostile WebSocket handshakes and frames on the public port. After
+every batch essd must still be alive and answer API requests correctly; at
+the end it must exit 0 on SIGTERM with no sanitizer report in its output.
+Then the faults: a Lua API handler that raises or returns garbage (500 JSON,
+no trace), the database deleted under a running essd (a JSON error, no
+crash), and a storm of 50 SIGHUPs with a live WebSocket that keeps working.
+
+Deterministic (fixed seed), bounded (every socket has a short timeout, every
+loop a fixed count), loopback only. Run under ASan+UBSan it checks for
+leaks too (ASAN_OPTIONS is set unless the caller set it).
+"""
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import struct
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+import esslib  # noqa: E402
+from esslib import Checker, Essd  # noqa: E402
+
+SEED = 20261128
+rng = random.Random(SEED)
+T = Checker()
+SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "runtime error:", "UndefinedBehaviorSanitizer")
+SAN_ENV = {
+    "ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=1"),
+    "UBSAN_OPTIONS": os.environ.get("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1"),
+}
+
+stats = {"api": 0, "api_answered": 0, "api_5xx": 0, "ws": 0, "ws_101": 0, "status": {}}
+
+
+# --- raw sockets -------------------------------------------------------------
+
+def exchange(port, data, shut=True, read_timeout=2.0, chunks=None, close_early=False):
+    """Send data (or a list of chunks), optionally half-close, and read until
+    EOF or the timeout. Returns the bytes read (possibly partial)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=read_timeout)
+    got = b""
+    t0 = time.time()
+    try:
+        for c in (chunks or [data]):
+            try:
+                s.sendall(c)
+            except OSError:
+                break
+        if close_early:
+            return b""
+        if shut:
+            try:
+                s.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+        deadline = time.time() + read_timeout
+        while time.time() < deadline and len(got) < 4 << 20:
+            try:
+                c = s.recv(65536)
+            except socket.timeout:
+                break
+            except OSError:
+                break
+            if not c:
+                break
+            got += c
+    finally:
+        s.close()
+        if os.environ.get("HOSTILE_DEBUG") and time.time() - t0 > 0.5:
+            print("slow %.1fs %r" % (time.time() - t0, (data or b"".join(chunks or []))[:150]))
+    return got
+
+
+def parse_responses(data):
+    """Split raw HTTP/1.1 responses: [(status, headers, body)] (Content-Length framed)."""
+    out = []
+    while data.startswith(b"HTTP/1."):
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        if not sep:
+            break
+        lines = head.split(b"\r\n")
+        try:
+            status = int(lines[0].split(b" ")[1])
+        except (IndexError, ValueError):
+            break
+        hdrs = {}
+        for ln in lines[1:]:
+            k, _, v = ln.partition(b":")
+            hdrs[k.strip().lower().decode("latin-1")] = v.strip().decode("latin-1")
+        n = int(hdrs.get("content-length", "0") or 0) if hdrs.get("content-length", "0").isdigit() else 0
+        out.append((status, hdrs, rest[:n]))
+        data = rest[n:]
+    return out
+
+
+def check_response(what, data, port_kind="api"):
+    """Common checks on whatever essd answered to a hostile request."""
+    for status, hdrs, body in parse_responses(data):
+        stats["status"][status] = stats["status"].get(status, 0) + 1
+        if status >= 500:
+            stats["api_5xx"] += 1
+        T.check(status != 500, "%s: answered 500: %r" % (what, body[:200]))
+        T.check(b"traceback" not in body and b".lua:" not in body,
+                "%s: body shows a trace: %r" % (what, body[:200]))
+        ct = hdrs.get("content-type", "")
+        if ct.startswith("application/json") and body:
+            try:
+                json.loads(body)
+                ok = True
+            except ValueError:
+                ok = False
+            T.check(ok, "%s: JSON content type, body not JSON: %r" % (what, body[:200]))
+
+
+# --- request generators ------------------------------------------------------
+
+BASE_PATHS = ["/event-stream/", "/event-stream", "/event-stream/version/", "/event-stream/1",
+              "/event-stream/abc", "/health/live", "/health/ready", "/metrics", "/admin/reload",
+              "/openapi.json", "/", "/nope"]
+METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "CONNECT", "TRACE",
+           "FOO", "get", "G\x00T", "POST POST", "X" * 300, "", "PRI", "DELETE\t"]
+
+
+def rand_bytes(n):
+    return bytes(rng.getrandbits(8) for _ in range(n))
+
+
+def mutate_path(p):
+    k = rng.randrange(16)
+    if k == 0:
+        return p + "/.." * rng.randrange(1, 8)
+    if k == 1:
+        return "/../../../../etc/passwd"
+    if k == 2:
+        return p + "%00" + "x"
+    if k == 3:
+        return p + "a" * rng.choice([300, 2000, 7000, 20000])
+    if k == 4:
+        return p + "\u00e9\u4e2d\U0001F600"
+    if k == 5:
+        return p + "?" + "&".join("k%d=%s" % (i, "v" * rng.randrange(50)) for i in range(rng.randrange(1, 200)))
+    if k == 6:
+        return p + "?a=%ff%00%zz&&&=&b"
+    if k == 7:
+        return "//" + p.lstrip("/") + "//"
+    if k == 8:
+        return p.lstrip("/") or "x"
+    if k == 9:
+        return "http://127.0.0.1" + p
+    if k == 10:
+        return "*"
+    if k == 11:
+        return p + "%2e%2e/%2F%5c"
+    if k == 12:
+        return "/event-stream/" + rng.choice(["-1", "0", "99999999999999999999", "1e10", "0x10",
+                                               "1.5", " 1", "%20", "9" * 400, "00000001"])
+    if k == 13:
+        return p + "#frag"
+    if k == 14:
+        return p + "\x7f\x01"
+    return p
+
+
+def json_body():
+    k = rng.randrange(14)
+    if k == 0:
+        d = rng.choice([1000, 100000])
+        return "[" * d + "]" * d
+    if k == 1:
+        return '{"routing_key":' * 500 + '"x"' + "}" * 500
+    if k == 2:
+        return '{"routing_key": 1e999999}'
+    if k == 3:
+        return '{"routing_key": 123456789012345678901234567890}'
+    if k == 4:
+        return '{"routing_key":"a","routing_key":"b"}'
+    if k == 5:
+        return b'{"routing_key":"\xff\xfe"}'
+    if k == 6:
+        return '{"routing_key":"\\ud800"}'
+    if k == 7:
+        return '{"routing_key":"%s"}' % ("k" * rng.choice([255, 256, 70000]))
+    if k == 8:
+        return '{"routing_key":"a\\u0000b"}'
+    if k == 9:
+        return rand_bytes(rng.randrange(1, 300))
+    if k == 10:
+        return '{"routing_key":"ok-%d"' % rng.randrange(1000)  # truncated
+    if k == 11:
+        return '{"routing_key":["a"]}'
+    if k == 12:
+        return "\ufeff" + '{"routing_key":"bom"}'
+    return '{"routing_key":"hostile-%d"}' % rng.randrange(10 ** 6)
+
+
+def header_block(method, body, extra):
+    h = []
+    k = rng.randrange(14)
+    if k != 0:
+        h.append("Host: 127.0.0.1")
+    if k == 1:
+        h.append("Host: a")
+        h.append("Host: b")
+    if body is not None:
+        n = len(body)
+        c = rng.randrange(12)
+        if c == 0:
+            h.append("Content-Length: -%d" % rng.randrange(1, 100))
+        elif c == 1:
+            h.append("Content-Length: %d" % (n + rng.randrange(1, 1000)))
+        elif c == 2:
+            h.append("Content-Length: abc")
+        elif c == 3:
+            h.append("Content-Length: 99999999999999999999999")
+        elif c == 4:
+            h.append("Content-Length: %d" % n)
+            h.append("Content-Length: %d" % (n + 5))
+        elif c == 5:
+            h.append("Content-Length: %d" % max(0, n - rng.randrange(1, 10)))
+        elif c == 6:
+            h.append("Content-Length:  %d " % n)
+        elif c == 7:
+            h.append("Content-Length: 0x%x" % n)
+        elif c != 8:  # 8: no Content-Length at all
+            h.append("Content-Length: %d" % n)
+    if k == 2:
+        h.append("X-Big: " + "b" * rng.choice([4000, 9000, 70000]))
+    if k == 3:
+        h += ["X-Many-%d: v" % i for i in range(rng.choice([50, 300, 2000]))]
+    if k == 4:
+        h.append("Authorization: Bearer " + "t" * rng.randrange(2000))
+    if k == 5:
+        h.append("NoColonHeader")
+    if k == 6:
+        h.append("X-Fold: a\r\n  continued")
+    if k == 7:
+        h.append("Content-Type: application/json; charset=\xff")
+    if k == 8:
+        h.append(": empty-name")
+    if k == 9:
+        h.append("Connection: keep-alive, Upgrade")
+        h.append("Upgrade: websocket")
+    h += extra
+    return h
+
+
+def encode(x):
+    if isinstance(x, bytes):
+        return x
+    return x.encode("utf-8", "surrogatepass")
+
+
+def make_request():
+    method = rng.choice(METHODS) if rng.random() < 0.3 else rng.choice(["GET", "POST", "DELETE"])
+    path = mutate_path(rng.choice(BASE_PATHS)) if rng.random() < 0.8 else rng.choice(BASE_PATHS)
+    body = None
+    if method in ("POST", "PUT", "PATCH") or rng.random() < 0.1:
+        body = encode(json_body())
+    version = rng.choice(["HTTP/1.1"] * 8 + ["HTTP/1.0", "HTTP/9.9", "HTTP/1", ""])
+    head = header_block(method, body, ["Connection: close"] if rng.random() < 0.5 else [])
+    req = encode("%s %s %s\r\n" % (method, path, version)) + encode("\r\n".join(head)) + b"\r\n\r\n"
+    return req + (body or b"")
+
+
+def chunked_request():
+    parts = [b'{"routing_', b'key":"chunk', b'ed-x"}']
+    k = rng.randrange(5)
+    body = b""
+    for p in parts:
+        if k == 1:
+            body += b"%X;ext=1\r\n" % len(p) + p + b"\r\n"
+        elif k == 2:
+            body += b"zz\r\n" + p + b"\r\n"
+        elif k == 3:
+            body += b"FFFFFFFFFFFFFFFFFF\r\n" + p
+            break
+        else:
+            body += b"%x\r\n" % len(p) + p + b"\r\n"
+    if k != 4:
+        body += b"0\r\n\r\n"
+    cl = b"Content-Length: 5\r\n" if rng.random() < 0.3 else b""
+    return (b"POST /event-stream/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n" + cl + b"Connection: close\r\n\r\n" + body)
+
+
+# --- liveness and correctness after each batch -------------------------------
+
+def sane(essd, what):
+    try:
+        st, _, _ = essd.request("GET", "/health/live", timeout=10)
+    except OSError as e:
+        st = repr(e)
+    if not T.eq(st, 200, "%s: /health/live" % what):
+        return False
+    st, body = essd.json("POST", "/event-stream/", {"routing_key": "hostile-sane"})
+    T.eq(st, 201, "%s: POST still works" % what)
+    if st == 201:
+        st2, lst = essd.json("GET", "/event-stream/")
+        T.check(st2 == 200 and any(e["id"] == body["id"] for e in lst["event_streams"]),
+                "%s: GET lists the new event stream" % what)
+        st3, _, data = essd.request("DELETE", "/event-stream/%d" % body["id"])
+        T.check(st3 == 204 and data == b"", "%s: DELETE 204 empty" % what)
+    st, _, data = essd.request("DELETE", "/event-stream/abc")
+    T.eq(st, 422, "%s: DELETE of a non-integer id" % what)
+    return True
+
+
+def api_batches(essd, n_batches=12, per_batch=250):
+    port = essd.internal_port
+    for b in range(n_batches):
+        for i in range(per_batch):
+            kind = rng.randrange(100)
+            what = "api batch %d req %d" % (b, i)
+            stats["api"] += 1
+            if kind < 80:
+                data = exchange(port, make_request(), read_timeout=2.0)
+            elif kind < 85:
+                data = exchange(port, chunked_request(), read_timeout=2.0)
+            elif kind < 90:
+                # slowloris: part of a request, then closed mid-way
+                req = make_request()
+                cut = rng.randrange(1, max(2, len(req)))
+                data = exchange(port, None, chunks=[req[:cut // 2], req[cut // 2:cut]], close_early=True)
+            elif kind < 95:
+                # pipelined valid requests on one keep-alive connection
+                n = rng.randrange(2, 8)
+                reqs = b"".join(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n" if j % 2 == 0 else
+                                b"GET /event-stream/version/ HTTP/1.1\r\nHost: x\r\n\r\n" for j in range(n))
+                reqs += b"GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                data = exchange(port, reqs, shut=False, read_timeout=3.0)
+                got = parse_responses(data)
+                T.eq(len(got), n + 1, "%s: pipelined responses" % what)
+                T.check(all(s == 200 for s, _, _ in got), "%s: pipelined all 200: %r" % (what, [s for s, _, _ in got]))
+            else:
+                # a well-formed request with a hostile JSON body: the answer is checked
+                body = encode(json_body())
+                req = (b"POST /event-stream/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                       b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)) + body
+                data = exchange(port, req, shut=False, read_timeout=5.0)
+                got = parse_responses(data)
+                if T.eq(len(got), 1, "%s: one answer to a hostile body" % what):
+                    st = got[0][0]
+                    T.check(st in (201, 413, 422), "%s: status %d for %r" % (what, st, body[:60]))
+            if data:
+                stats["api_answered"] += 1
+            check_response(what, data)
+        if not sane(essd, "after api batch %d" % b):
+            return False
+    return True
+
+
+def fixed_cases(essd):
+    """Requests that once got a wrong answer or crashed essd: exact answers."""
+    port = essd.internal_port
+
+    def one(raw, what):
+        got = parse_responses(exchange(port, raw, shut=False, read_timeout=5.0))
+        T.eq(len(got), 1, "%s: one answer" % what)
+        return got[0] if got else (None, {}, b"")
+
+    # lws decodes %00 into the path; cut at the NUL it matched GET /event-stream/.
+    st, hdrs, body = one(b"GET /event-stream/%00x HTTP/1.1\r\nHost: x\r\n\r\n", "NUL in the path")
+    T.eq(st, 400, "NUL in the path: status")
+    T.check(hdrs.get("content-type", "").startswith("application/json") and b"detail" in body,
+            "NUL in the path: JSON detail %r" % body)
+    # A chunked body was read as empty (422) and its chunks as the next request.
+    st, _, body = one(b"POST /event-stream/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      b"5\r\n{\"rou\r\n10\r\nting_key\":\"abc\"}\r\n0\r\n\r\n"
+                      b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n", "chunked body")
+    T.eq(st, 411, "chunked body: status")
+    # Content-Length shorter than the body: the rest is the next request.
+    got = parse_responses(exchange(port, b"POST /event-stream/ HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n"
+                                         b'{"routing_key":"abc"}', shut=False, read_timeout=3.0))
+    T.check(len(got) >= 1 and got[0][0] == 422, "short Content-Length: 422 first: %r" % [g[0] for g in got])
+    # A request with a body split across many small writes.
+    body = b'{"routing_key":"hostile-slow-body"}'
+    raw = b"POST /event-stream/ HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body
+    got = parse_responses(exchange(port, None, chunks=[raw[i:i + 3] for i in range(0, len(raw), 3)],
+                                   shut=False, read_timeout=5.0))
+    T.check(len(got) == 1 and got[0][0] == 201, "body in 3-byte writes: 201: %r" % got)
+    # Deep JSON and huge numbers are a 422, not a 500 or a crash.
+    for b in (b"[" * 100000 + b"]" * 100000, b'{"routing_key": 1e999999}', b'{"routing_key":"a\\u0000b"}'):
+        raw = (b"POST /event-stream/ HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(b)) + b
+        st, _, _ = one(raw, "hostile JSON %r" % b[:20])
+        T.check(st in (413, 422), "hostile JSON %r: status %r" % (b[:20], st))
+
+
+# --- WebSocket -----------------------------------------------------------------
+
+WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+
+
+def ws_handshake(path, key=WS_KEY, version="13", extra=()):
+    lines = ["GET %s HTTP/1.1" % path, "Host: 127.0.0.1"]
+    if key is not None:
+        lines.append("Sec-WebSocket-Key: " + key)
+    if version is not None:
+        lines.append("Sec-WebSocket-Version: " + version)
+    lines += ["Upgrade: websocket", "Connection: Upgrade"]
+    lines += list(extra)
+    return encode("\r\n".join(lines) + "\r\n\r\n")
+
+
+def frame(opcode, payload=b"", fin=True, mask=True, rsv=0, length=None):
+    b0 = (0x80 if fin else 0) | (rsv << 4) | opcode
+    n = len(payload) if length is None else length
+    if n < 126:
+        head = struct.pack("!BB", b0, (0x80 if mask else 0) | n)
+    elif n < 65536:
+        head = struct.pack("!BBH", b0, (0x80 if mask else 0) | 126, n)
+    else:
+        head = struct.pack("!BBQ", b0, (0x80 if mask else 0) | 127, n)
+    if not mask:
+        return head + payload
+    m = rand_bytes(4)
+    return head + m + bytes(c ^ m[i % 4] for i, c in enumerate(payload))
+
+
+def hostile_frames():
+    k = rng.randrange(20)
+    if k == 0:
+        return frame(1, b"unmasked", mask=False)
+    if k == 1:
+        return frame(9, b"ping", fin=False)  # fragmented control frame
+    if k == 2:
+        return frame(9, b"p" * 200)  # control frame over 125 bytes
+    if k == 3:
+        return frame(2, b"x", length=(1 << 63) - 1)[:14]
+    if k == 4:
+        return frame(2, b"x", length=1 << 63)[:14]
+    if k == 5:
+        return frame(1, b"rsv", rsv=rng.randrange(1, 8))
+    if k == 6:
+        return frame(rng.choice([3, 4, 5, 6, 7, 0xB, 0xC, 0xD, 0xE, 0xF]), b"reserved opcode")
+    if k == 7:
+        return frame(0, b"continuation without start")
+    if k == 8:
+        return frame(1, b"\xff\xfe\xc0\xaf")  # invalid UTF-8 text
+    if k == 9:
+        return frame(8, struct.pack("!H", rng.choice([0, 999, 1004, 1005, 1006, 1015, 2999, 5000, 65535])))
+    if k == 10:
+        return frame(8, b"\x03")  # one-byte close payload
+    if k == 11:
+        return frame(8, struct.pack("!H", 1000) + b"\xff\xfe bad reason")
+    if k == 12:
+        return frame(2, b"x" * 1000, length=1000)[:40]  # abrupt disconnect mid-frame
+    if k == 13:
+        return frame(2, b"y" * 70000)  # over max_frame_bytes
+    if k == 14:
+        return frame(1, b"frag1", fin=False) + frame(9, b"interleaved ping") + frame(0, b"frag2")
+    if k == 15:
+        return frame(1, b"frag1", fin=False) + frame(1, b"new text in the middle")
+    if k == 16:
+        return rand_bytes(rng.randrange(1, 200))
+    if k == 17:
+        return b"".join(frame(9, rand_bytes(rng.randrange(0, 125))) for _ in range(50))
+    if k == 18:
+        return frame(1, "\u00e9\U0001F600".encode() * 10) + frame(8, struct.pack("!H", 1000))
+    return frame(1, b'{"hello":1}') + frame(2, rand_bytes(100))
+
+
+def ws_batches(essd, live_path, n=500):
+    port = essd.public_port
+    for i in range(n):
+        stats["ws"] += 1
+        what = "ws %d" % i
+        k = rng.randrange(10)
+        if k == 0:
+            req = ws_handshake(live_path, key=rng.choice([None, "", "short", "!!!!", "a" * 500,
+                                                          "dGhlIHNhbXBsZSBub25jZQ"]))
+        elif k == 1:
+            req = ws_handshake(live_path, version=rng.choice([None, "8", "99", "abc", "13, 8", ""]))
+        elif k == 2:
+            req = ws_handshake(mutate_path(rng.choice(["/event-stream/", "/", "/foo", "/event-stream/x/y"])))
+        elif k == 3:
+            req = ws_handshake(live_path.replace("/event-stream/", "/event-stream/" + "A" * rng.randrange(1, 30)))
+        elif k == 4:
+            req = ws_handshake(live_path + rng.choice(["?stream_from_ordinal=-1", "?stream_from_ordinal=1&stream_from_timestamp=1",
+                                                       "?stream_from_datetime=%ff%00", "?stream_from_timestamp=99999999999999999999999",
+                                                       "?stream_from_datetime=" + "9" * 3000]))
+        elif k == 5:
+            req = ws_handshake(live_path, extra=[rng.choice(["X-StreamOffsetFromOrdinal: " + "1" * 40,
+                                                             "X-StreamOffsetFromDatetime: 2025-04-31",
+                                                             "X-StreamOffsetFromTimestamp: -5",
+                                                             "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits",
+                                                             "Sec-WebSocket-Protocol: " + "p," * 500,
+                                                             "X-Huge: " + "h" * 9000])])
+        else:
+            req = ws_handshake(live_path if rng.random() < 0.8 else "/event-stream/unknownunknownunknown12")
+            frames = b"".join(hostile_frames() for _ in range(rng.randrange(1, 4)))
+            if rng.random() < 0.5:
+                cut = rng.randrange(1, len(frames) + 1)
+                data = exchange(port, None, chunks=[req, frames[:cut]], close_early=True)
+                continue
+            req += frames
+        data = exchange(port, req, shut=rng.random() < 0.5, read_timeout=0.4)
+        if data.startswith(b"HTTP/1.1 101"):
+            stats["ws_101"] += 1
+        else:
+            check_response(what, data, "ws")
+        if i % 100 == 99 and not sane(essd, "after ws %d" % i):
+            return False
+    return True
+
+
+# --- faults --------------------------------------------------------------------
+
+BAD_API = r'''
+local api = require "ess.api"
+return {
+    handle = function(req, core)
+        if req.path:find("boom", 1, true) then
+            error("secret failure in /srv/hostile_api.lua")
+        elseif req.path:find("garbage", 1, true) then
+            return { status = "nope" }
+        elseif req.path:find("number", 1, true) then
+            return 42
+        end
+        return api.handle(req, core)
+    end,
+}
+'''
+
+
+def lua_error_case():
+    work = __import__("tempfile").mkdtemp(prefix="ess-hostile-lua-")
+    lua = os.path.join(work, "lua")
+    shutil.copytree(os.path.join(esslib.SOURCE, "lua"), lua)
+    with open(os.path.join(lua, "hostile_api.lua"), "w") as f:
+        f.write(BAD_API)
+    cfg = os.path.join(work, "essd.yaml")
+    with open(cfg, "w") as f:
+        f.write('lua:\n  api: "hostile_api"\n')
+    env = dict(SAN_ENV, ESS_LUA_PATH=lua)
+    e = Essd(env=env, config=cfg, workdir=work)
+    e.start()
+    try:
+        for p in ("/boom", "/garbage", "/number"):
+            st, hdrs, data = e.request("GET", p)
+            T.eq(st, 500, "lua handler %s: status" % p)
+            T.check(hdrs.get("content-type", "").startswith("application/json"), "lua handler %s: JSON" % p)
+            T.check(b"secret" not in data and b".lua" not in data and b"traceback" not in data,
+                    "lua handler %s: no trace in %r" % (p, data))
+            try:
+                T.check("detail" in json.loads(data), "lua handler %s: detail" % p)
+            except ValueError:
+                T.check(False, "lua handler %s: body %r" % (p, data))
+        T.eq(e.request("GET", "/health/live")[0], 200, "lua handler: alive after errors")
+    finally:
+        rc = e.stop()
+    T.eq(rc, 0, "lua handler essd exit status")
+    check_output(e, "lua handler essd")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def db_fault_case():
+    e = Essd(env=SAN_ENV)
+    e.start()
+    try:
+        st, body = e.json("POST", "/event-stream/", {"routing_key": "before-delete"})
+        T.eq(st, 201, "db fault: POST before")
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                os.unlink(e.db + suffix)
+            except OSError:
+                pass
+        st, hdrs, data = e.request("POST", "/event-stream/", {"routing_key": "after-delete"})
+        T.check(st in (500, 503), "db fault: POST after the database was deleted gives %r %r" % (st, data))
+        T.check(hdrs.get("content-type", "").startswith("application/json"), "db fault: JSON error")
+        try:
+            json.loads(data)
+        except ValueError:
+            T.check(False, "db fault: error body is not JSON: %r" % data)
+        st, _, _ = e.request("GET", "/event-stream/")
+        T.check(st in (200, 500, 503), "db fault: GET answered %r" % st)
+        T.eq(e.request("GET", "/health/live")[0], 200, "db fault: alive")
+        T.eq(e.request("GET", "/health/ready")[0], 503, "db fault: not ready")
+    finally:
+        rc = e.stop()
+    T.eq(rc, 0, "db fault essd exit status")
+    check_output(e, "db fault essd")
+
+
+def sighup_storm(essd, stream, live_path):
+    """50 SIGHUPs while a WebSocket is open and requests run: the socket
+    keeps delivering, the API keeps answering."""
+    ws = esslib.ws_open(essd, live_path)
+    for i in range(50):
+        essd.proc.send_signal(signal.SIGHUP)
+        if i % 10 == 0:
+            T.eq(essd.request("GET", "/health/live")[0], 200, "sighup storm: live %d" % i)
+    T.check(sane(essd, "after sighup storm"), "sighup storm: API sane")
+    admin = stream_admin()
+    try:
+        admin.publish(stream, [b'{"after":"hup"}'])
+    finally:
+        admin.close()
+    try:
+        f = ws.recv(timeout=20)
+    except (OSError, ConnectionError) as e:
+        f = repr(e)
+    T.check(isinstance(f, tuple) and f[0] == 1 and b'"after":"hup"' in f[1],
+            "sighup storm: the WebSocket still delivers: %r" % (f,))
+    ws.close()
+
+
+def check_output(e, what):
+    out = e.output()
+    bad = [m for m in SANITIZER_MARKS if m in out]
+    T.check(not bad, "%s: sanitizer report in the output: %s\n%s" % (what, bad, out[-4000:]))
+
+
+def stream_admin():
+    """A StreamAdmin, waiting (bounded) while another test restarts the broker."""
+    for _ in range(120):
+        try:
+            return esslib.StreamAdmin()
+        except (OSError, ConnectionError, RuntimeError):
+            time.sleep(1)
+    return esslib.StreamAdmin()
+
+
+def main():
+    t0 = time.time()
+    stream = esslib.unique("hostile")
+    admin = stream_admin()
+    admin.create(stream)
+    admin.close()
+    essd = Essd(env=SAN_ENV)
+    essd.start()
+    try:
+        esslib.wait_ready(essd)
+        fixed_cases(essd)
+        ok = api_batches(essd)
+        T.check(ok, "essd survived the API batches")
+        if ok:
+            # after the API batches: they DELETE random ids
+            _, live_path = esslib.create_es(essd, stream)
+            ok = ws_batches(essd, live_path)
+            T.check(ok, "essd survived the WebSocket batches")
+        if ok:
+            sighup_storm(essd, stream, live_path)
+    finally:
+        rc = essd.stop()
+        admin = stream_admin()
+        admin.delete(stream)
+        admin.close()
+    T.eq(rc, 0, "essd exit status on SIGTERM")
+    check_output(essd, "main essd")
+    lua_error_case()
+    db_fault_case()
+    print("hostile: %d API requests (%d answered, %d 5xx), %d WebSocket attempts (%d upgraded), "
+          "statuses %s, %.1f s" % (stats["api"], stats["api_answered"], stats["api_5xx"], stats["ws"],
+                                   stats["ws_101"], dict(sorted(stats["status"].items())), time.time() - t0))
+    T.done()
+
+
+if __name__ == "__main__":
+    main()
