@@ -131,6 +131,13 @@ def main():
               "from offset 12345 starts exactly there")
         check(all(m["body"] == body_of(m["offset"]) for m in got), "from offset: bodies match")
 
+        # load_balancer_mode: everything on the configured address.
+        p = subprocess.run([CAT, "--lb", stream, "--from", "12345", "--count", "5", "--format",
+                            "json"], capture_output=True, timeout=60)
+        got = [json.loads(l) for l in p.stdout.decode().splitlines() if l]
+        check(p.returncode == 0 and [m["offset"] for m in got] == list(range(12345, 12350)),
+              "--lb (load_balancer_mode) reads from offset 12345 exactly")
+
         # A timestamp between two chunks: the first message at or after it.
         ts = next((stamps[i] for i in range(N // 2, N) if stamps[i] > stamps[i - 1]), None)
         if ts is None:
