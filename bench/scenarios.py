@@ -37,7 +37,10 @@ def lc(*args, timeout=600, stdin=None):
     out = [x for x in r.stdout.splitlines() if x.startswith("{")]
     if not out:
         raise RuntimeError("loadclient %s: exit %d: %s" % (" ".join(map(str, args)), r.returncode, r.stderr))
-    return json.loads(out[-1])
+    res = json.loads(out[-1])
+    if r.stderr.strip():
+        res["stderr"] = r.stderr.strip()[-600:]
+    return res
 
 
 def uptime():
@@ -50,9 +53,10 @@ def rss_kib(pid):
 
 
 def beam_pid():
-    r = subprocess.run(["pgrep", "-f", "beam.smp.*ess@localhost"], capture_output=True, text=True)
-    pids = r.stdout.split()
-    return int(pids[0]) if pids else None
+    """The broker process: the one listening on the Web-STOMP port."""
+    r = subprocess.run(["ss", "-ltnpH", "sport = :%d" % STOMP_PORT], capture_output=True, text=True)
+    m = re.search(r"pid=(\d+)", r.stdout)
+    return int(m.group(1)) if m else None
 
 
 def new_stream(tag):
@@ -188,11 +192,14 @@ def s2(essd):
         row = {"rate": rate, "seconds": S2_SECS}
         n = int(rate * S2_SECS)
         for target in ("essd", "web_stomp"):
+          try:
+            wait_broker()
             if target == "essd":
                 _, path = esslib.create_es(essd, stream)
                 args = ["ess", "--port", essd.public_port, "--path", path]
             else:
                 args = ["stomp", "--port", STOMP_PORT, "--stream", stream, "--offset", "next", "--prefetch", 2000]
+            cl = None
             cl = subprocess.Popen([LC, *map(str, args), "--count", str(n), "--latency", "--timeout",
                                    str(int(S2_SECS) + 15)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             time.sleep(1.5)  # the subscription is live before the first publish
@@ -200,6 +207,8 @@ def s2(essd):
                      timeout=S2_SECS * 4 + 30)
             so, se = cl.communicate(timeout=S2_SECS + 30)
             res = json.loads([x for x in so.splitlines() if x.startswith("{")][-1])
+            if se.strip():
+                res["stderr"] = se.strip()[-600:]
             res["published"] = pub["published"]
             res["publish_rate"] = pub["rate"]
             res["lost"] = pub["published"] - res["frames"]
@@ -207,7 +216,15 @@ def s2(essd):
             lat = res["latency_us"] or {}
             log("S2 %d/s %s: p50 %s p99 %s max %s us, lost %d" % (rate, target, lat.get("p50"), lat.get("p99"),
                                                                  lat.get("max"), res["lost"]))
-        a, b = (row["essd"]["latency_us"] or {}).get("p99"), (row["web_stomp"]["latency_us"] or {}).get("p99")
+          except Exception as e:  # noqa: BLE001 - keep the other rates
+            log("S2 %d/s %s failed: %r" % (rate, target, e))
+            row[target] = None
+            row[target + "_error"] = repr(e)
+            if cl and cl.poll() is None:
+                cl.kill()
+                cl.wait()
+        a = ((row.get("essd") or {}).get("latency_us") or {}).get("p99")
+        b = ((row.get("web_stomp") or {}).get("latency_us") or {}).get("p99")
         row["p99_essd_over_web_stomp"] = ratio(a, b)
         out.append(row)
     RESULTS["s2"] = out
@@ -244,7 +261,7 @@ def burst(args, pid_for_rss):
     res["rss_before_kib"] = before
     res["rss_open_kib"] = during
     opened = max(1, res["opened"])
-    res["rss_per_conn_kib"] = round((during - before) / opened, 2)
+    res["rss_per_conn_kib"] = round((during - before) / opened, 2) if before and during else None
     return res
 
 
@@ -268,10 +285,13 @@ def s3():
     admin.close()
     log("S3: %d streams with one message each in %.1f s" % (nstreams, time.time() - t))
     out = {"streams": nstreams}
-    os.makedirs(os.path.join(WORK, "s3"), exist_ok=True)
-    essd = esslib.Essd(workdir=os.path.join(WORK, "s3")).start()
-    try:
-        for clients in S3_CLIENTS:
+    RESULTS["s3"] = out
+    for clients in S3_CLIENTS:
+      wd = os.path.join(WORK, "s3-%d" % clients)
+      os.makedirs(wd, exist_ok=True)
+      essd = esslib.Essd(workdir=wd).start()  # a fresh process: its RSS baseline holds no earlier work
+      try:
+        if True:
             paths_file = os.path.join(WORK, "paths-%d" % clients)
             t = time.time()
             with open(paths_file, "w") as f:
@@ -288,9 +308,9 @@ def s3():
             res["metrics_after"] = {k: m.get(k) for k in ("ess_websocket_connections", "ess_subscriptions")}
             res["rss_after_kib"] = rss_kib(essd.proc.pid)
             out["essd_%d" % clients] = res
-            log("S3 essd %d: opened %d failed %d open p99 %s ms, %.2f KiB/conn, released %s" % (
+            log("S3 essd %d: opened %d failed %d open p99 %s ms, %s KiB/conn, released %s" % (
                 clients, res["opened"], res["failed"], (res["open_ms"] or {}).get("p99"), res["rss_per_conn_kib"], ok))
-    finally:
+      finally:
         essd.stop()
     streams_file = os.path.join(WORK, "streams")
     with open(streams_file, "w") as f:
@@ -300,8 +320,8 @@ def s3():
                  "--offset", "first", "--prefetch", 100, "--timeout", 120], bp)
     res["note"] = "rss is the broker's (beam.smp) RSS, which also holds the streams and other engineers' work"
     out["web_stomp_%d" % nstreams] = res
-    log("S3 web-stomp %d: opened %d failed %d open p99 %s ms" % (nstreams, res["opened"], res["failed"],
-                                                             (res["open_ms"] or {}).get("p99")))
+    log("S3 web-stomp %d: opened %d failed %d open p99 %s ms, %s KiB/conn (broker)" % (
+        nstreams, res["opened"], res["failed"], (res["open_ms"] or {}).get("p99"), res["rss_per_conn_kib"]))
     e, s = out.get("essd_1000"), res
     if e:
         out["open_p99_essd_over_web_stomp"] = ratio((e["open_ms"] or {}).get("p99"), (s["open_ms"] or {}).get("p99"))
@@ -361,6 +381,8 @@ def versions(essd):
         v["essd"] = essd.json("GET", "/event-stream/version/")[1]
     except Exception as e:  # noqa: BLE001
         v["essd"] = str(e)
+    r = subprocess.run(["git", "-C", SOURCE, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    v["git"] = r.stdout.strip()
     r = esslib.broker_ctl("version")
     v["rabbitmq"] = r.stdout.strip()
     for pkg in ("libwebsockets-dev", "libuv1-dev", "librabbitmq-dev"):
