@@ -348,6 +348,20 @@ def metrics(essd):
     return out
 
 
+def wait_broker(tries=120):
+    """Wait (bounded, ~60 s) until the shared broker accepts AMQP and stream
+    connections: other tests may be restarting it. True when it does."""
+    for _ in range(tries):
+        try:
+            a = StreamAdmin()
+            a.close()
+            socket.create_connection(("127.0.0.1", 5672), timeout=2).close()
+            return True
+        except (OSError, ConnectionError, RuntimeError, struct.error):
+            time.sleep(0.5)
+    return False
+
+
 def wait_ready(essd, tries=100):
     """Wait (bounded) for GET /health/ready = 200: registry open, broker
     reachable. essd answers /health/live before its stream client has

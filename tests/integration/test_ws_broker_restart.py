@@ -26,7 +26,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from esslib import (AMQP_URL, CAT, PUBLISH, Checker, Essd, broker_ctl, create_es,  # noqa: E402
-                    delete_stream, metrics, recv_close, unique, ws_open, sanitizer_report, wait_ready)
+                    delete_stream, metrics, recv_close, unique, ws_open, sanitizer_report, wait_broker, wait_ready)
 
 t = Checker()
 RATE = 2000
@@ -142,6 +142,7 @@ def stream_offsets(stream, idle_s=3, limit_s=60):
 
 
 def main():
+    t.check(wait_broker(), "the shared broker is up")
     stream = unique("it4-brk")
     restarted = False
     with tempfile.TemporaryDirectory(prefix="it4-brk-") as d:

@@ -28,7 +28,7 @@ import urllib.parse
 
 sys.path.insert(0, os.path.dirname(__file__))
 from esslib import (LISTEN, Checker, Essd, StreamAdmin, cat_read, create_es, delete_stream,  # noqa: E402
-                    recv_close, unique, ws_open, sanitizer_report, wait_ready)
+                    recv_close, unique, ws_open, sanitizer_report, wait_broker, wait_ready)
 
 t = Checker()
 SELECTORS = [("X-StreamOffsetFromOrdinal", "header"), ("X-StreamOffsetFromTimestamp", "header"),
@@ -225,6 +225,7 @@ def missing_stream_row(stream):
 
 
 def main():
+    t.check(wait_broker(), "the shared broker is up")
     names = {k: unique("it4-close-" + k) for k in ("del", "poison", "repl", "listen", "none")}
     adm = StreamAdmin()
     try:

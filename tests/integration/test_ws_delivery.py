@@ -31,7 +31,7 @@ from email.utils import format_datetime
 
 sys.path.insert(0, os.path.dirname(__file__))
 from esslib import (CAT, Checker, Essd, StreamAdmin, cat_publish, cat_read, create_es,  # noqa: E402
-                    delete_stream, publish, tool, unique, ws_open, sanitizer_report, wait_ready)
+                    delete_stream, publish, tool, unique, ws_open, sanitizer_report, wait_broker, wait_ready)
 
 t = Checker()
 PHASE = 10000
@@ -247,6 +247,7 @@ def from_nothing(e, adm, stream, end):
 
 
 def main():
+    t.check(wait_broker(), "the shared broker is up")
     stream = unique("it4-dlv")
     adm = StreamAdmin()
     try:

@@ -28,7 +28,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from esslib import (PUBLISH, AMQP_URL, Checker, Essd, StreamAdmin, broker_ctl, create_es,  # noqa: E402
-                    delete_stream, metrics, unique, vm_rss_kib, ws_open, sanitizer_report, wait_ready)
+                    delete_stream, metrics, unique, vm_rss_kib, ws_open, sanitizer_report, wait_broker, wait_ready)
 
 t = Checker()
 BUDGET = 256 * 1024
@@ -263,6 +263,7 @@ def thousand_clients():
 
 
 def main():
+    t.check(wait_broker(), "the shared broker is up")
     with tempfile.TemporaryDirectory(prefix="it4-flow-") as d:
         stalled_client(d)
     thousand_clients()
