@@ -18,6 +18,7 @@
 
 #include <inttypes.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -113,6 +114,23 @@ static void on_reload(ess_app_t *app)
 {
     ess_reload_result_t r;
     ess_script_reload(app, "SIGHUP", &r);
+}
+
+/* Every connection is a descriptor: raise the soft open-file limit (often
+ * 1024) toward the hard one so that public.max_connections can be reached;
+ * without it accept() fails with EMFILE long before. */
+static void raise_fd_limit(const ess_config_t *cfg)
+{
+    struct rlimit rl;
+    rlim_t want = (rlim_t)cfg->max_connections + 256;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want)
+        return;
+    rl.rlim_cur = rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want ? rl.rlim_max : want;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0 || getrlimit(RLIMIT_NOFILE, &rl) != 0 ||
+        rl.rlim_cur < want)
+        ess_log_warn("open-file limit %llu is below public.max_connections + 256 (%llu): "
+                     "connections beyond it are refused",
+                     (unsigned long long)rl.rlim_cur, (unsigned long long)want);
 }
 
 static const char *config_path(const char *arg)
@@ -216,6 +234,7 @@ int main(int argc, char **argv)
         ess_log_error("%s", err);
         goto fail_loop;
     }
+    raise_fd_limit(app.cfg);
     if (ess_server_start(&app, err, sizeof err) != ESS_OK) {
         ess_log_error("%s", err);
         ess_server_destroy(&app);
