@@ -18,6 +18,7 @@
 #include <uv.h>
 
 #include "ess.h"
+#include "util/utf8.h"
 #include "mq/stream_client.h"
 #include "util/log.h"
 
@@ -69,7 +70,9 @@ static void usage(FILE *f)
             "       ess-cat [--url URL] [--stream-port P] --publish [--create] STREAM < lines\n"
             "       ess-cat [--url URL] [--stream-port P] --delete|--exists STREAM\n"
             "--count is per subscription; --fanout opens SUBS subscriptions (only the summary\n"
-            "is printed); --rate reads slowly by pausing credit. URL defaults to $ESS_AMQP_URL, "
+            "is printed); --rate reads slowly by pausing credit. --format json prints\n"
+            "{\"offset\":N,\"timestamp\":MS,\"body\":\"...\"} per message, or \"body_base64\" for a\n"
+            "body that is not UTF-8. URL defaults to $ESS_AMQP_URL, "
             "$ESS_AMPQ_URL or amqp://guest:guest@127.0.0.1:5672/\n");
 }
 
@@ -122,6 +125,22 @@ static void summary(void)
         printf(" subscriptions=%d order_errors=%" PRIu64, n_readers, order_errors);
     putchar('\n');
     fflush(stdout);
+}
+
+static void base64_out(const uint8_t *p, size_t n)
+{
+    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16;
+        if (i + 1 < n)
+            v |= (uint32_t)p[i + 1] << 8;
+        if (i + 2 < n)
+            v |= p[i + 2];
+        putchar(b64[(v >> 18) & 63]);
+        putchar(b64[(v >> 12) & 63]);
+        putchar(i + 1 < n ? b64[(v >> 6) & 63] : '=');
+        putchar(i + 2 < n ? b64[v & 63] : '=');
+    }
 }
 
 static void json_body(const uint8_t *p, size_t n)
@@ -216,9 +235,15 @@ static void on_message(ess_stream_sub_t *sub, const ess_stream_msg_t *m, void *u
     n_msgs++;
     if (!A.quiet && n_readers == 1) {
         if (strcmp(A.format, "json") == 0) {
-            printf("{\"offset\":%" PRIu64 ",\"timestamp\":%" PRId64 ",\"body\":\"", m->offset,
-                   m->timestamp_ms);
-            json_body(m->body, m->len);
+            /* JSON strings are Unicode: a body that is not UTF-8 is given
+             * as "body_base64" instead, so every line stays valid JSON. */
+            int text = ess_utf8_valid(m->body, m->len);
+            printf("{\"offset\":%" PRIu64 ",\"timestamp\":%" PRId64 ",\"%s\":\"", m->offset,
+                   m->timestamp_ms, text ? "body" : "body_base64");
+            if (text)
+                json_body(m->body, m->len);
+            else
+                base64_out(m->body, m->len);
             fputs("\"}\n", stdout);
         } else {
             fwrite(m->body, 1, m->len, stdout);
