@@ -89,6 +89,17 @@ static void write_response(struct lws *wsi, ess_api_req_t *r, ess_api_response_t
 fail:
     ess_buf_free(&resp->body);
     ess_buf_free(&resp->headers);
+    if (resp->status != 500 || strcmp(resp->route, "error") != 0) {
+        /* Headers that do not fit (a handler's huge header): a plain 500. */
+        ess_log_error("api: the response headers do not fit in %zu bytes",
+                      sizeof buf - LWS_PRE);
+        resp->status = 500;
+        ess_buf_append(&resp->body, "{\"detail\":\"Internal Server Error\"}", 34);
+        snprintf(resp->content_type, sizeof resp->content_type, "application/json");
+        snprintf(resp->route, sizeof resp->route, "error");
+        write_response(wsi, r, resp);
+        return;
+    }
     r->phase = 2; /* the caller closes the connection */
 }
 
@@ -255,7 +266,9 @@ int ess__api_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
          * CLOSED_HTTP after that with user NULL. */
         if (r == NULL)
             return 0;
-        if (r->phase == 1 || (r->phase == 0 && r->path != NULL)) {
+        /* In flight until the response is written: phase 0 (reading),
+         * 1 (writing) and 2 (could not answer). */
+        if (r->phase != 3 && r->path != NULL) {
             app->api_inflight--;
             r->phase = 3;
         }
