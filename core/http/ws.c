@@ -29,12 +29,21 @@ int ess__ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *us
         lws_callback_on_writable(wsi);
         return 0;
     }
+    case LWS_CALLBACK_HTTP_BODY:
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        /* A body is read and dropped. Left to lws's dummy handler, its
+         * completion started the next request on the connection before our
+         * 404 body was written, so a request hidden in the body was answered
+         * in the middle of the first response (an HTTP desync behind an
+         * ingress). */
+        return 0;
     case LWS_CALLBACK_HTTP_WRITEABLE: {
         uint8_t buf[LWS_PRE + sizeof not_found];
         memcpy(buf + LWS_PRE, not_found, sizeof not_found - 1);
-        if (lws_write(wsi, buf + LWS_PRE, sizeof not_found - 1, LWS_WRITE_HTTP_FINAL) < 0)
-            return -1;
-        return lws_http_transaction_completed(wsi) ? -1 : 0;
+        lws_write(wsi, buf + LWS_PRE, sizeof not_found - 1, LWS_WRITE_HTTP_FINAL);
+        /* No keep-alive on the public port: nothing but upgrades belong here,
+         * and closing leaves no unread body to be parsed as a request. */
+        return -1;
     }
     case LWS_CALLBACK_ESTABLISHED:
         *ps = ess_session_open(app, wsi);
