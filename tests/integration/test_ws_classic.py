@@ -38,7 +38,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from esslib import (AMQP_URL, PUBLISH, Checker, Essd, broker_ctl, create_es, free_port,  # noqa: E402
-                    recv_close, unique, vm_rss_kib, ws_open)
+                    recv_close, sanitizer_report, unique, vm_rss_kib, wait_broker, ws_open)
 
 t = Checker()
 EXCHANGE = "event-streams"
@@ -385,6 +385,7 @@ def broker_down(d):
         t0 = time.time()
         t.eq(e.stop(), 0, "essd without a broker exits 0 on SIGTERM")
         print("classic: essd without a broker stopped in %.1f s" % (time.time() - t0))
+        t.eq(sanitizer_report(e), "", "no sanitizer report (broker down)")
     finally:
         e.stop()
 
@@ -410,6 +411,7 @@ def leftovers():
 
 
 def main():
+    t.check(wait_broker(), "the shared broker is up")
     with tempfile.TemporaryDirectory(prefix="it4-classic-") as d:
         cfg = os.path.join(d, "classic.yaml")
         with open(cfg, "w") as f:
@@ -431,6 +433,7 @@ def main():
             reconnect(e)
             t.check(e.proc.poll() is None, "essd still running")
             t.eq(e.stop(), 0, "essd exits 0 on SIGTERM")
+            t.eq(sanitizer_report(e), "", "no sanitizer report")
         leftovers()
         broker_down(d)
     t.done()
