@@ -112,7 +112,10 @@ static void dispatch(struct lws *wsi, ess_app_t *app, ess_api_req_t *r)
         int n = lws_hdr_total_length(wsi, header_tokens[i]);
         if (n <= 0 || n >= (int)sizeof values[0])
             continue;
-        if (lws_hdr_copy(wsi, values[nh], sizeof values[nh], header_tokens[i]) < 0)
+        /* A value with a NUL in it would reach Lua cut short ("Bearer
+         * TOKEN\0junk" passed the token check): treat it as absent. */
+        int got = lws_hdr_copy(wsi, values[nh], sizeof values[nh], header_tokens[i]);
+        if (got < 0 || strlen(values[nh]) != (size_t)got)
             continue;
         const char *name = (const char *)lws_token_to_string(header_tokens[i]);
         static char names[ESS_ARRAY_SIZE(header_tokens)][64];

@@ -644,6 +644,26 @@ def stream_admin():
     return esslib.StreamAdmin()
 
 
+def token_case():
+    """With an API token: a header value with a NUL is not cut short into a
+    valid token, and the usual forms still work."""
+    e = Essd(env=dict(SAN_ENV, ESS_API_TOKEN="s3cret"))
+    e.start()
+    try:
+        for h, want in ((None, 401), ("Bearer s3cret", 200), ("bearer s3cret", 200), ("Bearer s3cre", 401),
+                        ("Bearer s3cretX", 401), ("Basic s3cret", 401), ("Bearer " + "x" * 2000, 401),
+                        ("Bearer s3cret\x00junk", 401)):
+            raw = b"GET /event-stream/ HTTP/1.1\r\nHost: x\r\n" + \
+                (b"Authorization: " + h.encode("latin-1") + b"\r\n" if h else b"") + b"Connection: close\r\n\r\n"
+            got = parse_responses(exchange(e.internal_port, raw, shut=False, read_timeout=5.0))
+            T.eq(got[0][0] if got else None, want, "token: Authorization %r" % (h and h[:30]))
+        T.eq(e.request("GET", "/health/live")[0], 200, "token: /health/live is open")
+    finally:
+        rc = e.stop()
+    T.eq(rc, 0, "token essd exit status")
+    check_output(e, "token essd")
+
+
 def main():
     t0 = time.time()
     stream = esslib.unique("hostile")
@@ -673,6 +693,7 @@ def main():
     check_output(essd, "main essd")
     lua_error_case()
     db_fault_case()
+    token_case()
     print("hostile: %d API requests (%d answered, %d 5xx), %d WebSocket attempts (%d upgraded), "
           "statuses %s, %.1f s" % (stats["api"], stats["api_answered"], stats["api_5xx"], stats["ws"],
                                    stats["ws_101"], dict(sorted(stats["status"].items())), time.time() - t0))
