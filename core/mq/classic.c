@@ -25,9 +25,9 @@
 
 #define SUB_BUCKETS 1024
 #define DEFAULT_PREFETCH 500
-#define POLL_US 20000   /* consume wait: commands are never starved longer */
-#define IO_TIMEOUT_S 5  /* TCP connect, handshake and each RPC */
-#define STABLE_MS 5000  /* a connection that lived this long resets the backoff */
+#define POLL_US 20000  /* consume wait: commands are never starved longer */
+#define IO_TIMEOUT_S 5 /* TCP connect, handshake and each RPC */
+#define STABLE_MS 5000 /* a connection that lived this long resets the backoff */
 
 enum { CMD_SUB, CMD_UNSUB, CMD_ACK, CMD_CLOSE };
 enum { EV_SUBSCRIBED, EV_MESSAGE, EV_ENDED, EV_EXIT };
@@ -268,9 +268,8 @@ static int open_connection(ess_classic_t *c)
          .value = {.kind = AMQP_FIELD_KIND_TABLE, .value.table = {1, caps}}},
     };
     amqp_table_t ptable = {2, props};
-    amqp_rpc_reply_t r =
-        amqp_login_with_properties(conn, u.vhost, 0, 131072, c->heartbeat_s, &ptable,
-                                   AMQP_SASL_METHOD_PLAIN, u.user, u.pass);
+    amqp_rpc_reply_t r = amqp_login_with_properties(
+        conn, u.vhost, 0, 131072, c->heartbeat_s, &ptable, AMQP_SASL_METHOD_PLAIN, u.user, u.pass);
     if (r.reply_type != AMQP_RESPONSE_NORMAL) {
         rc = r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION ? ESS_EAUTH : ESS_EPROTO;
         ess_log_warn("classic: login to %s:%d vhost '%s' refused", u.host, u.port, u.vhost);
@@ -380,8 +379,7 @@ static int setup(ess_classic_t *c, wsub_t *w)
     w->gen++;
     snprintf(w->ctag, sizeof w->ctag, "essd-%llu-%u", (unsigned long long)w->id, w->gen);
     step = "basic.consume";
-    amqp_basic_consume(c->conn, ch, queue, amqp_cstring_bytes(w->ctag), 0, 0, 0,
-                       amqp_empty_table);
+    amqp_basic_consume(c->conn, ch, queue, amqp_cstring_bytes(w->ctag), 0, 0, 0, amqp_empty_table);
     if ((rc = check(c, ch, step)) != ESS_OK)
         goto fail_queue;
     w->chan = ch;
@@ -543,8 +541,9 @@ static void redo(ess_classic_t *c, amqp_channel_t ch, int already_closed)
     }
     if (c->dead)
         return; /* set up again after the reconnect */
-    ess_log_warn("classic: sub %llu lost its queue; declaring a new one (messages in between are lost)",
-                 (unsigned long long)w->id);
+    ess_log_warn(
+        "classic: sub %llu lost its queue; declaring a new one (messages in between are lost)",
+        (unsigned long long)w->id);
     int rc = setup(c, w);
     if (rc != ESS_OK && !c->dead) {
         emit(c, EV_ENDED, w->id, rc);
@@ -571,9 +570,7 @@ static void other_frame(ess_classic_t *c)
         server_close(c, f.channel, &f.payload.method, "consume");
         redo(c, f.channel, 1);
         break;
-    case AMQP_CONNECTION_CLOSE_METHOD:
-        server_close(c, 0, &f.payload.method, "consume");
-        break;
+    case AMQP_CONNECTION_CLOSE_METHOD: server_close(c, 0, &f.payload.method, "consume"); break;
     default: break;
     }
 }
