@@ -303,9 +303,8 @@ static void open_classic(ess_session_t *s, const ess_route_t *route)
         ess_log_info("session %s: classic (version 1) mode has no history: start selector ignored",
                      s->uuid);
     ess_classic_t *client = ess_gateway_classic_client(s->app);
-    if (client == NULL ||
-        ess_classic_subscribe(client, route->exchange, route->routing_key, &cbs, s, &s->csub) !=
-            ESS_OK) {
+    if (client == NULL || ess_classic_subscribe(client, route->exchange, route->routing_key, &cbs,
+                                                s, &s->csub) != ESS_OK) {
         s->csub = NULL;
         ess_session_close(s, 1013, "the broker is unavailable; retry later", 0);
         return;
