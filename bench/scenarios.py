@@ -184,8 +184,6 @@ def s1(essd):
 
 def s2(essd):
     wait_broker()
-    stream = new_stream("s2")
-    esslib.StreamAdmin().create(stream)
     out = []
     RESULTS["s2"] = out
     for rate in RATES:
@@ -194,6 +192,10 @@ def s2(essd):
         for target in ("essd", "web_stomp"):
           try:
             wait_broker()
+            # A fresh stream per run: a backlog the broker still ingests from
+            # the previous rate must not reach this run's subscriber.
+            stream = new_stream("s2-%d-%s" % (rate, target.replace("_", "")))
+            esslib.StreamAdmin().create(stream)
             if target == "essd":
                 _, path = esslib.create_es(essd, stream)
                 args = ["ess", "--port", essd.public_port, "--path", path]
@@ -203,6 +205,7 @@ def s2(essd):
             cl = subprocess.Popen([LC, *map(str, args), "--count", str(n), "--latency", "--timeout",
                                    str(int(S2_SECS) + 15)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             time.sleep(1.5)  # the subscription is live before the first publish
+            time.sleep(2.0)  # and the broker has settled after the previous run
             pub = lc("pub", "--stream", stream, "--rate", rate, "--seconds", S2_SECS, "--size", 250,
                      timeout=S2_SECS * 4 + 30)
             so, se = cl.communicate(timeout=S2_SECS + 30)
@@ -211,6 +214,8 @@ def s2(essd):
                 res["stderr"] = se.strip()[-600:]
             res["published"] = pub["published"]
             res["publish_rate"] = pub["rate"]
+            res["broker_confirmed"] = pub.get("confirmed")
+            res["broker_confirmed_after_s"] = pub.get("confirmed_after_s")
             res["lost"] = pub["published"] - res["frames"]
             row[target] = res
             lat = res["latency_us"] or {}
@@ -373,6 +378,56 @@ def s4(essd):
     log("S4: RSS %d..%d KiB over %ds, close %s" % (min(rss), max(rss), S4_SECS, closed))
 
 
+def profile(essd):
+    """Where essd's time goes during a replay: syscalls per message (strace -c)
+    and the hottest symbols (perf, caller graph folded to self time)."""
+    wait_broker()
+    n = 200000
+    stream = new_stream("prof")
+    load_stream(stream, json_lines(n, 250))
+    out = {"messages": n}
+    _, path = esslib.create_es(essd, stream)
+    st_file = os.path.join(WORK, "strace.txt")
+    tr = subprocess.Popen(["strace", "-c", "-f", "-o", st_file, "-p", str(essd.proc.pid)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    e = lc("ess", "--port", essd.public_port, "--path", path + "?stream_from_ordinal=0", "--count", n,
+           "--timeout", 300)
+    tr.send_signal(2)
+    tr.wait(60)
+    calls = {}
+    with open(st_file) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 5 and parts[0][0].isdigit() and parts[-1] != "total":
+                try:
+                    calls[parts[-1]] = int(parts[3])
+                except ValueError:
+                    pass
+    out["strace_replay"] = e
+    out["syscalls_per_message"] = {k: round(v / n, 3) for k, v in sorted(calls.items(), key=lambda kv: -kv[1])
+                                   if v / n >= 0.005}
+    out["syscalls_per_message_total"] = round(sum(calls.values()) / n, 3)
+    log("profile: %.2f syscalls per message: %s" % (out["syscalls_per_message_total"], out["syscalls_per_message"]))
+    _, path = esslib.create_es(essd, stream)
+    data = os.path.join(WORK, "perf.data")
+    pf = subprocess.Popen(["perf", "record", "-F", "1999", "-g", "-o", data, "-p", str(essd.proc.pid)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    e = lc("ess", "--port", essd.public_port, "--path", path + "?stream_from_ordinal=0", "--count", n,
+           "--timeout", 300)
+    pf.send_signal(2)
+    pf.wait(60)
+    out["perf_replay"] = e
+    r = subprocess.run(["perf", "report", "-i", data, "--no-children", "--sort", "dso,symbol", "--stdio",
+                        "--percent-limit", "0.8", "-g", "none"], capture_output=True, text=True, timeout=300)
+    out["perf_self"] = [x.rstrip() for x in r.stdout.splitlines() if x.strip() and not x.startswith("#")][:40]
+    r = subprocess.run(["perf", "report", "-i", data, "--children", "--sort", "symbol", "--stdio",
+                        "--percent-limit", "4", "-g", "none"], capture_output=True, text=True, timeout=300)
+    out["perf_children"] = [x.rstrip() for x in r.stdout.splitlines() if x.strip() and not x.startswith("#")][:40]
+    RESULTS["profile"] = out
+
+
 # ---------------------------------------------------------------- report
 
 def versions(essd):
@@ -444,16 +499,18 @@ def summary(cmd):
         L.append("")
     if "s2" in R:
         L += ["## S2 live publish-to-receive latency (AMQP 0-9-1 publish, µs)", "",
-              "| rate/s | s | target | published (rate) | received | lost | p50 | p99 | p99.9 | max |",
-              "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+              "| rate/s | s | target | published (rate) | broker confirmed all after s | received | lost | p50 | p99 | p99.9 | max |",
+              "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for row in R["s2"]:
             for t in ("essd", "web_stomp"):
                 r = row.get(t)
                 if not r:
                     continue
                 lat = r["latency_us"] or {}
-                L.append("| %s | %s | %s | %s (%s/s) | %s | %s | %s | %s | %s | %s |" % (
+                L.append("| %s | %s | %s | %s (%s/s) | %s | %s | %s | %s | %s | %s | %s |" % (
                     fmt(row["rate"]), row["seconds"], t, fmt(r["published"]), fmt(r["publish_rate"]),
+                    fmt(r.get("broker_confirmed_after_s"), 1) if r.get("broker_confirmed") == r["published"] else
+                    "%s confirmed" % r.get("broker_confirmed"),
                     fmt(r["frames"]), r["lost"], fmt(lat.get("p50")), fmt(lat.get("p99")), fmt(lat.get("p999")),
                     fmt(lat.get("max"))))
         L.append("")
@@ -475,6 +532,13 @@ def summary(cmd):
               "essd RSS min %s KiB, max %s KiB, growth %s KiB over %s s (outbound budget %s bytes); close frame seen: %s." % (
                   fmt(r["rss_min_kib"]), fmt(r["rss_max_kib"]), fmt(r["rss_growth_kib"]), r["seconds"],
                   fmt(r["outbound_budget_bytes"]), r["close_seen"]), ""]
+    if "profile" in R:
+        r = R["profile"]
+        L += ["## Profile of essd during a %s-message replay" % fmt(r["messages"]), "",
+              "Syscalls per message (strace -c -f, all threads): %s total; %s." % (
+                  r["syscalls_per_message_total"], ", ".join("%s %s" % kv for kv in r["syscalls_per_message"].items())),
+              "", "perf, self time:", "", "```"] + r["perf_self"][:25] + ["```", "",
+              "perf, with children (>= 4%):", "", "```"] + r["perf_children"][:25] + ["```", ""]
     if "perf_top" in R:
         L += ["## perf during S1 (essd, self time)", "", "```", R["perf_top"].rstrip(), "```", ""]
     return "\n".join(L) + "\n"
@@ -497,9 +561,9 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--build", required=True)
     ap.add_argument("--loadclient", required=True)
-    ap.add_argument("--only", default="ceiling,s1,s2,s3,s4")
+    ap.add_argument("--only", default=None, help="ceiling,s1,s2,s3,s4,profile (default: all; --quick: no profile)")
     ap.add_argument("--cmd", default="bench/run")
-    ap.add_argument("--no-perf", action="store_true")
+    ap.add_argument("--perf-s1", action="store_true", help="also perf-record essd during S1 (slows it)")
     a = ap.parse_args()
     LC, CAT = a.loadclient, os.path.join(a.build, "ess-cat")
     esslib.ESSD = os.path.join(a.build, "essd")
@@ -510,7 +574,7 @@ def main():
     S2_SECS = 4 if q else 10
     S3_CLIENTS = [1000] if q else [1000, 5000]
     S4_SECS = 12 if q else 40
-    PERF = not a.no_perf and not q
+    PERF = a.perf_s1
     PREFIX = "bench-%d" % os.getpid()
     DATE = datetime.datetime.utcnow().strftime("%Y%m%dT%H%MZ") + ("-quick" if q else "")
     OUTDIR = os.path.join(HERE, "results")
@@ -518,7 +582,7 @@ def main():
     import tempfile
     WORK = tempfile.mkdtemp(prefix="ess-bench-")
     LOAD_START = uptime()
-    only = a.only.split(",")
+    only = (a.only or ("ceiling,s1,s2,s3,s4" if q else "ceiling,s1,s2,s3,s4,profile")).split(",")
     essd = esslib.Essd(workdir=os.path.join(WORK, "main"))
     os.makedirs(essd.workdir, exist_ok=True)
     essd.start()
@@ -526,7 +590,7 @@ def main():
     try:
         RESULTS["versions"] = versions(essd)
         for name, fn in (("ceiling", ceilings), ("s1", lambda: s1(essd)), ("s2", lambda: s2(essd)),
-                         ("s4", lambda: s4(essd)), ("s3", s3)):
+                         ("s4", lambda: s4(essd)), ("s3", s3), ("profile", lambda: profile(essd))):
             if name not in only:
                 continue
             try:
@@ -541,10 +605,11 @@ def main():
         wait_broker()
         try:
             admin = esslib.StreamAdmin()
-            for s in STREAMS:
-                admin.delete(s)
+            bad = [s for s in STREAMS if admin.delete(s) not in (1, 2)]
             admin.close()
-            log("deleted %d streams" % len(STREAMS))
+            for s in bad:
+                delete_quiet(s)
+            log("deleted %d streams (%d through ess-cat)" % (len(STREAMS), len(bad)))
         except (OSError, ConnectionError, RuntimeError) as e:
             log("stream cleanup through the stream protocol failed (%s); using ess-cat" % e)
             for s in STREAMS:
@@ -553,7 +618,7 @@ def main():
     RESULTS["machine"] = machine()
     RESULTS["wall_s"] = round(time.time() - t0, 1)
     RESULTS["command"] = a.cmd
-    for k in ("ceiling_loadclient", "s1", "s2", "s3", "s4"):
+    for k in ("ceiling_loadclient", "s1", "s2", "s3", "s4", "profile"):
         if k in RESULTS:
             with open(os.path.join(OUTDIR, "%s-%s.json" % (DATE, k.replace("_loadclient", ""))), "w") as f:
                 json.dump({"scenario": k, "result": RESULTS[k], "machine": RESULTS["machine"],
