@@ -243,7 +243,7 @@ local SCHEMA = {
             check_listen, "ESS_PUBLIC_LISTEN"),
         int("max_connections", 10000, 1, 1000000, "Most WebSocket connections open at once."),
         int("max_header_bytes", 8192, 1024, 1048576,
-            "Largest HTTP request header block accepted on the upgrade."),
+            "Largest HTTP request header block accepted (public upgrades and the internal API)."),
         int("max_frame_bytes", 65536, 125, 16777216,
             "Largest inbound WebSocket frame; a bigger one closes the connection."),
         int("ping_interval_s", 30, 0, 3600,
@@ -251,7 +251,8 @@ local SCHEMA = {
         int("outbound_budget_bytes", 1048576, 4096, 1073741824,
             "Bytes queued per connection before stream credit is withheld."),
         int("stall_timeout_s", 30, 1, 86400,
-            "Seconds a client may drain nothing with a full budget before it is closed."),
+            "Seconds queued frames may wait for a client that reads none before it is "
+                .. "closed (1008)."),
     } },
     { name = "internal", doc = "the internal REST API", keys = {
         leaf("listen", "host:port", "0.0.0.0:8081", "Address of the internal REST API listener.",
@@ -293,7 +294,8 @@ local SCHEMA = {
         "POST declares the stream and binds it to event-streams; DELETE deletes it.",
         check_bool),
     { name = "database", doc = "the SQLite registry", keys = {
-        leaf("path", "string", "ess.db", "SQLite file of the event-stream registry.",
+        leaf("path", "string", "ess.db",
+            "SQLite file of the event-stream registry (relative to the working directory).",
             check_nonempty, "ESS_DATABASE_PATH"),
     } },
     { name = "log", doc = "logging", keys = {
@@ -312,8 +314,10 @@ local SCHEMA = {
             "ESS_MESSAGE_STATS_INTERVAL"),
     } },
     { name = "lua", doc = "the Lua scripts", keys = {
-        leaf("path", "string", "lua", "Root directory of the Lua scripts.", check_nonempty,
-            "ESS_LUA_PATH"),
+        leaf("path", "string", "lua",
+            "Root directory of the Lua scripts (relative to the working directory); when it "
+                .. "does not exist, the lua/ folder of the source tree essd was built from.",
+            check_nonempty, "ESS_LUA_PATH"),
         leaf("enrich", "module name", "ess.enrich", "Module with the enrichment hook.",
             check_module),
         leaf("route", "module name", "ess.route", "Module with the routing hook.", check_module),
