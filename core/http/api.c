@@ -64,7 +64,9 @@ static void write_response(struct lws *wsi, ess_api_req_t *r, ess_api_response_t
     uint8_t *start = buf + LWS_PRE, *p = start, *end = buf + sizeof buf - 1;
     r->status = resp->status;
     if (lws_add_http_common_headers(wsi, (unsigned)resp->status, resp->content_type,
-                                    resp->status == 204 ? 0 : resp->body.len, &p, end))
+                                    resp->status == 204 ? 0 : resp->body.len, &p, end) ||
+        lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (const unsigned char *)"close",
+                                     5, &p, end))
         goto fail;
     for (size_t off = 0; off < resp->headers.len;) {
         const char *name = resp->headers.data + off;
@@ -235,6 +237,8 @@ int ess__api_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
         dispatch(wsi, app, r);
         return r->phase == 2 ? -1 : 0;
     case LWS_CALLBACK_HTTP_WRITEABLE: {
+        if (r->phase == 3)
+            return -1; /* lws has flushed what it had buffered: close */
         if (r->phase != 1)
             return 0;
         if (r->resp.len > 0) {
@@ -258,10 +262,16 @@ int ess__api_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
         r->phase = 3;
         access_log(wsi, r);
         app->api_inflight--;
-        int close = r->too_large || r->refuse;
-        if (lws_http_transaction_completed(wsi) || close)
-            return -1;
-        return 0;
+        /* One request per connection ("Connection: close"). libwebsockets
+         * 4.1 mishandles a request with a body pipelined behind another on
+         * a keep-alive connection: it hands header bytes to HTTP_BODY (a
+         * wrong 422) and then spins on the connection, stalling the whole
+         * loop. The internal API's few requests do not need keep-alive. */
+        if (lws_partial_buffered(wsi)) {
+            lws_callback_on_writable(wsi);
+            return 0;
+        }
+        return -1;
     }
     case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
     case LWS_CALLBACK_CLOSED_HTTP:

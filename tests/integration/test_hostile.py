@@ -337,8 +337,10 @@ def api_batches(essd, n_batches=12, per_batch=250):
                 reqs += b"GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
                 data = exchange(port, reqs, shut=False, read_timeout=3.0)
                 got = parse_responses(data)
-                T.eq(len(got), n + 1, "%s: pipelined responses" % what)
-                T.check(all(s == 200 for s, _, _ in got), "%s: pipelined all 200: %r" % (what, [s for s, _, _ in got]))
+                # One request per connection: the first is answered, then
+                # the connection closes (Connection: close).
+                T.eq([s for s, _, _ in got], [200], "%s: pipelined: the first answered" % what)
+                T.check(all(h.get("connection") == "close" for _, h, _ in got), "%s: Connection: close" % what)
             else:
                 # a well-formed request with a hostile JSON body: the answer is checked
                 body = encode(json_body())
@@ -386,6 +388,20 @@ def fixed_cases(essd):
     got = parse_responses(exchange(port, None, chunks=[raw[i:i + 3] for i in range(0, len(raw), 3)],
                                    shut=False, read_timeout=5.0))
     T.check(len(got) == 1 and got[0][0] == 201, "body in 3-byte writes: 201: %r" % got)
+    # A request with a body pipelined behind another: libwebsockets 4.1
+    # handed header bytes to it as its body (422) and then spun on the
+    # connection, so essd answered nothing more.
+    body = b'{"routing_key":"hostile-pipelined"}'
+    post = (b"POST /event-stream/ HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)) + body
+    get = b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+    for name, raw in (("GET+POST", get + post), ("POST+POST", post + post), ("POST+GET", post + get)):
+        got = parse_responses(exchange(port, raw, shut=False, read_timeout=5.0))
+        T.check(len(got) == 1 and got[0][0] in (200, 201), "pipelined %s: first answered only: %r" % (name, got))
+        try:
+            st = essd.request("GET", "/health/live", timeout=5)[0]
+        except OSError as ex:
+            st = repr(ex)
+        T.eq(st, 200, "pipelined %s: essd still answers" % name)
     # A body on a plain HTTP request to the public port: lws's default body
     # completion started the next request (hidden in the body) before the
     # first 404's body was written, desyncing the responses.
