@@ -298,7 +298,10 @@ int ess_registry_open_sqlite(const char *path, ess_registry_t **out, char *err, 
         goto fail_open;
     }
     sqlite3_extended_result_codes(s->db, 1);
-    sqlite3_busy_timeout(s->db, 5000);
+    /* The registry runs on the event loop: wait for a lock held by another
+     * process briefly, then fail the request (503) rather than stall every
+     * connection. */
+    sqlite3_busy_timeout(s->db, 200);
     if ((rc = check_and_migrate(s->db, path, err, errlen)) != ESS_OK)
         goto fail_open;
     struct {
