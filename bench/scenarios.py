@@ -182,57 +182,64 @@ def s1(essd):
     RESULTS["s1"] = out
 
 
+def s2_run(essd, rate, target, n):
+    """One live run: subscribe to "now", publish n at rate, measure."""
+    # A fresh stream per run: a backlog the broker still ingests from the
+    # previous rate must not reach this run's subscriber.
+    stream = new_stream("s2-%d-%s" % (rate, target.replace("_", "")))
+    admin = esslib.StreamAdmin()
+    admin.create(stream)
+    admin.close()
+    if target == "essd":
+        _, path = esslib.create_es(essd, stream)
+        args = ["ess", "--port", essd.public_port, "--path", path]
+    else:
+        args = ["stomp", "--port", STOMP_PORT, "--stream", stream, "--offset", "next", "--prefetch", 2000]
+    cl = subprocess.Popen([LC, *map(str, args), "--count", str(n), "--latency", "--timeout", str(int(S2_SECS) + 15)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(3.5)  # the subscription is live, and the broker settled after the previous run
+        pub = lc("pub", "--stream", stream, "--rate", rate, "--seconds", S2_SECS, "--size", 250,
+                 timeout=S2_SECS * 4 + 30)
+        so, se = cl.communicate(timeout=S2_SECS + 30)
+    finally:
+        if cl.poll() is None:
+            cl.kill()
+            cl.wait()
+    res = json.loads([x for x in so.splitlines() if x.startswith("{")][-1])
+    if se.strip():
+        res["stderr"] = se.strip()[-600:]
+    res["published"] = pub["published"]
+    res["publish_rate"] = pub["rate"]
+    res["broker_confirmed"] = pub.get("confirmed")
+    res["broker_confirmed_after_s"] = pub.get("confirmed_after_s")
+    res["lost"] = pub["published"] - res["frames"]
+    return res
+
+
 def s2(essd):
     wait_broker()
     out = []
     RESULTS["s2"] = out
     for rate in RATES:
         row = {"rate": rate, "seconds": S2_SECS}
-        n = int(rate * S2_SECS)
         for target in ("essd", "web_stomp"):
-          try:
             wait_broker()
-            # A fresh stream per run: a backlog the broker still ingests from
-            # the previous rate must not reach this run's subscriber.
-            stream = new_stream("s2-%d-%s" % (rate, target.replace("_", "")))
-            esslib.StreamAdmin().create(stream)
-            if target == "essd":
-                _, path = esslib.create_es(essd, stream)
-                args = ["ess", "--port", essd.public_port, "--path", path]
-            else:
-                args = ["stomp", "--port", STOMP_PORT, "--stream", stream, "--offset", "next", "--prefetch", 2000]
-            cl = None
-            cl = subprocess.Popen([LC, *map(str, args), "--count", str(n), "--latency", "--timeout",
-                                   str(int(S2_SECS) + 15)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            time.sleep(1.5)  # the subscription is live before the first publish
-            time.sleep(2.0)  # and the broker has settled after the previous run
-            pub = lc("pub", "--stream", stream, "--rate", rate, "--seconds", S2_SECS, "--size", 250,
-                     timeout=S2_SECS * 4 + 30)
-            so, se = cl.communicate(timeout=S2_SECS + 30)
-            res = json.loads([x for x in so.splitlines() if x.startswith("{")][-1])
-            if se.strip():
-                res["stderr"] = se.strip()[-600:]
-            res["published"] = pub["published"]
-            res["publish_rate"] = pub["rate"]
-            res["broker_confirmed"] = pub.get("confirmed")
-            res["broker_confirmed_after_s"] = pub.get("confirmed_after_s")
-            res["lost"] = pub["published"] - res["frames"]
+            try:
+                res = s2_run(essd, rate, target, int(rate * S2_SECS))
+            except Exception as e:  # noqa: BLE001 - keep the other rates
+                log("S2 %d/s %s failed: %r" % (rate, target, e))
+                row[target] = None
+                row[target + "_error"] = repr(e)
+                continue
             row[target] = res
             lat = res["latency_us"] or {}
             log("S2 %d/s %s: p50 %s p99 %s max %s us, lost %d" % (rate, target, lat.get("p50"), lat.get("p99"),
                                                                  lat.get("max"), res["lost"]))
-          except Exception as e:  # noqa: BLE001 - keep the other rates
-            log("S2 %d/s %s failed: %r" % (rate, target, e))
-            row[target] = None
-            row[target + "_error"] = repr(e)
-            if cl and cl.poll() is None:
-                cl.kill()
-                cl.wait()
         a = ((row.get("essd") or {}).get("latency_us") or {}).get("p99")
         b = ((row.get("web_stomp") or {}).get("latency_us") or {}).get("p99")
         row["p99_essd_over_web_stomp"] = ratio(a, b)
         out.append(row)
-    RESULTS["s2"] = out
 
 
 def wait_metrics_zero(essd, limit_s=30):
@@ -270,6 +277,26 @@ def burst(args, pid_for_rss):
     return res
 
 
+def s3_essd(essd, clients, streams):
+    paths_file = os.path.join(WORK, "paths-%d" % clients)
+    t = time.time()
+    with open(paths_file, "w") as f:
+        for i in range(clients):
+            _, path = esslib.create_es(essd, streams[i % len(streams)])
+            f.write(path + "?stream_from_ordinal=0\n")
+    log("S3: %d event streams in %.1f s" % (clients, time.time() - t))
+    time.sleep(1)
+    res = burst(["ess", "--port", essd.public_port, "--paths-file", paths_file, "--clients", clients,
+                 "--count", 1, "--timeout", 120], essd.proc.pid)
+    ok, m = wait_metrics_zero(essd)
+    res["released"] = ok
+    res["metrics_after"] = {k: m.get(k) for k in ("ess_websocket_connections", "ess_subscriptions")}
+    res["rss_after_kib"] = rss_kib(essd.proc.pid)
+    log("S3 essd %d: opened %d failed %d open p99 %s ms, %s KiB/conn, released %s" % (
+        clients, res["opened"], res["failed"], (res["open_ms"] or {}).get("p99"), res["rss_per_conn_kib"], ok))
+    return res
+
+
 def s3():
     wait_broker()
     nstreams = 1000
@@ -292,31 +319,13 @@ def s3():
     out = {"streams": nstreams}
     RESULTS["s3"] = out
     for clients in S3_CLIENTS:
-      wd = os.path.join(WORK, "s3-%d" % clients)
-      os.makedirs(wd, exist_ok=True)
-      essd = esslib.Essd(workdir=wd).start()  # a fresh process: its RSS baseline holds no earlier work
-      try:
-        if True:
-            paths_file = os.path.join(WORK, "paths-%d" % clients)
-            t = time.time()
-            with open(paths_file, "w") as f:
-                for i in range(clients):
-                    _, path = esslib.create_es(essd, streams[i % nstreams])
-                    f.write(path + "?stream_from_ordinal=0\n")
-            log("S3: %d event streams in %.1f s" % (clients, time.time() - t))
-            time.sleep(1)
-            res = burst(["ess", "--port", essd.public_port, "--paths-file", paths_file, "--clients", clients,
-                         "--count", 1, "--timeout", 120], essd.proc.pid)
-            res["metrics_at_hold"] = None
-            ok, m = wait_metrics_zero(essd)
-            res["released"] = ok
-            res["metrics_after"] = {k: m.get(k) for k in ("ess_websocket_connections", "ess_subscriptions")}
-            res["rss_after_kib"] = rss_kib(essd.proc.pid)
-            out["essd_%d" % clients] = res
-            log("S3 essd %d: opened %d failed %d open p99 %s ms, %s KiB/conn, released %s" % (
-                clients, res["opened"], res["failed"], (res["open_ms"] or {}).get("p99"), res["rss_per_conn_kib"], ok))
-      finally:
-        essd.stop()
+        wd = os.path.join(WORK, "s3-%d" % clients)
+        os.makedirs(wd, exist_ok=True)
+        essd = esslib.Essd(workdir=wd).start()  # a fresh process: its RSS baseline holds no earlier work
+        try:
+            out["essd_%d" % clients] = s3_essd(essd, clients, streams)
+        finally:
+            essd.stop()
     streams_file = os.path.join(WORK, "streams")
     with open(streams_file, "w") as f:
         f.write("\n".join(streams) + "\n")
@@ -338,7 +347,9 @@ def s3():
 def s4(essd):
     wait_broker()
     stream = new_stream("s4")
-    esslib.StreamAdmin().create(stream)
+    admin = esslib.StreamAdmin()
+    admin.create(stream)
+    admin.close()
     _, path = esslib.create_es(essd, stream)
     ws = esslib.ws_open(essd, path, rcvbuf=4096)  # never read: a stalled client
     samples = []
