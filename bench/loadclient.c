@@ -324,8 +324,11 @@ static void parse(conn_t *c)
     size_t pos = 0;
     if (c->state == ST_HANDSHAKE) {
         unsigned char *e = memmem(c->rbuf, c->rlen, "\r\n\r\n", 4);
-        if (!e)
+        if (!e) {
+            if (c->rlen > 65536) /* no response head is this long */
+                finish(c, ST_FAILED);
             return;
+        }
         if (c->rlen < 12 || memcmp(c->rbuf + 9, "101", 3) != 0) {
             finish(c, ST_FAILED);
             return;
