@@ -621,6 +621,13 @@ def main():
             for s in bad:
                 delete_quiet(s)
             log("deleted %d streams (%d through ess-cat)" % (len(STREAMS), len(bad)))
+            # The broker has answered OK and kept a stream before: check and retry.
+            r = esslib.broker_ctl("list_queues", "-q", "name")
+            left = [x.strip() for x in r.stdout.splitlines() if x.strip().startswith(PREFIX + "-")]
+            for s in left:
+                delete_quiet(s)
+            if left:
+                log("%d streams were still there; deleted them through ess-cat" % len(left))
         except (OSError, ConnectionError, RuntimeError) as e:
             log("stream cleanup through the stream protocol failed (%s); using ess-cat" % e)
             for s in STREAMS:
