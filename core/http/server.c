@@ -68,7 +68,8 @@ int ess_server_start(ess_app_t *app, char *err, size_t errlen)
     info.user = app;
     /* lws clears app->lws itself once the context is wholly destroyed. */
     info.pcontext = &app->lws;
-    info.max_http_header_data = (unsigned short)app->cfg->max_header_bytes;
+    info.max_http_header_data =
+        (unsigned short)(app->cfg->max_header_bytes > 65535 ? 65535 : app->cfg->max_header_bytes);
     info.max_http_header_pool = 64;
     info.fd_limit_per_thread = (unsigned int)(app->cfg->max_connections + 64);
     info.pt_serv_buf_size = 32 * 1024;

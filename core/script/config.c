@@ -6,6 +6,7 @@
  */
 #include "config.h"
 #include "ess.h"
+#include "mq/url.h"
 #include "util/log.h"
 
 #include <lauxlib.h>
@@ -110,6 +111,18 @@ int ess__config_from_table(lua_State *L, int idx, ess_config_t *c, char *err, si
     c->ingress_location = str(&r, "ingress.location");
     c->ingress_secure = flag(&r, "ingress.secure");
     c->broker_url = str(&r, "broker.url");
+    if (c->broker_url && !r.failed) {
+        /* The same parser the broker clients use, so --check-config
+         * refuses exactly what a start would. */
+        ess_url_t u;
+        if (ess_url_parse(c->broker_url, &u) != ESS_OK) {
+            snprintf(err, errlen,
+                     "config: broker.url: not a valid amqp://user:pass@host:port/vhost URL");
+            r.failed = 1;
+        } else {
+            ess_url_free(&u);
+        }
+    }
     c->stream_port = (int)num(&r, "broker.stream_port");
     c->broker_version = (int)num(&r, "broker.version");
     c->load_balancer_mode = flag(&r, "broker.load_balancer_mode");

@@ -205,6 +205,12 @@ def main():
     r = subprocess.run([ESSD, "--config", good, "--check-config"], capture_output=True, text=True,
                        env=Essd().env(), timeout=30)
     t.eq(r.returncode, 0, "--check-config on config/essd.yaml: %s" % r.stderr)
+    env = Essd().env()
+    env["ESS_AMQP_URL"] = "amqp://a:pw@h:bad/"
+    r = subprocess.run([ESSD, "--config", good, "--check-config"], capture_output=True, text=True,
+                       env=env, timeout=30)
+    t.eq(r.returncode, 2, "--check-config refuses a broker URL the broker client cannot use")
+    t.check("broker.url" in r.stderr, "the error names broker.url: %r" % r.stderr)
     r = subprocess.run([ESSD, "--version"], capture_output=True, text=True, timeout=30)
     t.check(r.returncode == 0 and r.stdout.startswith("essd "), "--version")
 
