@@ -28,6 +28,15 @@ uint64_t ess_hooks_failing_streak;
 /* The message whose properties may be asked for, during one enrich call. */
 static const ess_hook_msg_t *current_msg;
 
+/* Fields of the reused msg table of VM extras_L that may hold a value from
+ * an earlier message and must be cleared (set to nil) before the next one.
+ * Skipping the clearing when nothing was set saves three lua_setfield calls
+ * a message; another VM (a reload) starts with everything marked dirty. */
+#define EXTRA_PROPS 1u
+#define EXTRA_PROTOBUF 2u
+static const lua_State *extras_L;
+static unsigned extras_set = EXTRA_PROPS | EXTRA_PROTOBUF;
+
 static int push_value(void *ud, const char *key, size_t klen, const ess_amqp10_value_t *v)
 {
     lua_State *L = ud;
@@ -59,7 +68,19 @@ static int msg_index(lua_State *L)
         ess_amqp10_props_each(current_msg->app_props, current_msg->app_props_len, push_value, L);
     lua_pushvalue(L, -1);
     lua_setfield(L, 1, "properties");
+    extras_set |= EXTRA_PROPS;
     return 1;
+}
+
+/* msg.__newindex: a script that stores a new field (properties, raw, ...)
+ * in the reused msg table makes every optional field dirty again. */
+static int msg_newindex(lua_State *L)
+{
+    lua_settop(L, 3);
+    if (!lua_isnil(L, 3))
+        extras_set = EXTRA_PROPS | EXTRA_PROTOBUF; /* dirty is always safe */
+    lua_rawset(L, 1);
+    return 0;
 }
 
 /* ess.count(name [, by]): a script-defined counter, ess_script_<name>_total. */
@@ -151,6 +172,8 @@ int ess_hooks_init(ess_vm_t *vm, const char *enrich_module, const char *route_mo
     lua_newtable(L);
     lua_pushcfunction(L, msg_index);
     lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, msg_newindex);
+    lua_setfield(L, -2, "__newindex");
     lua_setmetatable(L, -2);
     lua_setfield(L, LUA_REGISTRYINDEX, MSG_KEY);
     return ESS_OK;
@@ -198,18 +221,27 @@ int ess_hooks_enrich(ess_vm_t *vm, ess_hook_es_t *es, const ess_hook_msg_t *m,
     lua_setfield(L, -2, "timestamp");
     lua_pushboolean(L, m->is_text);
     lua_setfield(L, -2, "is_text");
-    lua_pushnil(L);
-    lua_setfield(L, -2, "properties");
+    if (extras_L != L) {
+        extras_L = L;
+        extras_set = EXTRA_PROPS | EXTRA_PROTOBUF;
+    }
+    if (extras_set & EXTRA_PROPS) {
+        lua_pushnil(L);
+        lua_setfield(L, -2, "properties");
+        extras_set &= ~EXTRA_PROPS;
+    }
     if (m->protobuf_type) {
         lua_pushlstring(L, (const char *)m->raw, m->raw_len);
         lua_setfield(L, -2, "raw");
         lua_pushlstring(L, m->protobuf_type, m->protobuf_type_len);
         lua_setfield(L, -2, "protobuf_type");
-    } else {
+        extras_set |= EXTRA_PROTOBUF;
+    } else if (extras_set & EXTRA_PROTOBUF) {
         lua_pushnil(L);
         lua_setfield(L, -2, "raw");
         lua_pushnil(L);
         lua_setfield(L, -2, "protobuf_type");
+        extras_set &= ~EXTRA_PROTOBUF;
     }
     push_es(L, vm, es);
 
