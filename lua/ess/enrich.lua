@@ -28,8 +28,12 @@ local LOG_FIRST, LOG_EVERY = 10, 1000
 -- "1e+15". A 64-bit cdata from FFI prints without its "ULL" suffix.
 local function int(n)
     if type(n) == "number" then
-        if floor(n) == n and n > -2 ^ 63 and n < 2 ^ 63 then
-            return n == 0 and "0" or format("%.0f", n)
+        if floor(n) == n and n > -1e14 and n < 1e14 then
+            -- At most 14 digits: tostring ("%.14g") prints them exactly,
+            -- cheaper than string.format.
+            return n == 0 and "0" or tostring(n)
+        elseif floor(n) == n and n > -2 ^ 63 and n < 2 ^ 63 then
+            return format("%.0f", n)
         end
         return n == n and format("%.17g", n) or "null"
     elseif n == nil then
@@ -66,7 +70,8 @@ local function enrich(msg, es)
     if not msg.is_text or type(body) ~= "string" then
         return body
     end
-    local first = find(body, "[^ \t\n\r]")
+    -- Most bodies start with their first character: skip the pattern scan.
+    local first = byte(body, 1) == LBRACE and 1 or find(body, "[^ \t\n\r]")
     if not first or byte(body, first) ~= LBRACE then
         return body .. "|offset: " .. int(msg.offset) .. "|timestamp: " .. int(msg.timestamp)
     end
