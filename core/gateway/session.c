@@ -206,7 +206,11 @@ static void on_message(ess_stream_sub_t *sub, const ess_stream_msg_t *msg, void 
     s->last_offset = prev;
     ess_buf_free(&pb);
     free(joined);
-    if (s->tail != tail)
+    /* A non-empty queue always has a WRITEABLE pending (requested here or
+     * by ess_session_writeable when it leaves frames), so ask lws only when
+     * this message made the queue non-empty: one poll change per batch,
+     * not per message. */
+    if (tail == NULL && s->tail != NULL)
         lws_callback_on_writable(s->wsi);
     if (s->app->cfg->message_stats_interval > 0 &&
         s->msgs_in % (uint64_t)s->app->cfg->message_stats_interval == 0)
