@@ -152,6 +152,26 @@ static void emit_frame(void *ud, const uint8_t *data, size_t len)
     s->queued_bytes += len;
 }
 
+/* Per-message bookkeeping for both modes: progress stats, and withholding
+ * broker credit (stream) or acks (classic) once the budget is full. */
+static void after_message(ess_session_t *s)
+{
+    if (s->app->cfg->message_stats_interval > 0 &&
+        s->msgs_in % (uint64_t)s->app->cfg->message_stats_interval == 0)
+        log_stats(s, "progress");
+    if (s->paused || s->queued_bytes < (size_t)s->app->cfg->outbound_budget_bytes)
+        return;
+    if (s->sub) {
+        s->paused = 1;
+        ess_metrics.credit_stalls++;
+        ess_stream_sub_pause(s->sub);
+    } else if (s->csub) {
+        s->paused = 1;
+        ess_metrics.credit_stalls++;
+        ess_classic_sub_pause(s->csub);
+    }
+}
+
 static void on_message(ess_stream_sub_t *sub, const ess_stream_msg_t *msg, void *ud)
 {
     ess_session_t *s = ud;
@@ -212,14 +232,7 @@ static void on_message(ess_stream_sub_t *sub, const ess_stream_msg_t *msg, void 
      * not per message. */
     if (tail == NULL && s->tail != NULL)
         lws_callback_on_writable(s->wsi);
-    if (s->app->cfg->message_stats_interval > 0 &&
-        s->msgs_in % (uint64_t)s->app->cfg->message_stats_interval == 0)
-        log_stats(s, "progress");
-    if (!s->paused && s->sub && s->queued_bytes >= (size_t)s->app->cfg->outbound_budget_bytes) {
-        s->paused = 1;
-        ess_metrics.credit_stalls++;
-        ess_stream_sub_pause(s->sub);
-    }
+    after_message(s);
 }
 
 static void on_subscribed(ess_stream_sub_t *sub, int status, void *ud)
@@ -264,14 +277,7 @@ static void classic_on_message(ess_classic_sub_t *sub, const ess_classic_msg_t *
     }
     emit_frame(s, msg->body, msg->len);
     lws_callback_on_writable(s->wsi);
-    if (s->app->cfg->message_stats_interval > 0 &&
-        s->msgs_in % (uint64_t)s->app->cfg->message_stats_interval == 0)
-        log_stats(s, "progress");
-    if (!s->paused && s->csub && s->queued_bytes >= (size_t)s->app->cfg->outbound_budget_bytes) {
-        s->paused = 1;
-        ess_metrics.credit_stalls++;
-        ess_classic_sub_pause(s->csub);
-    }
+    after_message(s);
 }
 
 static void classic_on_subscribed(ess_classic_sub_t *sub, int status, void *ud)
