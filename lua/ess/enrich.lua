@@ -65,42 +65,56 @@ end
 -- message; specs and other hosts fall back to a cjson decode.
 local json_object = type(ess) == "table" and ess.json_object or nil
 
-local function enrich(msg, es)
-    local body = msg.body
-    if not msg.is_text or type(body) ~= "string" then
-        return body
-    end
-    -- Most bodies start with their first character: skip the pattern scan.
-    local first = byte(body, 1) == LBRACE and 1 or find(body, "[^ \t\n\r]")
-    if not first or byte(body, first) ~= LBRACE then
-        return body .. "|offset: " .. int(msg.offset) .. "|timestamp: " .. int(msg.timestamp)
-    end
-    local last, empty
-    if json_object then
-        last, empty = json_object(body)
-        if not last then
-            report_invalid(msg, es, empty)
+-- Builds an enrich function that writes the given names; the default hook
+-- is new() with "ess_offset"/"ess_timestamp" and "|offset: "/"|timestamp: ".
+-- Hooks that only rename them (ess.examples.legacy) reuse this code.
+local function new(names)
+    names = names or {}
+    local okey = names.offset_key or "ess_offset"
+    local tkey = names.timestamp_key or "ess_timestamp"
+    local text_offset = names.text_offset or "|offset: "
+    local text_timestamp = names.text_timestamp or "|timestamp: "
+    local json_first = '"' .. okey .. '":'
+    local json_more = ',"' .. okey .. '":'
+    local json_ts = ',"' .. tkey .. '":'
+
+    return function(msg, es)
+        local body = msg.body
+        if not msg.is_text or type(body) ~= "string" then
             return body
         end
-    else
-        -- A JSON text that starts with "{" and decodes is an object.
-        local ok, err = pcall(decode, body)
-        if not ok then
-            report_invalid(msg, es, err)
-            return body
+        -- Most bodies start with their first character: skip the pattern scan.
+        local first = byte(body, 1) == LBRACE and 1 or find(body, "[^ \t\n\r]")
+        if not first or byte(body, first) ~= LBRACE then
+            return body .. text_offset .. int(msg.offset) .. text_timestamp .. int(msg.timestamp)
         end
-        last = #body
-        while is_ws(byte(body, last)) do
-            last = last - 1
+        local last, empty
+        if json_object then
+            last, empty = json_object(body)
+            if not last then
+                report_invalid(msg, es, empty)
+                return body
+            end
+        else
+            -- A JSON text that starts with "{" and decodes is an object.
+            local ok, err = pcall(decode, body)
+            if not ok then
+                report_invalid(msg, es, err)
+                return body
+            end
+            last = #body
+            while is_ws(byte(body, last)) do
+                last = last - 1
+            end
+            local prev = last - 1
+            while prev > first and is_ws(byte(body, prev)) do
+                prev = prev - 1
+            end
+            empty = prev == first
         end
-        local prev = last - 1
-        while prev > first and is_ws(byte(body, prev)) do
-            prev = prev - 1
-        end
-        empty = prev == first
+        return sub(body, 1, last - 1) .. (empty and json_first or json_more)
+            .. int(msg.offset) .. json_ts .. int(msg.timestamp) .. sub(body, last)
     end
-    return sub(body, 1, last - 1) .. (empty and '"ess_offset":' or ',"ess_offset":')
-        .. int(msg.offset) .. ',"ess_timestamp":' .. int(msg.timestamp) .. sub(body, last)
 end
 
-return { enrich = enrich }
+return { enrich = new(), new = new }
