@@ -539,3 +539,12 @@ class StreamAdmin:
         except (OSError, RuntimeError, ConnectionError):
             pass
         self.sock.close()
+
+
+def sanitized(pid):
+    """True when the process has AddressSanitizer's runtime mapped."""
+    try:
+        with open("/proc/%d/maps" % pid) as f:
+            return "libasan" in f.read()
+    except OSError:
+        return False

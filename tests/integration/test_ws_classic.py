@@ -37,7 +37,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from esslib import (AMQP_URL, PUBLISH, Checker, Essd, broker_ctl, create_es, free_port,  # noqa: E402
+from esslib import (sanitized,  # noqa: E402
+    AMQP_URL, PUBLISH, Checker, Essd, broker_ctl, create_es, free_port,  # noqa: E402
                     recv_close, sanitizer_report, unique, vm_rss_kib, wait_broker, ws_open)
 
 t = Checker()
@@ -357,12 +358,6 @@ def slow(e):
     ws.close()
 
 
-def sanitized(pid):
-    try:
-        with open("/proc/%d/maps" % pid) as f:
-            return "libasan" in f.read()
-    except OSError:
-        return False
 
 
 def broker_down(d):

@@ -27,7 +27,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from esslib import (PUBLISH, AMQP_URL, Checker, Essd, StreamAdmin, broker_ctl, create_es,  # noqa: E402
+from esslib import (sanitized,  # noqa: E402
+    PUBLISH, AMQP_URL, Checker, Essd, StreamAdmin, broker_ctl, create_es,  # noqa: E402
                     delete_stream, metrics, unique, vm_rss_kib, ws_open, sanitizer_report, wait_broker, wait_ready)
 
 t = Checker()
@@ -65,13 +66,6 @@ def read_all(ws, limit, timeout=30):
     return offs, close
 
 
-def sanitized(pid):
-    """True when the process has AddressSanitizer's runtime mapped."""
-    try:
-        with open("/proc/%d/maps" % pid) as f:
-            return "libasan" in f.read()
-    except OSError:
-        return False
 
 
 def stalled_client(workdir):
