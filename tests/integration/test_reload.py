@@ -30,11 +30,16 @@ with open(cfg, "w") as f:
 stream = "it5-reload-" + uuid.uuid4().hex[:8]
 
 
+def edited(old, new):
+    """original with old replaced by new; fails loudly if enrich.lua changed shape."""
+    if old not in original:
+        raise RuntimeError("lua/ess/enrich.lua no longer contains %r: update this test" % old)
+    return original.replace(old, new, 1)
+
+
 def set_marker(marker):
-    """Write an enrich hook that tags JSON with "gen": marker (atomically)."""
-    src = original.replace('return body .. "|offset: "', 'return body .. "|gen: %s|offset: "' % marker)
-    src = src.replace('local function enrich(msg, es)',
-                      'local MARK = "%s"\nlocal function enrich(msg, es)' % marker)
+    """Write an enrich hook that tags text bodies with "|gen: marker" (atomically)."""
+    src = edited('names.text_offset or "|offset: "', 'names.text_offset or "|gen: %s|offset: "' % marker)
     tmp = enrich_path + ".tmp"
     with open(tmp, "w") as f:
         f.write(src)
@@ -107,12 +112,12 @@ try:
 
     # A syntax error and a run-time error are rejected with file and line.
     with open(enrich_path, "w") as f:
-        f.write(original.replace("local function enrich(msg, es)", "local function enrich(msg, es\n"))
+        f.write(edited("return function(msg, es)", "return function(msg, es\n"))
     st, res = e.json("POST", "/admin/reload")
     t.eq(st, 422, "syntax error rejected")
     t.check("enrich.lua:" in json.dumps(res), "syntax error names file and line: %r" % res)
     with open(enrich_path, "w") as f:
-        f.write(original.replace("local body = msg.body", "local body = msg.body\n    error('boom')"))
+        f.write(edited("local body = msg.body", "local body = msg.body\n    error('boom')"))
     st, res = e.json("POST", "/admin/reload")
     t.eq(st, 422, "run-time error rejected")
     t.check("enrich.lua:" in json.dumps(res) and "boom" in json.dumps(res), "run-time error reported: %r" % res)
@@ -153,7 +158,7 @@ try:
     # A hook that passes its self-test but raises on every real message:
     # messages still arrive (unenriched), and /health/ready says so.
     with open(enrich_path, "w") as f:
-        f.write(original.replace("local body = msg.body",
+        f.write(edited("local body = msg.body",
                                  "local body = msg.body\n    if es.routing_key ~= 'selftest' then error('bad hook') end"))
     st, res = e.json("POST", "/admin/reload")
     t.eq(st, 200, "a hook that fails only on real messages passes its self-test")
