@@ -31,7 +31,10 @@
 
 typedef struct {
     const char *url, *stream, *from, *format;
-    int port, quiet, publish, create, delete_, exists, lb, fanout, credit, heartbeat;
+    int port, quiet, publish, create, delete_, exists, lb, fanout, credit, heartbeat, latency;
+    long long credit_window;
+    long long generate; /* --publish --generate N: N stamped bodies instead of stdin, at --rate */
+    int size;
     double rate;     /* messages per second, 0 = unlimited */
     long long count; /* -1 = unlimited */
 } args_t;
@@ -57,7 +60,10 @@ typedef struct {
 static reader_t *R;
 static int n_readers, readers_left, readers_subscribed;
 static uint64_t order_errors;
-static uv_timer_t rate_timer;
+/* --latency: now minus the "t":<ns since the epoch> a publisher put in each body. */
+static int64_t *lat_us;
+static size_t lat_n, lat_cap;
+static uv_timer_t rate_timer, gen_timer;
 static int rate_paused;
 
 static void usage(FILE *f)
@@ -67,12 +73,20 @@ static void usage(FILE *f)
             "               [--from first|last|next|OFFSET|timestamp:MS|datetime:STRING]\n"
             "               [--count N] [--format raw|json] [--quiet]\n"
             "               [--fanout SUBS] [--rate MSGS_PER_S] [--credit CHUNKS] [--heartbeat S]\n"
+            "               [--credit-window BYTES] [--latency]\n"
             "       ess-cat [--url URL] [--stream-port P] --publish [--create] STREAM < lines\n"
+            "       ess-cat [--url URL] [--stream-port P] --publish [--create] STREAM --generate N\n"
+            "               [--rate MSGS_PER_S] [--size BYTES]\n"
             "       ess-cat [--url URL] [--stream-port P] --delete|--exists STREAM\n"
             "--count is per subscription; --fanout opens SUBS subscriptions (only the summary\n"
-            "is printed); --rate reads slowly by pausing credit. --format json prints\n"
+            "is printed); --rate reads slowly by pausing credit; --credit-window keeps about\n"
+            "BYTES of chunks outstanding instead of --credit chunks (as essd does). --format json prints\n"
             "{\"offset\":N,\"timestamp\":MS,\"body\":\"...\"} per message, or \"body_base64\" for a\n"
-            "body that is not UTF-8. URL defaults to $ESS_AMQP_URL, "
+            "body that is not UTF-8. --latency prints only the summary, with p50/p99/max of\n"
+            "now minus the \"t\":<ns since the epoch> member of each body (same host).\n"
+            "--generate publishes N JSON bodies of about --size bytes (default 250), each\n"
+            "stamped with \"t\" when it is sent, at --rate (default: as fast as confirmed).\n"
+            "URL defaults to $ESS_AMQP_URL, "
             "$ESS_AMPQ_URL or amqp://guest:guest@127.0.0.1:5672/\n");
 }
 
@@ -92,6 +106,8 @@ static void finish(int code)
     uv_close((uv_handle_t *)&sigterm, NULL);
     if (R != NULL)
         uv_close((uv_handle_t *)&rate_timer, NULL);
+    if (A.generate)
+        uv_close((uv_handle_t *)&gen_timer, NULL);
     ess_stream_client_close(C, on_closed, NULL);
 }
 
@@ -111,6 +127,51 @@ static const char *status_text(int status)
     }
 }
 
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static void latency_summary(void)
+{
+    printf(" latency_n=%zu", lat_n);
+    if (lat_n == 0)
+        return;
+    qsort(lat_us, lat_n, sizeof *lat_us, cmp_i64);
+    printf(" p50_us=%" PRId64 " p99_us=%" PRId64 " p999_us=%" PRId64 " max_us=%" PRId64,
+           lat_us[lat_n / 2], lat_us[(size_t)((double)lat_n * 0.99)],
+           lat_us[(size_t)((double)lat_n * 0.999)], lat_us[lat_n - 1]);
+}
+
+/* The body's "t":<digits>, or -1. */
+static int64_t body_stamp(const uint8_t *p, size_t n)
+{
+    const uint8_t *t = memmem(p, n, "\"t\":", 4);
+    if (t == NULL)
+        return -1;
+    int64_t v = 0;
+    int digits = 0;
+    for (t += 4; t < p + n && *t >= '0' && *t <= '9' && digits < 19; t++, digits++)
+        v = v * 10 + (*t - '0');
+    return digits ? v : -1;
+}
+
+static void record_latency(const uint8_t *p, size_t n)
+{
+    int64_t stamp = body_stamp(p, n);
+    if (stamp < 0)
+        return;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    if (lat_n == lat_cap) {
+        lat_cap = lat_cap ? lat_cap * 2 : 4096;
+        lat_us = ess_xrealloc(lat_us, lat_cap * sizeof *lat_us);
+    }
+    lat_us[lat_n++] = (now - stamp) / 1000;
+}
+
 static void summary(void)
 {
     double secs = (double)(uv_hrtime() - t0) / 1e9;
@@ -123,6 +184,8 @@ static void summary(void)
         printf("count=0 first=- last=- seconds=%.3f rate=0 msgs/s", secs);
     if (n_readers > 1)
         printf(" subscriptions=%d order_errors=%" PRIu64, n_readers, order_errors);
+    if (A.latency)
+        latency_summary();
     putchar('\n');
     fflush(stdout);
 }
@@ -233,6 +296,8 @@ static void on_message(ess_stream_sub_t *sub, const ess_stream_msg_t *m, void *u
     if (m->offset > last_off)
         last_off = m->offset;
     n_msgs++;
+    if (A.latency)
+        record_latency(m->body, m->len);
     if (!A.quiet && n_readers == 1) {
         if (strcmp(A.format, "json") == 0) {
             /* JSON strings are Unicode: a body that is not UTF-8 is given
@@ -342,6 +407,36 @@ static uint8_t *wrap_amqp(const char *line, size_t n, size_t *out_len)
     return p;
 }
 
+static uint64_t n_generated;
+
+/* The next generated body, or -1 when none is due yet (--rate) or left. */
+static ssize_t generate_line(char **line, size_t *cap)
+{
+    if ((long long)n_generated >= A.generate) {
+        stdin_eof = 1;
+        return -1;
+    }
+    if (A.rate > 0 && (double)n_generated >= (double)(uv_hrtime() - t0) / 1e9 * A.rate + 1)
+        return -1;
+    size_t want = (size_t)(A.size > 0 ? A.size : 250);
+    if (*cap < want + 128) {
+        *cap = want + 128;
+        *line = ess_xrealloc(*line, *cap);
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int n = snprintf(*line, *cap,
+                     "{\"type\":\"MerchantProcessingCharge\",\"seq\":%" PRIu64 ",\"t\":%" PRId64
+                     ",\"merchant_kind\":\"DATA_MANAGER\",\"pad\":\"",
+                     n_generated, (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec);
+    while ((size_t)n + 2 < want && (size_t)n + 3 < *cap)
+        (*line)[n++] = 'x';
+    (*line)[n++] = '"';
+    (*line)[n++] = '}';
+    n_generated++;
+    return n;
+}
+
 static void pump(void)
 {
     static char *line;
@@ -351,9 +446,9 @@ static void pump(void)
         size_t lens[BATCH];
         size_t n = 0;
         while (n < BATCH) {
-            ssize_t got = getline(&line, &cap, stdin);
+            ssize_t got = A.generate ? generate_line(&line, &cap) : getline(&line, &cap, stdin);
             if (got < 0) {
-                stdin_eof = 1;
+                stdin_eof |= !A.generate;
                 break;
             }
             if (got > 0 && line[got - 1] == '\n')
@@ -370,6 +465,8 @@ static void pump(void)
             return;
         }
         n_published += n;
+        if (n == 0)
+            break; /* --generate: nothing due before the next tick */
     }
     if (stdin_eof && n_confirmed + n_failed == n_published && !finishing) {
         free(line);
@@ -383,6 +480,14 @@ static void pump(void)
     }
 }
 
+static void on_gen_tick(uv_timer_t *t)
+{
+    if (P != NULL)
+        pump();
+    if (stdin_eof || finishing)
+        uv_timer_stop(t);
+}
+
 static void on_pub_ready(ess_stream_pub_t *p, int status, void *ud)
 {
     if (status != ESS_OK) {
@@ -392,6 +497,8 @@ static void on_pub_ready(ess_stream_pub_t *p, int status, void *ud)
         return;
     }
     t0 = uv_hrtime();
+    if (A.generate && A.rate > 0)
+        uv_timer_start(&gen_timer, on_gen_tick, 1, 1);
     pump();
 }
 
@@ -566,6 +673,23 @@ static int parse_args(int argc, char **argv)
             i++;
         } else if (strcmp(a, "--quiet") == 0) {
             A.quiet = 1;
+        } else if (strcmp(a, "--credit-window") == 0 && v) {
+            A.credit_window = atoll(v);
+            if (A.credit_window < 1)
+                return -1;
+            i++;
+        } else if (strcmp(a, "--generate") == 0 && v) {
+            A.generate = atoll(v);
+            if (A.generate < 1)
+                return -1;
+            i++;
+        } else if (strcmp(a, "--size") == 0 && v) {
+            A.size = atoi(v);
+            if (A.size < 120 || A.size > 1000000)
+                return -1;
+            i++;
+        } else if (strcmp(a, "--latency") == 0) {
+            A.latency = A.quiet = 1;
         } else if (strcmp(a, "--publish") == 0) {
             A.publish = 1;
         } else if (strcmp(a, "--create") == 0) {
@@ -589,7 +713,7 @@ static int parse_args(int argc, char **argv)
     }
     if (A.stream == NULL || A.stream[0] == '\0' || strlen(A.stream) > 255)
         return -1;
-    if (A.publish + A.delete_ + A.exists > 1)
+    if (A.publish + A.delete_ + A.exists > 1 || (A.generate && !A.publish))
         return -1;
     return 0;
 }
@@ -618,11 +742,14 @@ int main(int argc, char **argv)
     o.connection_name = "ess-cat";
     o.reconnect_max_ms = 2000;
     o.initial_credit = A.credit;
+    o.credit_window_bytes = (size_t)A.credit_window;
     o.heartbeat_s = A.heartbeat;
     if (ess_stream_client_create(L, &o, &C) != ESS_OK) {
         fprintf(stderr, "ess-cat: bad --url\n");
         return 2;
     }
+    if (A.generate)
+        uv_timer_init(L, &gen_timer);
     uv_signal_init(L, &sigint);
     uv_signal_start(&sigint, on_signal, SIGINT);
     uv_signal_init(L, &sigterm);
