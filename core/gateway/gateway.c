@@ -82,6 +82,9 @@ int ess_gateway_start(ess_app_t *app, char *err, size_t errlen)
         .reconnect_min_ms = cfg->reconnect_min_ms,
         .reconnect_max_ms = cfg->reconnect_max_ms,
         .connection_name = "essd",
+        /* Bytes in flight from the broker come on top of a paused
+         * session's budget: a quarter of it, in as many chunks as fit. */
+        .credit_window_bytes = (size_t)cfg->outbound_budget_bytes / 4,
     };
     gateway_t *g = ess_xcalloc(1, sizeof *g);
     g->app = app;

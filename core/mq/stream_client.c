@@ -24,6 +24,7 @@
 #include "util/log.h"
 
 #define MAX_SUBS 255
+#define MAX_CREDIT 1000 /* chunks outstanding per subscription */
 #define MAX_PUBS 255
 #define CONNECT_TIMEOUT_MS 10000
 #define RESUB_RETRY_MS 500
@@ -84,6 +85,7 @@ struct ess_stream_sub_s {
     int delivered_any;
     uint64_t last;
     int paused, credit_out;
+    size_t avg_chunk; /* moving average of delivered chunk bytes, 0 = none yet */
     int refs, depth;
 };
 
@@ -134,6 +136,7 @@ struct ess_stream_client_s {
     uv_loop_t *loop;
     ess_url_t url;
     int port, lb_mode, heartbeat_s, min_ms, max_ms, credit;
+    size_t credit_window;
     uint32_t frame_max;
     char *name;
     conn_t *conns, *locator;
@@ -723,10 +726,22 @@ fail_proto:
 
 /* ---- subscriptions ---- */
 
+/* Chunks to keep outstanding: a fixed number, or with a byte window as
+ * many as keep about that many bytes in flight: many small live chunks
+ * (latency) or a few large replay chunks (memory). */
+static int credit_target(const ess_stream_sub_t *s)
+{
+    const ess_stream_client_t *c = s->c;
+    if (c->credit_window == 0 || s->avg_chunk == 0)
+        return c->credit;
+    size_t n = c->credit_window / s->avg_chunk;
+    return n < 1 ? 1 : n > MAX_CREDIT ? MAX_CREDIT : (int)n;
+}
+
 static void grant(ess_stream_sub_t *s)
 {
     conn_t *k = s->conn;
-    int want = s->c->credit - s->credit_out;
+    int want = credit_target(s) - s->credit_out;
     if (want <= 0 || s->paused || !s->live || k == NULL || k->state != C_READY)
         return;
     ess_proto_buf_t b = {0};
@@ -912,6 +927,10 @@ static void on_deliver(conn_t *k, const ess_proto_frame_t *f)
         s->credit_out--;
     if (s->dead || !s->live)
         return;
+    size_t len = f->u.deliver.chunk_len;
+    s->avg_chunk = s->avg_chunk ? s->avg_chunk - s->avg_chunk / 4 + len / 4 : len;
+    if (s->avg_chunk == 0)
+        s->avg_chunk = 1;
     grant(s);
     ess_chunk_header_t h;
     int rc = ess_chunk_parse_header(f->u.deliver.chunk, f->u.deliver.chunk_len, &h);
@@ -1437,8 +1456,9 @@ int ess_stream_client_create(uv_loop_t *loop, const ess_stream_client_opts_t *op
     if (c->max_ms < c->min_ms)
         c->max_ms = c->min_ms;
     c->credit = opts->initial_credit > 0 ? opts->initial_credit : 3;
-    if (c->credit > 1000)
-        c->credit = 1000;
+    if (c->credit > MAX_CREDIT)
+        c->credit = MAX_CREDIT;
+    c->credit_window = opts->credit_window_bytes;
     c->name = ess_xstrdup(opts->connection_name ? opts->connection_name : "essd");
     c->rng = uv_hrtime() | 1;
     uv_timer_init(loop, &c->defer_timer);
