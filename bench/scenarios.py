@@ -182,6 +182,13 @@ def s1(essd):
     RESULTS["s1"] = out
 
 
+def ess_cat_summary(out):
+    """ess-cat --latency's summary line as the load client's fields."""
+    kv = dict(x.split("=", 1) for x in out.split() if "=" in x)
+    lat = {k: int(kv[k + "_us"]) for k in ("p50", "p99", "p999", "max") if k + "_us" in kv}
+    return {"frames": int(kv.get("count", 0)), "latency_us": lat or None}
+
+
 def s2_run(essd, rate, target, n):
     """One live run: subscribe to "now", publish n at rate, measure."""
     # A fresh stream per run: a backlog the broker still ingests from the
@@ -192,10 +199,16 @@ def s2_run(essd, rate, target, n):
     admin.close()
     if target == "essd":
         _, path = esslib.create_es(essd, stream)
-        args = ["ess", "--port", essd.public_port, "--path", path]
+        args = [LC, "ess", "--port", essd.public_port, "--path", path]
+    elif target == "ess_cat":
+        # The floor: a direct stream-protocol client (no WebSocket), with
+        # the same byte credit window as essd's default.
+        args = ["timeout", int(S2_SECS) + 15, CAT, stream, "--from", "next", "--credit-window", 262144]
     else:
-        args = ["stomp", "--port", STOMP_PORT, "--stream", stream, "--offset", "next", "--prefetch", 2000]
-    cl = subprocess.Popen([LC, *map(str, args), "--count", str(n), "--latency", "--timeout", str(int(S2_SECS) + 15)],
+        args = [LC, "stomp", "--port", STOMP_PORT, "--stream", stream, "--offset", "next", "--prefetch", 2000]
+    if target != "ess_cat":
+        args += ["--timeout", int(S2_SECS) + 15]
+    cl = subprocess.Popen([*map(str, args), "--count", str(n), "--latency"],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(3.5)  # the subscription is live, and the broker settled after the previous run
@@ -206,7 +219,10 @@ def s2_run(essd, rate, target, n):
         if cl.poll() is None:
             cl.kill()
             cl.wait()
-    res = json.loads([x for x in so.splitlines() if x.startswith("{")][-1])
+    if target == "ess_cat":
+        res = ess_cat_summary(so)
+    else:
+        res = json.loads([x for x in so.splitlines() if x.startswith("{")][-1])
     if se.strip():
         res["stderr"] = se.strip()[-600:]
     res["published"] = pub["published"]
@@ -223,7 +239,7 @@ def s2(essd):
     RESULTS["s2"] = out
     for rate in RATES:
         row = {"rate": rate, "seconds": S2_SECS}
-        for target in ("essd", "web_stomp"):
+        for target in ("ess_cat", "essd", "web_stomp"):
             wait_broker()
             try:
                 res = s2_run(essd, rate, target, int(rate * S2_SECS))
@@ -238,7 +254,9 @@ def s2(essd):
                                                                  lat.get("max"), res["lost"]))
         a = ((row.get("essd") or {}).get("latency_us") or {}).get("p99")
         b = ((row.get("web_stomp") or {}).get("latency_us") or {}).get("p99")
+        c = ((row.get("ess_cat") or {}).get("latency_us") or {}).get("p99")
         row["p99_essd_over_web_stomp"] = ratio(a, b)
+        row["p99_essd_over_ess_cat"] = ratio(a, c)
         out.append(row)
 
 
@@ -510,10 +528,12 @@ def summary(cmd):
         L.append("")
     if "s2" in R:
         L += ["## S2 live publish-to-receive latency (AMQP 0-9-1 publish, µs)", "",
+              "`ess_cat` is the floor: a direct stream-protocol client (`ess-cat --latency`, no WebSocket) "
+              "on its own fresh stream with the same publisher.", "",
               "| rate/s | s | target | published (rate) | broker confirmed all after s | received | lost | p50 | p99 | p99.9 | max |",
               "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for row in R["s2"]:
-            for t in ("essd", "web_stomp"):
+            for t in ("ess_cat", "essd", "web_stomp"):
                 r = row.get(t)
                 if not r:
                     continue
