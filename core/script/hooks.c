@@ -113,6 +113,31 @@ static int host_json_object(lua_State *L)
     return 2;
 }
 
+/* ess.json_splice(s, a, b, first, more, mid) -> the object s with
+ * first|more .. a .. mid .. b spliced before its closing '}' (numbers
+ * printed exactly), or nil, reason: the default enrichment in one pass
+ * and one string (util/json.h). */
+static int host_json_splice(lua_State *L)
+{
+    static ess_buf_t scratch; /* the loop thread's; reused across calls */
+    size_t len, at;
+    const char *why;
+    const char *s = luaL_checklstring(L, 1, &len);
+    double a = luaL_checknumber(L, 2), b = luaL_checknumber(L, 3);
+    const char *first = luaL_checkstring(L, 4), *more = luaL_checkstring(L, 5);
+    const char *mid = luaL_checkstring(L, 6);
+    scratch.len = 0;
+    if (ess_json_splice(s, len, first, more, mid, a, b, &scratch, &why, &at) != ESS_OK) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s at byte %d", why, (int)at);
+        return 2;
+    }
+    lua_pushlstring(L, scratch.data, scratch.len);
+    if (scratch.cap > 1u << 20)
+        ess_buf_free(&scratch); /* keep no huge buffer after a huge message */
+    return 1;
+}
+
 /* Load module through ess.sandbox (text only, allow-listed globals, `ess`
  * as the host table at the top of the stack) and keep its field fn. */
 static int load_hook(ess_vm_t *vm, const char *module, const char *field, const char *key,
@@ -160,6 +185,8 @@ int ess_hooks_init(ess_vm_t *vm, const char *enrich_module, const char *route_mo
     lua_setfield(L, -2, "count");
     lua_pushcfunction(L, host_json_object);
     lua_setfield(L, -2, "json_object");
+    lua_pushcfunction(L, host_json_splice);
+    lua_setfield(L, -2, "json_splice");
     ess_protobuf_lua_open(L);
     lua_setfield(L, -2, "protobuf");
     lua_setglobal(L, "ess");

@@ -8,6 +8,8 @@
 #include "ess.h"
 #include "util/utf8.h"
 
+#include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 typedef struct {
@@ -255,4 +257,54 @@ bad:
     if (at)
         *at = (size_t)(c.p - c.start);
     return ESS_EINVAL;
+}
+
+size_t ess_json_number(char *dst, double v)
+{
+    if (v != v) {
+        memcpy(dst, "null", 4);
+        return 4;
+    }
+    if (v > -9223372036854775808.0 && v < 9223372036854775808.0 && v == (double)(int64_t)v) {
+        int64_t i = (int64_t)v;
+        uint64_t u = i < 0 ? 0 - (uint64_t)i : (uint64_t)i;
+        char tmp[24];
+        size_t n = 0, k = 0;
+        do {
+            tmp[n++] = (char)('0' + u % 10);
+            u /= 10;
+        } while (u);
+        if (i < 0)
+            dst[k++] = '-';
+        while (n)
+            dst[k++] = tmp[--n];
+        return k;
+    }
+    return (size_t)snprintf(dst, 32, "%.17g", v);
+}
+
+int ess_json_splice(const char *s, size_t len, const char *first, const char *more,
+                    const char *mid, double a, double b, ess_buf_t *out, const char **err,
+                    size_t *at)
+{
+    size_t close;
+    int empty;
+    if (ess_json_object(s, len, &close, &empty, err, at) != ESS_OK)
+        return ESS_EINVAL;
+    const char *sep = empty ? first : more;
+    size_t sep_n = strlen(sep), mid_n = strlen(mid);
+    ess_buf_reserve(out, len + sep_n + mid_n + 64);
+    char *p = out->data + out->len;
+    memcpy(p, s, close);
+    p += close;
+    memcpy(p, sep, sep_n);
+    p += sep_n;
+    p += ess_json_number(p, a);
+    memcpy(p, mid, mid_n);
+    p += mid_n;
+    p += ess_json_number(p, b);
+    memcpy(p, s + close, len - close);
+    p += len - close;
+    out->len = (size_t)(p - out->data);
+    return ESS_OK;
 }

@@ -64,6 +64,8 @@ end
 -- essd's host table offers a C validator that builds no Lua table per
 -- message; specs and other hosts fall back to a cjson decode.
 local json_object = type(ess) == "table" and ess.json_object or nil
+-- ... and one that validates and splices in one pass, into one string.
+local json_splice = type(ess) == "table" and ess.json_splice or nil
 
 -- Builds an enrich function that writes the given names; the default hook
 -- is new() with "ess_offset"/"ess_timestamp" and "|offset: "/"|timestamp: ".
@@ -87,6 +89,15 @@ local function new(names)
         local first = byte(body, 1) == LBRACE and 1 or find(body, "[^ \t\n\r]")
         if not first or byte(body, first) ~= LBRACE then
             return body .. text_offset .. int(msg.offset) .. text_timestamp .. int(msg.timestamp)
+        end
+        local offset, timestamp = msg.offset, msg.timestamp
+        if json_splice and type(offset) == "number" and type(timestamp) == "number" then
+            local out, why = json_splice(body, offset, timestamp, json_first, json_more, json_ts)
+            if not out then
+                report_invalid(msg, es, why)
+                return body
+            end
+            return out
         end
         local last, empty
         if json_object then

@@ -130,6 +130,30 @@ describe("ess.examples.legacy", function()
         assert.equal(#bodies - 1, used)
     end)
 
+    it("uses the host's ess.json_splice when there is one, with the same output", function()
+        -- A stand-in with the C splice's contract (core/util/json.h).
+        local calls = {}
+        local with = host_recorder()
+        with.json_splice = function(s, a, b, first, more, mid)
+            calls[#calls + 1] = { first, more, mid }
+            local ok, v = pcall(cjson.decode, s)
+            if not ok or type(v) ~= "table" or not s:find("^%s*{") then
+                return nil, "not a JSON object"
+            end
+            local close = s:find("}%s*$")
+            local empty = s:find("^%s*{%s*}%s*$") ~= nil
+            return s:sub(1, close - 1) .. (empty and first or more) .. string.format("%d", a) .. mid
+                .. string.format("%d", b) .. s:sub(close)
+        end
+        local fast = load_hook("ess.examples.legacy", with).enrich
+        local bodies = { '{"a":1}', "{}", " {\"k\": [1, 2]} \n", "{ }", "{bad", "[1]", "text" }
+        for _, body in ipairs(bodies) do
+            assert.equal(enrich(msg_of(body), ES), fast(msg_of(body), ES))
+        end
+        assert.equal(#bodies - 2, #calls)
+        assert.same({ '"ess_ordinal":', ',"ess_ordinal":', ',"ess_timestamp":' }, calls[1])
+    end)
+
     it("never reads msg.properties", function()
         local msg, reads = msg_of('{"a":1}')
         enrich(msg, ES)

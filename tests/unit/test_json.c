@@ -96,4 +96,42 @@ static void test_depth_bounded(void)
     free(s);
 }
 
-ESS_TEST_MAIN(ESS_TEST(test_valid_objects), ESS_TEST(test_invalid), ESS_TEST(test_depth_bounded))
+static const char *splice(const char *body, double a, double b, ess_buf_t *out)
+{
+    const char *err = NULL;
+    size_t at = 0;
+    out->len = 0;
+    if (ess_json_splice(body, strlen(body), "\"o\":", ",\"o\":", ",\"t\":", a, b, out, &err,
+                        &at) != ESS_OK)
+        return NULL;
+    ess_buf_append(out, "", 1);
+    return out->data;
+}
+
+/* The same bytes lua/ess/enrich.lua's pure-Lua path writes (spec/unit). */
+static void test_splice(void)
+{
+    ess_buf_t b = {0};
+    CHECK_EQ_STR(splice("{\"a\":1}", 7, 1700000000123.0, &b), "{\"a\":1,\"o\":7,\"t\":1700000000123}");
+    CHECK_EQ_STR(splice("{}", 0, 0, &b), "{\"o\":0,\"t\":0}");
+    CHECK_EQ_STR(splice("  { \n }  \n", 1, 2, &b), "  { \n \"o\":1,\"t\":2}  \n");
+    CHECK_EQ_STR(splice("{\"x\":\"}\" } ", 3, 4, &b), "{\"x\":\"}\" ,\"o\":3,\"t\":4} ");
+    CHECK_EQ_STR(splice("{\"a\":1}", 9007199254740993.0, -5, &b),
+                 "{\"a\":1,\"o\":9007199254740992,\"t\":-5}");
+    CHECK(splice("{\"a\":1", 1, 2, &b) == NULL);
+    CHECK(splice("[1]", 1, 2, &b) == NULL);
+    CHECK(splice("{\"a\":1}{}", 1, 2, &b) == NULL);
+    ess_buf_free(&b);
+    char n[32];
+    CHECK_EQ_INT(ess_json_number(n, 0.0 / 0.0), 4);
+    CHECK(memcmp(n, "null", 4) == 0);
+    CHECK_EQ_INT(ess_json_number(n, 1.5), 3);
+    CHECK(memcmp(n, "1.5", 3) == 0);
+    n[ess_json_number(n, -9.2e18)] = 0;
+    CHECK_EQ_STR(n, "-9200000000000000000");
+    n[ess_json_number(n, 1e300)] = 0;
+    CHECK_EQ_STR(n, "1.0000000000000001e+300");
+}
+
+ESS_TEST_MAIN(ESS_TEST(test_valid_objects), ESS_TEST(test_invalid), ESS_TEST(test_depth_bounded),
+              ESS_TEST(test_splice))
