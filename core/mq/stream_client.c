@@ -24,6 +24,7 @@
 #include "util/log.h"
 
 #define MAX_SUBS 255
+#define READ_BUDGET (256 * 1024) /* bytes of frames handled per connection per loop turn */
 #define MAX_CREDIT 1000 /* chunks outstanding per subscription */
 #define MAX_PUBS 255
 #define CONNECT_TIMEOUT_MS 10000
@@ -108,6 +109,8 @@ struct conn_s {
     char *host;
     int port;
     int is_locator;
+    char *adv_host; /* the broker's advertised host:port (Open response), or NULL */
+    int adv_port;
     int state, hs;
     uv_tcp_t tcp;
     uv_timer_t timer;
@@ -115,6 +118,7 @@ struct conn_s {
     struct gai_s *gai;
     int tcp_open, handles;
     ess_proto_buf_t rbuf;
+    int read_held; /* reading stopped until the next loop turn (READ_BUDGET) */
     uint32_t frame_max, heartbeat_s;
     uint64_t last_recv, ready_since;
     uint32_t next_corr;
@@ -143,7 +147,7 @@ struct ess_stream_client_s {
     ess_stream_sub_t *subs;
     ess_stream_pub_t *pubs;
     req_t *deferred;
-    uv_timer_t defer_timer, retry_timer;
+    uv_timer_t defer_timer, retry_timer, resume_timer;
     int closing, handles;
     void (*done)(void *);
     void *done_ud;
@@ -159,6 +163,7 @@ static void pub_put(ess_stream_pub_t *p);
 static void on_defer_timer(uv_timer_t *t);
 static void on_conn_timer(uv_timer_t *t);
 static void on_retry_timer(uv_timer_t *t);
+static void on_resume_timer(uv_timer_t *t);
 
 /* ---- small helpers ---- */
 
@@ -384,6 +389,7 @@ static void conn_unlink_free(conn_t *k)
         c->locator = NULL;
     ess_proto_buf_free(&k->rbuf);
     free(k->host);
+    free(k->adv_host);
     free(k);
 }
 
@@ -512,6 +518,7 @@ static void conn_reset(conn_t *k, int err)
     k->attempts++;
     k->pending_err = 0;
     k->rbuf.len = 0;
+    k->read_held = 0;
     k->frame_max = 0;
     uv_timer_stop(&k->timer);
     if (k->gai) {
@@ -605,6 +612,36 @@ static void conn_queue_req(conn_t *k, req_t *r)
     r->sent = 0;
     r->next = k->reqs;
     k->reqs = r;
+}
+
+/* Remember the node's advertised host:port (Open response properties):
+ * Metadata names leaders by it, so a subscription to this node can share
+ * this connection (the locator, usually) instead of opening another. */
+static void note_advertised(conn_t *k, const ess_proto_frame_t *f)
+{
+    free(k->adv_host);
+    k->adv_host = NULL;
+    ess_proto_str_t key, val, host = {NULL, 0};
+    int port = 0;
+    for (uint32_t i = 0; i < f->u.kv.count; i++) {
+        if (ess_proto_kv_at(f->u.kv.p, f->u.kv.len, i, &key, &val) != ESS_OK || val.p == NULL)
+            break;
+        if (key.len == 15 && memcmp(key.p, "advertised_host", 15) == 0)
+            host = val;
+        else if (key.len == 15 && memcmp(key.p, "advertised_port", 15) == 0 && val.len < 6)
+            for (size_t j = 0; j < val.len && val.p[j] >= '0' && val.p[j] <= '9'; j++)
+                port = port * 10 + (val.p[j] - '0');
+    }
+    if (host.p != NULL && host.len > 0 && port > 0 && port < 65536) {
+        k->adv_host = ess_xstrndup(host.p, host.len);
+        k->adv_port = port;
+    }
+}
+
+static int conn_is(const conn_t *k, const char *host, int port)
+{
+    return (k->port == port && strcmp(k->host, host) == 0) ||
+           (k->adv_host != NULL && k->adv_port == port && strcmp(k->adv_host, host) == 0);
 }
 
 static void on_ready(conn_t *k)
@@ -709,6 +746,7 @@ static void handshake(conn_t *k, const ess_proto_frame_t *f)
             conn_reset(k, ESS_EAUTH);
             return;
         }
+        note_advertised(k, f);
         on_ready(k);
         return;
     } else if (key == ESS_PROTO_HEARTBEAT) {
@@ -800,7 +838,7 @@ static conn_t *conn_for(ess_stream_client_t *c, const char *host, int port, int 
 {
     conn_t *best = NULL;
     for (conn_t *k = c->conns; k; k = k->next) {
-        if (k->state == C_DEAD || k->port != port || strcmp(k->host, host) != 0)
+        if (k->state == C_DEAD || !conn_is(k, host, port))
             continue;
         if ((pubs ? k->npubs >= MAX_PUBS : k->nsubs >= MAX_SUBS))
             continue;
@@ -1258,6 +1296,45 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     *buf = uv_buf_init((char *)b->data + b->len, (unsigned)(b->cap - b->len));
 }
 
+/* Handle the whole frames in rbuf. libuv reads a socket up to 32 times
+ * per loop turn; after READ_BUDGET bytes of frames the connection stops
+ * reading until the next turn, so the WebSocket writes of what was just
+ * delivered are not queued behind megabytes of replay (first message,
+ * live latency). Returns 0 when the connection was reset or closed. */
+static int parse_frames(conn_t *k)
+{
+    ess_stream_client_t *c = k->c;
+    unsigned gen = k->gen;
+    size_t pos = 0;
+    for (;;) {
+        if (pos >= READ_BUDGET) {
+            if (!k->read_held) {
+                k->read_held = 1;
+                uv_read_stop((uv_stream_t *)&k->tcp);
+                uv_timer_start(&c->resume_timer, on_resume_timer, 0, 0);
+            }
+            break;
+        }
+        size_t flen;
+        uint32_t limit = k->frame_max > RECV_LIMIT ? k->frame_max : RECV_LIMIT;
+        int rc = ess_proto_split(k->rbuf.data + pos, k->rbuf.len - pos, limit, &flen);
+        if (rc == ESS_ETRUNC)
+            break;
+        if (rc != ESS_OK) {
+            ess_log_error("stream: bad frame size from %s:%d: %s", k->host, k->port,
+                          ess_strerror(rc));
+            conn_reset(k, rc);
+            return 0;
+        }
+        handle_frame(k, k->rbuf.data + pos + 4, flen - 4);
+        if (k->gen != gen || c->closing)
+            return 0;
+        pos += flen;
+    }
+    ess_proto_buf_consume(&k->rbuf, pos);
+    return 1;
+}
+
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
 {
     conn_t *k = st->data;
@@ -1270,26 +1347,21 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
     }
     k->rbuf.len += (size_t)n;
     k->last_recv = uv_now(c->loop);
-    unsigned gen = k->gen;
-    size_t pos = 0;
-    for (;;) {
-        size_t flen;
-        uint32_t limit = k->frame_max > RECV_LIMIT ? k->frame_max : RECV_LIMIT;
-        int rc = ess_proto_split(k->rbuf.data + pos, k->rbuf.len - pos, limit, &flen);
-        if (rc == ESS_ETRUNC)
-            break;
-        if (rc != ESS_OK) {
-            ess_log_error("stream: bad frame size from %s:%d: %s", k->host, k->port,
-                          ess_strerror(rc));
-            conn_reset(k, rc);
-            return;
-        }
-        handle_frame(k, k->rbuf.data + pos + 4, flen - 4);
-        if (k->gen != gen || c->closing)
-            return;
-        pos += flen;
+    parse_frames(k);
+}
+
+static void on_resume_timer(uv_timer_t *t)
+{
+    ess_stream_client_t *c = t->data;
+    for (conn_t *k = c->conns; k && !c->closing; k = k->next) {
+        if (!k->read_held)
+            continue;
+        k->read_held = 0;
+        if (!k->tcp_open || k->state > C_READY)
+            continue;
+        if (parse_frames(k) && !k->read_held && k->tcp_open && k->state <= C_READY)
+            uv_read_start((uv_stream_t *)&k->tcp, on_alloc, on_read);
     }
-    ess_proto_buf_consume(&k->rbuf, pos);
 }
 
 static void on_connect(uv_connect_t *req, int status)
@@ -1465,7 +1537,9 @@ int ess_stream_client_create(uv_loop_t *loop, const ess_stream_client_opts_t *op
     c->defer_timer.data = c;
     uv_timer_init(loop, &c->retry_timer);
     c->retry_timer.data = c;
-    c->handles = 2;
+    uv_timer_init(loop, &c->resume_timer);
+    c->resume_timer.data = c;
+    c->handles = 3;
     c->locator = conn_new(c, c->url.host, c->port, 1);
     *out = c;
     return ESS_OK;
@@ -1490,6 +1564,7 @@ static void client_maybe_finish(ess_stream_client_t *c)
         }
         ess_proto_buf_free(&k->rbuf);
         free(k->host);
+    free(k->adv_host);
         free(k);
     }
     while (c->deferred) {
@@ -1550,6 +1625,7 @@ void ess_stream_client_close(ess_stream_client_t *c, void (*done)(void *ud), voi
     }
     uv_close((uv_handle_t *)&c->defer_timer, on_client_timer_closed);
     uv_close((uv_handle_t *)&c->retry_timer, on_client_timer_closed);
+    uv_close((uv_handle_t *)&c->resume_timer, on_client_timer_closed);
 }
 
 static int name_ok(const char *s)
