@@ -9,6 +9,7 @@
 #include "ess.h"
 #include "gateway/gateway.h"
 #include "gateway/selector.h"
+#include "http/http.h"
 #include "metrics/metrics.h"
 #include "mq/classic.h"
 #include "mq/stream_client.h"
@@ -448,8 +449,10 @@ ess_session_t *ess_session_open(ess_app_t *app, struct lws *wsi)
     return s;
 }
 
-/* Bytes of WebSocket frames handed to lws in one send (one syscall). */
-#define BATCH_BYTES (64 * 1024)
+/* Bytes of WebSocket frames handed to lws in one send (one syscall); a
+ * larger batch measured no gain (256 KiB: 1.75 vs 1.8 us/msg) and would let
+ * lws hold more unsent bytes for a slow client outside the budget. */
+#define BATCH_BYTES ESS_WS_TX_PACKET
 /* Frames written per WRITEABLE at most, so one fast session cannot starve
  * the others on the loop. */
 #define BATCH_FRAMES 1024

@@ -34,5 +34,8 @@ int ess__ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *us
 /* The public WebSocket per-session data is a pointer to a connection that
  * ws.c allocates and frees through its deferred queue. */
 #define ESS_WS_PSS_SIZE sizeof(void *)
+/* Largest single send() lws makes on a public WebSocket: one batch of
+ * frames (gateway/session.c BATCH_BYTES) goes out in one call. */
+#define ESS_WS_TX_PACKET (64 * 1024)
 
 #endif

@@ -17,7 +17,9 @@ static const struct lws_protocols internal_protocols[] = {
 };
 
 static const struct lws_protocols public_protocols[] = {
-    {"ess-ws", ess__ws_callback, ESS_WS_PSS_SIZE, 4096, 0, NULL, 0},
+    /* tx_packet_size 0 would cap every send() at rx_buffer_size (4 KiB)
+     * and buffer the rest of each 64 KiB batch inside lws. */
+    {"ess-ws", ess__ws_callback, ESS_WS_PSS_SIZE, 4096, 0, NULL, ESS_WS_TX_PACKET},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
