@@ -27,8 +27,54 @@ typedef struct frame_s {
     size_t len;
     uint64_t offset;
     int binary;
+    int cls; /* size class of the pool it returns to, or -1 (malloc'd) */
     uint8_t data[]; /* LWS_PRE bytes of headroom, then the payload */
 } frame_t;
+
+/* Frames are allocated per message and freed in batches after a send:
+ * glibc's malloc spent 9% of a replay's CPU on them. Freed frames of up
+ * to 4 KiB go to a per-size-class free list (LIFO, so cache-warm), at most
+ * POOL_MAX_BYTES in all; larger ones use malloc. */
+#define POOL_CLASSES 4 /* payload room 512, 1024, 2048, 4096 */
+#define POOL_MAX_BYTES (4u << 20)
+static frame_t *pool[POOL_CLASSES];
+static size_t pool_bytes;
+
+static size_t class_room(int cls)
+{
+    return (size_t)512 << cls;
+}
+
+static frame_t *frame_alloc(size_t len)
+{
+    int cls = 0;
+    while (cls < POOL_CLASSES && len > class_room(cls))
+        cls++;
+    frame_t *f;
+    if (cls == POOL_CLASSES) {
+        f = ess_xmalloc(sizeof *f + LWS_PRE + len);
+        f->cls = -1;
+    } else if (pool[cls] != NULL) {
+        f = pool[cls];
+        pool[cls] = f->next;
+        pool_bytes -= class_room(cls);
+    } else {
+        f = ess_xmalloc(sizeof *f + LWS_PRE + class_room(cls));
+        f->cls = cls;
+    }
+    return f;
+}
+
+static void frame_free(frame_t *f)
+{
+    if (f->cls < 0 || pool_bytes + class_room(f->cls) > POOL_MAX_BYTES) {
+        free(f);
+        return;
+    }
+    f->next = pool[f->cls];
+    pool[f->cls] = f;
+    pool_bytes += class_room(f->cls);
+}
 
 struct ess_session_s {
     ess_app_t *app;
@@ -84,7 +130,7 @@ static void drop_queue(ess_session_t *s)
     frame_t *f = s->head;
     while (f) {
         frame_t *next = f->next;
-        free(f);
+        frame_free(f);
         f = next;
     }
     s->head = s->tail = NULL;
@@ -137,7 +183,7 @@ void ess_session_close(ess_session_t *s, int code, const char *reason, int flush
 static void emit_frame(void *ud, const uint8_t *data, size_t len)
 {
     ess_session_t *s = ud;
-    frame_t *f = ess_xmalloc(sizeof *f + LWS_PRE + len);
+    frame_t *f = frame_alloc(len);
     f->next = NULL;
     f->len = len;
     f->offset = s->last_offset; /* set by on_message just before */
@@ -491,7 +537,7 @@ static void frame_done(ess_session_t *s)
     s->bytes_out += f->len;
     ess_metrics.msgs_out++;
     ess_metrics.bytes_out += f->len;
-    free(f);
+    frame_free(f);
 }
 
 /* Sends queued frames while the socket takes them (lws_send_pipe_choked).
