@@ -52,11 +52,30 @@ static int hex4(cur_t *c, unsigned *out)
     return 0;
 }
 
+/* Nonzero when one of the 8 bytes of w is '"', '\\' or below 0x20 (a
+ * false positive only above a true one: the byte loop decides). */
+static uint64_t special8(uint64_t w)
+{
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    uint64_t q = w ^ (ones * '"'), b = w ^ (ones * '\\');
+    return (((q - ones) & ~q) | ((b - ones) & ~b) | (w - ones * 0x20)) & ~w & highs;
+}
+
 static int string(cur_t *c)
 {
     c->p++; /* opening quote */
     const unsigned char *run = c->p;
     while (c->p < c->end) {
+        /* Plain string bytes eight at a time (bodies carry long strings). */
+        while (c->end - c->p >= 8) {
+            uint64_t w;
+            memcpy(&w, c->p, 8);
+            if (special8(w))
+                break;
+            c->p += 8;
+        }
+        if (c->p >= c->end)
+            break;
         unsigned char ch = *c->p;
         if (ch == '"') {
             if (!ess_utf8_valid(run, (size_t)(c->p - run)))

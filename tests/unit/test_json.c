@@ -108,6 +108,35 @@ static const char *splice(const char *body, double a, double b, ess_buf_t *out)
     return out->data;
 }
 
+/* The word-at-a-time string scan: a special byte at every position of
+ * every 8-byte word is still seen, high bytes are left to UTF-8 checks. */
+static void test_string_scan_alignment(void)
+{
+    char buf[64];
+    size_t close;
+    int empty;
+    for (size_t at = 0; at < 24; at++) {
+        memset(buf, 0, sizeof buf);
+        memcpy(buf, "{\"k\":\"", 6);
+        memset(buf + 6, 'a', 30);
+        memcpy(buf + 36, "\"}", 2);
+        buf[6 + at] = 0x1f; /* control character */
+        CHECK(!ok(buf, &close, &empty) || at >= 30);
+        buf[6 + at] = 0x7f; /* DEL is allowed */
+        CHECK(ok(buf, &close, &empty));
+        buf[6 + at] = '"'; /* ends the string early: the rest is garbage */
+        CHECK(!ok(buf, &close, &empty));
+        buf[6 + at] = (char)0xff; /* never valid UTF-8 */
+        CHECK(!ok(buf, &close, &empty));
+        if (at + 1 < 30) {
+            memcpy(buf + 6 + at, "\\n", 2); /* an escape */
+            CHECK(ok(buf, &close, &empty));
+            memcpy(buf + 6 + at, "\xc3\xa9", 2); /* two-byte UTF-8 */
+            CHECK(ok(buf, &close, &empty));
+        }
+    }
+}
+
 /* The same bytes lua/ess/enrich.lua's pure-Lua path writes (spec/unit). */
 static void test_splice(void)
 {
@@ -134,4 +163,4 @@ static void test_splice(void)
 }
 
 ESS_TEST_MAIN(ESS_TEST(test_valid_objects), ESS_TEST(test_invalid), ESS_TEST(test_depth_bounded),
-              ESS_TEST(test_splice))
+              ESS_TEST(test_splice), ESS_TEST(test_string_scan_alignment))
