@@ -203,6 +203,11 @@ int ess_hooks_init(ess_vm_t *vm, const char *enrich_module, const char *route_mo
     lua_setfield(L, -2, "__newindex");
     lua_setmetatable(L, -2);
     lua_setfield(L, LUA_REGISTRYINDEX, MSG_KEY);
+    /* Integer references for the per-message path (no key hashing). */
+    lua_getfield(L, LUA_REGISTRYINDEX, MSG_KEY);
+    vm->msg_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, LUA_REGISTRYINDEX, ENRICH_KEY);
+    vm->enrich_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     return ESS_OK;
 }
 
@@ -238,8 +243,8 @@ int ess_hooks_enrich(ess_vm_t *vm, ess_hook_es_t *es, const ess_hook_msg_t *m,
 {
     lua_State *L = vm->L;
     int top = lua_gettop(L);
-    lua_getfield(L, LUA_REGISTRYINDEX, ENRICH_KEY);
-    lua_getfield(L, LUA_REGISTRYINDEX, MSG_KEY);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->enrich_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->msg_ref);
     lua_pushlstring(L, (const char *)m->body, m->len);
     lua_setfield(L, -2, "body");
     lua_pushnumber(L, (lua_Number)m->offset);

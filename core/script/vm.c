@@ -36,10 +36,22 @@ static int traceback(lua_State *L)
     return 1;
 }
 
+/* The message handler, created once per state: lua_pushcfunction
+ * allocates a new closure each time, and hooks run once per message. */
+static char traceback_key;
+
 int ess_vm_pcall(lua_State *L, int nargs, int nresults, char *err, size_t errlen)
 {
     int base = lua_gettop(L) - nargs;
-    lua_pushcfunction(L, traceback);
+    lua_pushlightuserdata(L, &traceback_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    if (!lua_isfunction(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushcfunction(L, traceback);
+        lua_pushlightuserdata(L, &traceback_key);
+        lua_pushvalue(L, -2);
+        lua_rawset(L, LUA_REGISTRYINDEX);
+    }
     lua_insert(L, base);
     int rc = lua_pcall(L, nargs, nresults, base);
     lua_remove(L, base);
@@ -55,7 +67,7 @@ int ess_vm_create(const char *lua_path, ess_vm_t **out, char *err, size_t errlen
 {
     ess_vm_t *vm = ess_xcalloc(1, sizeof *vm);
     static uint64_t generation;
-    vm->cfg_ref = vm->api_ref = LUA_NOREF;
+    vm->cfg_ref = vm->api_ref = vm->enrich_ref = vm->msg_ref = LUA_NOREF;
     vm->gen = ++generation;
     vm->L = luaL_newstate();
     if (vm->L == NULL) {

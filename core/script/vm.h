@@ -16,6 +16,7 @@ typedef struct ess_vm_s {
     lua_State *L;
     int cfg_ref;  /* the validated config table (LUA_NOREF until loaded) */
     int api_ref;  /* the API module's handle function */
+    int enrich_ref, msg_ref; /* the enrich hook and its reused msg table (script/hooks.c) */
     uint64_t gen; /* unique per VM built in this process; never reused */
     char *lua_path;
 } ess_vm_t;
