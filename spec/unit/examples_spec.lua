@@ -132,10 +132,10 @@ describe("ess.examples.legacy", function()
 
     it("uses the host's ess.json_splice when there is one, with the same output", function()
         -- A stand-in with the C splice's contract (core/util/json.h).
-        local calls = {}
+        local splices = {}
         local with = host_recorder()
         with.json_splice = function(s, a, b, first, more, mid)
-            calls[#calls + 1] = { first, more, mid }
+            splices[#splices + 1] = { first, more, mid }
             local ok, v = pcall(cjson.decode, s)
             if not ok or type(v) ~= "table" or not s:find("^%s*{") then
                 return nil, "not a JSON object"
@@ -150,8 +150,8 @@ describe("ess.examples.legacy", function()
         for _, body in ipairs(bodies) do
             assert.equal(enrich(msg_of(body), ES), fast(msg_of(body), ES))
         end
-        assert.equal(#bodies - 2, #calls)
-        assert.same({ '"ess_ordinal":', ',"ess_ordinal":', ',"ess_timestamp":' }, calls[1])
+        assert.equal(#bodies - 2, #splices)
+        assert.same({ '"ess_ordinal":', ',"ess_ordinal":', ',"ess_timestamp":' }, splices[1])
     end)
 
     it("never reads msg.properties", function()
