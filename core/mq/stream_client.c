@@ -26,6 +26,7 @@
 #define MAX_SUBS 255
 #define READ_BUDGET (256 * 1024) /* bytes of frames handled per connection per loop turn */
 #define MAX_CREDIT 1000 /* chunks outstanding per subscription */
+#define WINDOW_MAX_CREDIT 64 /* with a byte window: bounds bytes when chunks grow */
 #define MAX_PUBS 255
 #define CONNECT_TIMEOUT_MS 10000
 #define RESUB_RETRY_MS 500
@@ -118,7 +119,8 @@ struct conn_s {
     struct gai_s *gai;
     int tcp_open, handles;
     ess_proto_buf_t rbuf;
-    int read_held; /* reading stopped until the next loop turn (READ_BUDGET) */
+    int read_held;     /* reading stopped until the next loop turn (READ_BUDGET) */
+    size_t turn_bytes; /* frame bytes handled since the last turn began */
     uint32_t frame_max, heartbeat_s;
     uint64_t last_recv, ready_since;
     uint32_t next_corr;
@@ -147,7 +149,8 @@ struct ess_stream_client_s {
     ess_stream_sub_t *subs;
     ess_stream_pub_t *pubs;
     req_t *deferred;
-    uv_timer_t defer_timer, retry_timer, resume_timer;
+    uv_timer_t defer_timer, retry_timer;
+    uv_idle_t turn; /* active while a connection counted bytes this turn */
     int closing, handles;
     void (*done)(void *);
     void *done_ud;
@@ -163,7 +166,7 @@ static void pub_put(ess_stream_pub_t *p);
 static void on_defer_timer(uv_timer_t *t);
 static void on_conn_timer(uv_timer_t *t);
 static void on_retry_timer(uv_timer_t *t);
-static void on_resume_timer(uv_timer_t *t);
+static void on_turn(uv_idle_t *h);
 
 /* ---- small helpers ---- */
 
@@ -519,6 +522,7 @@ static void conn_reset(conn_t *k, int err)
     k->pending_err = 0;
     k->rbuf.len = 0;
     k->read_held = 0;
+    k->turn_bytes = 0;
     k->frame_max = 0;
     uv_timer_stop(&k->timer);
     if (k->gai) {
@@ -549,9 +553,11 @@ static void conn_reset(conn_t *k, int err)
             sub_put(s);
         } else if (!s->ever_live) {
             sub_fail(s, err);
-        } else if (!c->lb_mode && !k->is_locator && c->locator != NULL) {
+        } else if (!c->lb_mode && c->locator != NULL) {
             /* The node may be gone for good: ask Metadata where the stream
-             * lives now rather than retrying this host forever. */
+             * lives now rather than retrying this host forever (also for
+             * subscriptions sharing the locator: it may come back on
+             * another node). */
             slot_release(s);
             req_t *r = req_new(R_LOCATE_SUB, s->stream);
             r->sub = s;
@@ -773,7 +779,7 @@ static int credit_target(const ess_stream_sub_t *s)
     if (c->credit_window == 0 || s->avg_chunk == 0)
         return c->credit;
     size_t n = c->credit_window / s->avg_chunk;
-    return n < 1 ? 1 : n > MAX_CREDIT ? MAX_CREDIT : (int)n;
+    return n < 1 ? 1 : n > WINDOW_MAX_CREDIT ? WINDOW_MAX_CREDIT : (int)n;
 }
 
 static void grant(ess_stream_sub_t *s)
@@ -896,6 +902,7 @@ static void on_subscribe_resp(conn_t *k, req_t *r, int status)
     }
     if (status == ESS_OK) {
         s->live = 1;
+        grant(s); /* credit withheld while paused before the answer */
         if (!s->ever_live) {
             s->ever_live = 1;
             if (s->cbs.on_subscribed && !s->c->closing) {
@@ -958,6 +965,8 @@ static int on_record(void *ud, uint64_t offset, const uint8_t *data, size_t len)
 
 static void on_deliver(conn_t *k, const ess_proto_frame_t *f)
 {
+    if (f->u.deliver.sub_id >= MAX_SUBS)
+        return; /* never ours: ids are 0..MAX_SUBS-1 */
     ess_stream_sub_t *s = k->subs[f->u.deliver.sub_id];
     if (s == NULL)
         return;
@@ -965,8 +974,10 @@ static void on_deliver(conn_t *k, const ess_proto_frame_t *f)
         s->credit_out--;
     if (s->dead || !s->live)
         return;
+    /* The average follows a larger chunk at once (the byte window must hold
+     * when replay chunks follow small live ones) and a smaller one slowly. */
     size_t len = f->u.deliver.chunk_len;
-    s->avg_chunk = s->avg_chunk ? s->avg_chunk - s->avg_chunk / 4 + len / 4 : len;
+    s->avg_chunk = len >= s->avg_chunk ? len : s->avg_chunk - s->avg_chunk / 4 + len / 4;
     if (s->avg_chunk == 0)
         s->avg_chunk = 1;
     grant(s);
@@ -1297,21 +1308,21 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 }
 
 /* Handle the whole frames in rbuf. libuv reads a socket up to 32 times
- * per loop turn; after READ_BUDGET bytes of frames the connection stops
- * reading until the next turn, so the WebSocket writes of what was just
- * delivered are not queued behind megabytes of replay (first message,
- * live latency). Returns 0 when the connection was reset or closed. */
+ * per loop turn; after READ_BUDGET bytes of frames in one turn the
+ * connection stops reading until the next, so the WebSocket writes of what
+ * was just delivered are not queued behind megabytes of replay (first
+ * message, live latency). Returns 0 when the connection was reset or
+ * closed. */
 static int parse_frames(conn_t *k)
 {
     ess_stream_client_t *c = k->c;
     unsigned gen = k->gen;
     size_t pos = 0;
     for (;;) {
-        if (pos >= READ_BUDGET) {
+        if (k->turn_bytes >= READ_BUDGET) {
             if (!k->read_held) {
                 k->read_held = 1;
                 uv_read_stop((uv_stream_t *)&k->tcp);
-                uv_timer_start(&c->resume_timer, on_resume_timer, 0, 0);
             }
             break;
         }
@@ -1330,8 +1341,11 @@ static int parse_frames(conn_t *k)
         if (k->gen != gen || c->closing)
             return 0;
         pos += flen;
+        k->turn_bytes += flen;
     }
     ess_proto_buf_consume(&k->rbuf, pos);
+    if (k->turn_bytes > 0 && !uv_is_active((uv_handle_t *)&c->turn))
+        uv_idle_start(&c->turn, on_turn);
     return 1;
 }
 
@@ -1350,10 +1364,16 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
     parse_frames(k);
 }
 
-static void on_resume_timer(uv_timer_t *t)
+/* A new loop turn (idle handles run before the poll, and an active one
+ * makes that poll not block): budgets start again and held connections
+ * handle what they hold, then read again. Stops once a turn went by with
+ * nothing counted. */
+static void on_turn(uv_idle_t *h)
 {
-    ess_stream_client_t *c = t->data;
+    ess_stream_client_t *c = h->data;
+    int counted = 0;
     for (conn_t *k = c->conns; k && !c->closing; k = k->next) {
+        k->turn_bytes = 0;
         if (!k->read_held)
             continue;
         k->read_held = 0;
@@ -1361,7 +1381,10 @@ static void on_resume_timer(uv_timer_t *t)
             continue;
         if (parse_frames(k) && !k->read_held && k->tcp_open && k->state <= C_READY)
             uv_read_start((uv_stream_t *)&k->tcp, on_alloc, on_read);
+        counted |= k->turn_bytes > 0;
     }
+    if (!counted && !c->closing)
+        uv_idle_stop(h);
 }
 
 static void on_connect(uv_connect_t *req, int status)
@@ -1537,8 +1560,8 @@ int ess_stream_client_create(uv_loop_t *loop, const ess_stream_client_opts_t *op
     c->defer_timer.data = c;
     uv_timer_init(loop, &c->retry_timer);
     c->retry_timer.data = c;
-    uv_timer_init(loop, &c->resume_timer);
-    c->resume_timer.data = c;
+    uv_idle_init(loop, &c->turn);
+    c->turn.data = c;
     c->handles = 3;
     c->locator = conn_new(c, c->url.host, c->port, 1);
     *out = c;
@@ -1593,7 +1616,7 @@ static void client_maybe_finish(ess_stream_client_t *c)
         done(ud);
 }
 
-static void on_client_timer_closed(uv_handle_t *h)
+static void on_client_handle_closed(uv_handle_t *h)
 {
     ess_stream_client_t *c = h->data;
     c->handles--;
@@ -1623,9 +1646,9 @@ void ess_stream_client_close(ess_stream_client_t *c, void (*done)(void *ud), voi
         }
         uv_close((uv_handle_t *)&k->timer, on_conn_handle_closed);
     }
-    uv_close((uv_handle_t *)&c->defer_timer, on_client_timer_closed);
-    uv_close((uv_handle_t *)&c->retry_timer, on_client_timer_closed);
-    uv_close((uv_handle_t *)&c->resume_timer, on_client_timer_closed);
+    uv_close((uv_handle_t *)&c->defer_timer, on_client_handle_closed);
+    uv_close((uv_handle_t *)&c->retry_timer, on_client_handle_closed);
+    uv_close((uv_handle_t *)&c->turn, on_client_handle_closed);
 }
 
 static int name_ok(const char *s)
