@@ -149,9 +149,12 @@ int main(int argc, char **argv)
     /* Replays free and reallocate megabytes a second (lws keeps the unsent
      * part of a batch, frames, reads): glibc's default trims the heap top
      * at 128 KiB and refaults it at once (4% of a replay in page faults).
-     * Keep up to 8 MiB free at the top of the heap. */
+     * Keep up to 8 MiB free at the top of the heap. Setting the trim
+     * threshold also freezes glibc's sliding mmap threshold at 128 KiB,
+     * so fix that too: 64 KiB batches stay on the heap. */
     mallopt(M_TRIM_THRESHOLD, 8 << 20);
     mallopt(M_TOP_PAD, 1 << 20);
+    mallopt(M_MMAP_THRESHOLD, 4 << 20);
     const char *cfg_arg = NULL;
     int check_only = 0;
     for (int i = 1; i < argc; i++) {
