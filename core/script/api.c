@@ -111,7 +111,11 @@ static int l_metrics_text(lua_State *L)
 static int l_ready(lua_State *L)
 {
     ess_app_t *app = app_of(L);
-    int registry = app->registry != NULL && ess_registry_count(app->registry) >= 0;
+    /* The registry is ready when it reads and its writes succeed (the last
+     * write's outcome, or a probe write when that is older than 5 s). */
+    char why[256] = "";
+    int registry = app->registry != NULL && ess_registry_count(app->registry) >= 0 &&
+                   ess_registry_writable(app->registry, why, sizeof why);
     int broker = ess_gateway_broker_ready(app);
     lua_pushboolean(L, registry && broker && !app->draining);
     lua_createtable(L, 0, 3);
