@@ -373,8 +373,8 @@ static int check_and_migrate(sqlite3 *db, const char *path, char *err, size_t er
     if (!ok)
         return corrupt ? ESS_ECORRUPT : ESS_EIO;
 
-    if (exec1(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON",
-              msg, sizeof msg) != ESS_OK ||
+    if (exec1(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON", msg,
+              sizeof msg) != ESS_OK ||
         exec1(db, "BEGIN IMMEDIATE", msg, sizeof msg) != ESS_OK) {
         snprintf(err, errlen, "%s: cannot write: %s", path, msg);
         return ESS_EIO;
@@ -476,8 +476,9 @@ int ess_registry_open_sqlite(const char *path, ess_registry_t **out, char *err, 
     int rc = ESS_EIO;
     if (check_path(path, err, errlen) != ESS_OK)
         goto fail_open;
-    if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-                                          SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+    if (sqlite3_open_v2(path, &s->db,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                        NULL) != SQLITE_OK) {
         char why[256];
         if (s->db)
             describe(s->db, why, sizeof why);
@@ -486,8 +487,7 @@ int ess_registry_open_sqlite(const char *path, ess_registry_t **out, char *err, 
     }
     sqlite3_extended_result_codes(s->db, 1);
     if (sqlite3_db_readonly(s->db, "main") == 1) {
-        snprintf(err, errlen, "%s: cannot be opened for writing: SQLite opened it read-only",
-                 path);
+        snprintf(err, errlen, "%s: cannot be opened for writing: SQLite opened it read-only", path);
         goto fail_open;
     }
     /* Before any access, so that WAL never uses a shared -shm mapping (see
@@ -508,7 +508,8 @@ int ess_registry_open_sqlite(const char *path, ess_registry_t **out, char *err, 
         const char *sql;
     } stmts[] = {
         {&s->insert, "INSERT INTO event_stream (uuid, routing_key, created_ms) VALUES (?, ?, ?)"},
-        {&s->remove, "DELETE FROM event_stream WHERE id = ? RETURNING id, uuid, routing_key, created_ms"},
+        {&s->remove,
+         "DELETE FROM event_stream WHERE id = ? RETURNING id, uuid, routing_key, created_ms"},
         {&s->list, "SELECT id, uuid, routing_key, created_ms FROM event_stream ORDER BY id"},
         {&s->by_uuid, "SELECT id, uuid, routing_key, created_ms FROM event_stream WHERE uuid = ?"},
         {&s->count, "SELECT count(*) FROM event_stream"},
