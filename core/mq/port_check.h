@@ -3,8 +3,8 @@
  * Used by readiness for the AMQP port of broker.url when the stream
  * protocol connects to broker.stream_port instead (broker.version 2), so
  * that a URL whose port answers nothing is noticed. No protocol is
- * spoken: the broker sees (and does not log) a connection that closes
- * before its handshake, as it does for a load balancer's health check.
+ * spoken: the broker sees a connection that closes before its handshake,
+ * as from a load balancer's health check.
  */
 #ifndef ESS_MQ_PORT_CHECK_H
 #define ESS_MQ_PORT_CHECK_H
