@@ -244,6 +244,7 @@ int main(int argc, char **argv)
         ess_log_error("%s", err);
         goto fail_loop;
     }
+    ess_script_api_broker_start(&app);
     raise_fd_limit(app.cfg);
     if (ess_server_start(&app, err, sizeof err) != ESS_OK) {
         ess_log_error("%s", err);

@@ -11,6 +11,8 @@
 #include "script/reload.h"
 #include "gateway/gateway.h"
 #include "metrics/metrics.h"
+#include "mq/port_check.h"
+#include "mq/url.h"
 #include "util/log.h"
 
 #include <lauxlib.h>
@@ -107,14 +109,81 @@ static int l_metrics_text(lua_State *L)
     return 1;
 }
 
+/* With broker.version 2 the stream connection uses broker.stream_port and
+ * the port of broker.url serves only AMQP 0-9-1 (classic routes). That
+ * port is checked at start and then by readiness, at most every
+ * AMQP_CHECK_EVERY_MS, so that a URL whose port answers nothing is not
+ * "ready". One check per process: the loop and the URL do not change. */
+#define AMQP_CHECK_EVERY_MS 5000
+#define AMQP_CHECK_TIMEOUT_MS 2000
+
+static ess_port_check_t amqp_check = {.what = "the AMQP port of broker.url", .state = -1};
+static char amqp_host[256];
+static int amqp_port;
+
+void ess_script_api_broker_start(ess_app_t *app)
+{
+    const ess_config_t *cfg = app->cfg;
+    if (cfg->broker_version != 2)
+        return;
+    ess_url_t u;
+    if (ess_url_parse(cfg->broker_url, &u) != ESS_OK)
+        return; /* the gateway refused it already */
+    snprintf(amqp_host, sizeof amqp_host, "%s", u.host);
+    amqp_port = u.port;
+    int v6 = strchr(u.host, ':') != NULL;
+    ess_log_info("broker: version 2: streams connect to %s%s%s:%d (broker.stream_port); the port "
+                 "of broker.url, %s%s%s:%d, serves AMQP 0-9-1 only (classic routes) and is "
+                 "checked by /health/ready",
+                 v6 ? "[" : "", u.host, v6 ? "]" : "", cfg->stream_port, v6 ? "[" : "", u.host,
+                 v6 ? "]" : "", u.port);
+    ess_url_free(&u);
+    ess_port_check_start(app->loop, amqp_host, amqp_port, AMQP_CHECK_TIMEOUT_MS, &amqp_check);
+}
+
+/* 1 when the AMQP port of broker.url accepted a connection at the last
+ * check (started again when older than AMQP_CHECK_EVERY_MS), else 0 with
+ * the reason in why. */
+static int amqp_port_ready(ess_app_t *app, char *why, size_t whylen)
+{
+    ess_port_check_t *st = &amqp_check;
+    if (amqp_port == 0) {
+        snprintf(why, whylen, "not checked");
+        return 0;
+    }
+    if (!st->inflight && (st->state < 0 || uv_now(app->loop) - st->done_ms >= AMQP_CHECK_EVERY_MS))
+        ess_port_check_start(app->loop, amqp_host, amqp_port, AMQP_CHECK_TIMEOUT_MS, st);
+    if (st->state == 1)
+        return 1;
+    if (st->state < 0)
+        snprintf(why, whylen, "checking %.280s", st->where);
+    else
+        snprintf(why, whylen, "nothing accepts connections at %.280s: %.160s", st->where,
+                 st->error);
+    return 0;
+}
+
 /* core.ready() -> ok, {registry = true, broker = bool, ...} */
 static int l_ready(lua_State *L)
 {
     ess_app_t *app = app_of(L);
-    int registry = app->registry != NULL && ess_registry_count(app->registry) >= 0;
+    /* The registry is ready when it reads and its writes succeed (the last
+     * write's outcome, or a probe write when that is older than 5 s). */
+    char why[256] = "";
+    int registry = app->registry != NULL && ess_registry_count(app->registry) >= 0 &&
+                   ess_registry_writable(app->registry, why, sizeof why);
     int broker = ess_gateway_broker_ready(app);
-    lua_pushboolean(L, registry && broker && !app->draining);
-    lua_createtable(L, 0, 3);
+    char amqp_why[512] = "";
+    int amqp = app->cfg->broker_version != 2 || amqp_port_ready(app, amqp_why, sizeof amqp_why);
+    lua_pushboolean(L, registry && broker && amqp && !app->draining);
+    lua_createtable(L, 0, 4);
+    if (app->cfg->broker_version == 2) {
+        if (amqp)
+            lua_pushboolean(L, 1);
+        else
+            lua_pushstring(L, amqp_why);
+        lua_setfield(L, -2, "amqp");
+    }
     lua_pushboolean(L, registry);
     lua_setfield(L, -2, "registry");
     lua_pushboolean(L, broker);

@@ -48,4 +48,12 @@ void ess_script_api_handle(ess_app_t *app, const ess_api_request_t *req,
 int ess_script_api_init(ess_app_t *app, ess_vm_t *vm, const ess_config_t *cfg, char *err,
                         size_t errlen);
 
+/**
+ * With broker.version 2: log which ports the broker connections use (the
+ * stream protocol: broker.stream_port; AMQP 0-9-1: the port of broker.url)
+ * and start the check of the AMQP port that /health/ready reports as
+ * "amqp". Called once, after the loop runs the gateway.
+ */
+void ess_script_api_broker_start(ess_app_t *app);
+
 #endif

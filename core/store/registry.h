@@ -34,6 +34,7 @@ typedef struct {
     int (*find_uuid)(ess_registry_t *r, const char *uuid, ess_es_row_t *out);
     int64_t (*count)(ess_registry_t *r);
     void (*close)(ess_registry_t *r);
+    int (*writable)(ess_registry_t *r, char *why, size_t whylen);
 } ess_registry_ops_t;
 
 struct ess_registry_s {
@@ -82,6 +83,16 @@ static inline int ess_registry_find_uuid(ess_registry_t *r, const char *uuid, es
 static inline int64_t ess_registry_count(ess_registry_t *r)
 {
     return r->ops->count(r);
+}
+
+/**
+ * 1 when writes succeed, else 0 with the reason in why. Answers from the
+ * last write's outcome while it is fresh (the SQLite backend: 5 s), else
+ * makes a small probe write; a failed request write counts at once.
+ */
+static inline int ess_registry_writable(ess_registry_t *r, char *why, size_t whylen)
+{
+    return r->ops->writable(r, why, whylen);
 }
 
 static inline void ess_registry_close(ess_registry_t *r)

@@ -2,23 +2,41 @@
  * The SQLite registry backend: WAL journal, synchronous=FULL so that a
  * committed create survives power loss, versioned migrations through
  * user_version, and prepared statements only (no SQL is ever built from
- * input). It owns the database handle; it does not know about HTTP or Lua.
+ * input). It owns the database handle and the record of whether writes
+ * succeed (the readiness answer); it does not know about HTTP or Lua.
+ *
+ * essd is the database's only user, so the connection runs in exclusive
+ * locking mode, set before WAL is entered: SQLite then keeps the WAL index
+ * in heap memory instead of a shared mapping of the -shm file, so no fault
+ * on that file (immutable, truncated, full disk) can kill the process with
+ * SIGBUS. The cost: while essd runs, other processes (the sqlite3 CLI
+ * included) get "database is locked".
  */
 #include "store/registry.h"
 #include "ess.h"
 #include "util/log.h"
 #include "util/utf8.h"
 
+#include <errno.h>
 #include <sqlite3.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #define SCHEMA_VERSION 1
+
+/* How long the outcome of the last write (a request's or a probe's) stands
+ * for the readiness answer before a probe write is made again. */
+#define WRITE_FRESH_MS 5000
 
 typedef struct {
     ess_registry_t base;
     sqlite3 *db;
     sqlite3_stmt *insert, *remove, *list, *by_uuid, *count;
+    int write_failed;      /* the last write failed: not ready */
+    int64_t write_at_ms;   /* monotonic time of the last write outcome, 0 = none */
+    char write_error[256]; /* why the last write failed */
 } sqlite_registry_t;
 
 static const char *migrations[SCHEMA_VERSION] = {
@@ -68,9 +86,56 @@ static void read_row(ess_registry_t *r, sqlite3_stmt *st, ess_es_row_t *row, int
     row->created_ms = sqlite3_column_int64(st, 3);
 }
 
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* SQLite's message, with the operating system's reason when a file
+ * operation failed ("disk I/O error (Operation not permitted)"). */
+static void describe(sqlite3 *db, char *out, size_t outlen)
+{
+    int primary = sqlite3_extended_errcode(db) & 0xff;
+    int sys = sqlite3_system_errno(db);
+    if (sys != 0 && (primary == SQLITE_IOERR || primary == SQLITE_FULL ||
+                     primary == SQLITE_CANTOPEN || primary == SQLITE_READONLY))
+        snprintf(out, outlen, "%s (%s)", sqlite3_errmsg(db), strerror(sys));
+    else
+        snprintf(out, outlen, "%s", sqlite3_errmsg(db));
+}
+
+/* Record the outcome of a write; readiness reads it. Logs the changes. */
+static void note_write(sqlite_registry_t *s, int ok, const char *why)
+{
+    s->write_at_ms = mono_ms();
+    if (ok && s->write_failed)
+        ess_log_info("registry: writes succeed again; /health/ready reports the registry ready");
+    else if (!ok && !s->write_failed)
+        ess_log_error("registry: writes fail, /health/ready reports not ready until one "
+                      "succeeds: %s",
+                      why);
+    s->write_failed = !ok;
+    if (!ok)
+        snprintf(s->write_error, sizeof s->write_error, "%s", why);
+}
+
 static int db_error(sqlite_registry_t *s, const char *what)
 {
-    ess_log_error("registry: %s: %s", what, sqlite3_errmsg(s->db));
+    char why[256];
+    describe(s->db, why, sizeof why);
+    ess_log_error("registry: %s: %s", what, why);
+    return ESS_EIO;
+}
+
+/* A failed write: logged, recorded for readiness. */
+static int write_error(sqlite_registry_t *s, const char *what)
+{
+    char why[256];
+    describe(s->db, why, sizeof why);
+    ess_log_error("registry: %s: %s", what, why);
+    note_write(s, 0, why);
     return ESS_EIO;
 }
 
@@ -118,10 +183,11 @@ static int sq_create(ess_registry_t *r, const char *rk, size_t rklen, ess_es_row
             memcpy(out->uuid, uuid, sizeof uuid);
             out->created_ms = created;
             keep_routing_key(r, out, rk, rklen);
+            note_write(s, 1, NULL);
             return ESS_OK;
         }
         if (sqlite3_extended_errcode(s->db) != SQLITE_CONSTRAINT_UNIQUE)
-            return db_error(s, "insert");
+            return write_error(s, "insert");
     }
     return ESS_EIO;
 }
@@ -145,8 +211,15 @@ static int sq_remove(ess_registry_t *r, int64_t id, ess_es_row_t *removed)
         sqlite3_reset(st);
         return ESS_ENOTFOUND;
     }
+    if (rc != SQLITE_DONE) {
+        /* The error is the statement's; read it before reset clears it. */
+        int err = write_error(s, "delete");
+        sqlite3_reset(st);
+        return err;
+    }
     sqlite3_reset(st);
-    return rc == SQLITE_DONE ? ESS_OK : db_error(s, "delete");
+    note_write(s, 1, NULL);
+    return ESS_OK;
 }
 
 static int sq_list(ess_registry_t *r, ess_registry_row_cb cb, void *ud)
@@ -195,6 +268,35 @@ static int64_t sq_count(ess_registry_t *r)
     return n;
 }
 
+/* Whether writes succeed: the outcome of the last write when it is younger
+ * than WRITE_FRESH_MS, else a probe write now (rewriting user_version in
+ * its own transaction: one WAL frame and one fsync, as a create costs). */
+static int sq_writable(ess_registry_t *r, char *why, size_t whylen)
+{
+    sqlite_registry_t *s = (sqlite_registry_t *)r;
+    if (db_moved(s)) {
+        snprintf(why, whylen, "the database file was deleted or replaced while running");
+        return 0;
+    }
+    if (s->write_at_ms == 0 || mono_ms() - s->write_at_ms >= WRITE_FRESH_MS) {
+        char sql[96];
+        snprintf(sql, sizeof sql, "BEGIN IMMEDIATE; PRAGMA user_version=%d; COMMIT",
+                 SCHEMA_VERSION);
+        if (sqlite3_exec(s->db, sql, NULL, NULL, NULL) == SQLITE_OK) {
+            note_write(s, 1, NULL);
+        } else {
+            char err[256];
+            describe(s->db, err, sizeof err);
+            if (!sqlite3_get_autocommit(s->db))
+                sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+            note_write(s, 0, err);
+        }
+    }
+    if (s->write_failed)
+        snprintf(why, whylen, "%s", s->write_error);
+    return !s->write_failed;
+}
+
 static void sq_close(ess_registry_t *r)
 {
     sqlite_registry_t *s = (sqlite_registry_t *)r;
@@ -209,7 +311,13 @@ static void sq_close(ess_registry_t *r)
 }
 
 static const ess_registry_ops_t sqlite_ops = {
-    sq_create, sq_remove, sq_list, sq_find_uuid, sq_count, sq_close,
+    .create = sq_create,
+    .remove = sq_remove,
+    .list = sq_list,
+    .find_uuid = sq_find_uuid,
+    .count = sq_count,
+    .close = sq_close,
+    .writable = sq_writable,
 };
 
 static int exec1(sqlite3 *db, const char *sql, char *err, size_t errlen)
@@ -239,23 +347,34 @@ static int pragma_int(sqlite3 *db, const char *sql, int64_t *out)
 static int check_and_migrate(sqlite3 *db, const char *path, char *err, size_t errlen)
 {
     char msg[512];
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db, "PRAGMA quick_check", -1, &st, NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "%s: not a usable SQLite database: %s", path, sqlite3_errmsg(db));
-        return ESS_ECORRUPT;
-    }
-    int rc = sqlite3_step(st);
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db, "PRAGMA quick_check", -1, &st, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
     const unsigned char *res = rc == SQLITE_ROW ? sqlite3_column_text(st, 0) : NULL;
     int ok = res != NULL && strcmp((const char *)res, "ok") == 0;
-    if (!ok)
-        snprintf(err, errlen, "%s: integrity check failed: %s", path,
-                 res ? (const char *)res : sqlite3_errmsg(db));
+    int primary = sqlite3_extended_errcode(db) & 0xff;
+    int corrupt = res != NULL || primary == SQLITE_NOTADB || primary == SQLITE_CORRUPT;
+    if (!ok) {
+        describe(db, msg, sizeof msg);
+        if (res != NULL)
+            snprintf(err, errlen, "%s: integrity check failed: %s", path, (const char *)res);
+        else if (primary == SQLITE_BUSY || primary == SQLITE_LOCKED)
+            snprintf(err, errlen,
+                     "%s: cannot open: another process holds the database (essd keeps it "
+                     "locked while it runs; is another essd using it?)",
+                     path);
+        else if (corrupt)
+            snprintf(err, errlen, "%s: not a usable SQLite database: %s", path, msg);
+        else
+            snprintf(err, errlen, "%s: cannot open: %s", path, msg);
+    }
     sqlite3_finalize(st);
     if (!ok)
-        return ESS_ECORRUPT;
+        return corrupt ? ESS_ECORRUPT : ESS_EIO;
 
-    if (exec1(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON",
-              msg, sizeof msg) != ESS_OK ||
+    if (exec1(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON", msg,
+              sizeof msg) != ESS_OK ||
         exec1(db, "BEGIN IMMEDIATE", msg, sizeof msg) != ESS_OK) {
         snprintf(err, errlen, "%s: cannot write: %s", path, msg);
         return ESS_EIO;
@@ -286,18 +405,98 @@ fail_tx:
     return ESS_EIO;
 }
 
+/* Before SQLite tries: a missing directory, a directory or file that
+ * cannot be written, said in one line that names the culprit (SQLite's
+ * own answer is "unable to open database file" for all of them, and it
+ * silently opens a write-protected file read-only). */
+static int check_path(const char *path, char *err, size_t errlen)
+{
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    if (slash == NULL)
+        snprintf(dir, sizeof dir, ".");
+    else if (slash == path)
+        snprintf(dir, sizeof dir, "/");
+    else
+        snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    struct stat st;
+    if (stat(dir, &st) != 0) {
+        int e = errno;
+        if (e != ENOENT) {
+            snprintf(err, errlen, "%s: cannot open: the directory %s: %s", path, dir, strerror(e));
+            return ESS_EIO;
+        }
+        /* Name the first directory that is missing, the one to create. */
+        char missing[4096];
+        snprintf(missing, sizeof missing, "%s", dir);
+        for (;;) {
+            char *cut = strrchr(missing, '/');
+            if (cut == NULL || cut == missing)
+                break;
+            *cut = '\0';
+            if (stat(missing, &st) == 0) {
+                *cut = '/';
+                break;
+            }
+        }
+        snprintf(err, errlen, "%s: cannot open: the directory %s does not exist", path, missing);
+        return ESS_EIO;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        snprintf(err, errlen, "%s: cannot open: %s is not a directory", path, dir);
+        return ESS_EIO;
+    }
+    int exists = stat(path, &st) == 0;
+    if (exists && S_ISDIR(st.st_mode)) {
+        snprintf(err, errlen, "%s: cannot open: it is a directory", path);
+        return ESS_EIO;
+    }
+    if (exists && access(path, W_OK) != 0) {
+        snprintf(err, errlen,
+                 "%s: cannot be opened for writing: %s (the registry is written on every "
+                 "create and delete)",
+                 path, strerror(errno));
+        return ESS_EIO;
+    }
+    if (access(dir, W_OK) != 0) {
+        snprintf(err, errlen,
+                 "%s: cannot be opened for writing: the directory %s: %s (SQLite creates "
+                 "%s beside it)",
+                 path, dir, strerror(errno),
+                 exists ? "the -wal file" : "the database file and its -wal file");
+        return ESS_EIO;
+    }
+    return ESS_OK;
+}
+
 int ess_registry_open_sqlite(const char *path, ess_registry_t **out, char *err, size_t errlen)
 {
     sqlite_registry_t *s = ess_xcalloc(1, sizeof *s);
     s->base.ops = &sqlite_ops;
     int rc = ESS_EIO;
-    if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-                                          SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "%s: cannot open: %s", path,
-                 s->db ? sqlite3_errmsg(s->db) : "out of memory");
+    if (check_path(path, err, errlen) != ESS_OK)
+        goto fail_open;
+    if (sqlite3_open_v2(path, &s->db,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                        NULL) != SQLITE_OK) {
+        char why[256];
+        if (s->db)
+            describe(s->db, why, sizeof why);
+        snprintf(err, errlen, "%s: cannot open: %s", path, s->db ? why : "out of memory");
         goto fail_open;
     }
     sqlite3_extended_result_codes(s->db, 1);
+    if (sqlite3_db_readonly(s->db, "main") == 1) {
+        snprintf(err, errlen, "%s: cannot be opened for writing: SQLite opened it read-only", path);
+        goto fail_open;
+    }
+    /* Before any access, so that WAL never uses a shared -shm mapping (see
+     * the top of this file). */
+    char msg[256];
+    if (exec1(s->db, "PRAGMA locking_mode=EXCLUSIVE", msg, sizeof msg) != ESS_OK) {
+        snprintf(err, errlen, "%s: cannot open: %s", path, msg);
+        goto fail_open;
+    }
     /* The registry runs on the event loop: wait for a lock held by another
      * process briefly, then fail the request (503) rather than stall every
      * connection. */
@@ -309,7 +508,8 @@ int ess_registry_open_sqlite(const char *path, ess_registry_t **out, char *err, 
         const char *sql;
     } stmts[] = {
         {&s->insert, "INSERT INTO event_stream (uuid, routing_key, created_ms) VALUES (?, ?, ?)"},
-        {&s->remove, "DELETE FROM event_stream WHERE id = ? RETURNING id, uuid, routing_key, created_ms"},
+        {&s->remove,
+         "DELETE FROM event_stream WHERE id = ? RETURNING id, uuid, routing_key, created_ms"},
         {&s->list, "SELECT id, uuid, routing_key, created_ms FROM event_stream ORDER BY id"},
         {&s->by_uuid, "SELECT id, uuid, routing_key, created_ms FROM event_stream WHERE uuid = ?"},
         {&s->count, "SELECT count(*) FROM event_stream"},

@@ -277,11 +277,14 @@ local SCHEMA = {
     } },
     { name = "broker", doc = "RabbitMQ", keys = {
         leaf("url", "string", "amqp://guest:guest@localhost:5672/",
-            "AMQP URL of the broker; the vhost is the path without its leading /.",
+            "AMQP URL of the broker: host, user, password, vhost (the path without its"
+                .. " leading /) for both protocols; its port is the AMQP 0-9-1 one"
+                .. " (version 1, classic routes).",
             string_checker("an amqp:// or amqps:// URL", function(s)
                 return (find(s, "^amqps?://[^%s%c]+$")) ~= nil
             end), { "ESS_AMPQ_URL", "ESS_AMQP_URL" }, "url"),
-        int("stream_port", 5552, 1, 65535, "Port of the RabbitMQ stream protocol."),
+        int("stream_port", 5552, 1, 65535,
+            "Port of the RabbitMQ stream protocol on the host of broker.url (version 2)."),
         int("version", 2, 1, 2, "1 = classic queues (no history), 2 = RabbitMQ streams."),
         leaf("load_balancer_mode", "boolean", false,
             "The broker is behind a load balancer: ignore advertised stream hosts.", check_bool),
@@ -295,7 +298,8 @@ local SCHEMA = {
         check_bool),
     { name = "database", doc = "the SQLite registry", keys = {
         leaf("path", "string", "ess.db",
-            "SQLite file of the event-stream registry (relative to the working directory).",
+            "SQLite file of the event-stream registry (relative to the working directory);"
+                .. " its directory must exist and be writable.",
             check_nonempty, "ESS_DATABASE_PATH"),
     } },
     { name = "log", doc = "logging", keys = {

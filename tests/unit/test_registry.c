@@ -1,7 +1,8 @@
 /*
  * Unit tests for the SQLite registry: create/list/delete/find, ids never
  * reused, persistence across reopen, verbatim routing keys, refusal of a
- * corrupt or unwritable file (never replaced).
+ * corrupt or unwritable file (never replaced) with a message that says
+ * which, the write-outcome answer readiness uses, and no -shm file.
  */
 #include "ess_test.h"
 #include "ess.h"
@@ -140,6 +141,7 @@ static void test_corrupt_file_refused_and_kept(void)
     int rc = ess_registry_open_sqlite(path, &r, err, sizeof err);
     CHECK(rc == ESS_ECORRUPT || rc == ESS_EIO);
     CHECK(strstr(err, "corrupt.db") != NULL);
+    CHECK(strstr(err, "not a usable SQLite database") != NULL);
     CHECK(r == NULL);
     stat(path, &after);
     CHECK_EQ_INT(after.st_size, before.st_size);
@@ -150,7 +152,13 @@ static void test_unwritable_refused(void)
     ess_registry_t *r = NULL;
     char err[512] = "";
     CHECK(ess_registry_open_sqlite("/nonexistent-dir/x/ess.db", &r, err, sizeof err) != ESS_OK);
-    CHECK(strlen(err) > 0);
+    CHECK(strstr(err, "the directory /nonexistent-dir does not exist") != NULL);
+    char p2[300];
+    snprintf(p2, sizeof p2, "%s/missing/ess.db", dir);
+    CHECK(ess_registry_open_sqlite(p2, &r, err, sizeof err) != ESS_OK);
+    char want[300];
+    snprintf(want, sizeof want, "the directory %s/missing does not exist", dir);
+    CHECK(strstr(err, want) != NULL);
     if (geteuid() != 0) {
         /* Root ignores permission bits; the read-only case is covered above. */
         const char *ro = db_path("ro");
@@ -161,6 +169,69 @@ static void test_unwritable_refused(void)
     }
 }
 
+static int file_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+/* One writer: the wal-index lives in heap memory (no -shm mapping that a
+ * fault could turn into SIGBUS), and a second opener is told who holds it. */
+static void test_exclusive_no_shm(void)
+{
+    ess_registry_t *r = open_db("excl.db");
+    ess_es_row_t row;
+    CHECK_EQ_INT(ess_registry_create(r, "k", 1, &row), ESS_OK);
+    char p[300];
+    snprintf(p, sizeof p, "%s-wal", db_path("excl.db"));
+    CHECK(file_exists(p));
+    snprintf(p, sizeof p, "%s-shm", db_path("excl.db"));
+    CHECK(!file_exists(p));
+    ess_registry_t *r2 = NULL;
+    char err[512] = "";
+    CHECK(ess_registry_open_sqlite(db_path("excl.db"), &r2, err, sizeof err) != ESS_OK);
+    CHECK(strstr(err, "holds the database") != NULL);
+    ess_registry_close(r);
+}
+
+/* A failed write makes writable() false at once, with the reason; the next
+ * successful write makes it true again. */
+static void test_writable_follows_writes(void)
+{
+    ess_registry_t *r = open_db("writable.db");
+    char why[256] = "";
+    ess_es_row_t row;
+    CHECK_EQ_INT(ess_registry_writable(r, why, sizeof why), 1);
+    CHECK_EQ_INT(ess_registry_create(r, "a", 1, &row), ESS_OK);
+    CHECK_EQ_INT(ess_registry_writable(r, why, sizeof why), 1);
+    char wal[300], cmd[400];
+    snprintf(wal, sizeof wal, "%s-wal", db_path("writable.db"));
+    snprintf(cmd, sizeof cmd, "chattr +i %s 2>/dev/null", wal);
+    if (geteuid() != 0 || system(cmd) != 0) {
+        fprintf(stderr, "skip: chattr +i not available here\n");
+        ess_registry_close(r);
+        return;
+    }
+    int rc = ess_registry_create(r, "b", 1, &row);
+    snprintf(cmd, sizeof cmd, "chattr -i %s", wal);
+    int undone = system(cmd);
+    CHECK_EQ_INT(undone, 0);
+    if (rc == ESS_OK) {
+        fprintf(stderr, "skip: this filesystem lets an immutable file be written\n");
+        ess_registry_close(r);
+        return;
+    }
+    CHECK_EQ_INT(rc, ESS_EIO);
+    CHECK_EQ_INT(ess_registry_writable(r, why, sizeof why), 0);
+    CHECK(strlen(why) > 0);
+    CHECK_EQ_INT(ess_registry_create(r, "c", 1, &row), ESS_OK);
+    CHECK_EQ_INT(ess_registry_writable(r, why, sizeof why), 1);
+    collected_t c = {0};
+    CHECK_EQ_INT(ess_registry_list(r, collect, &c), ESS_OK);
+    CHECK_EQ_INT(c.n, 2);
+    ess_registry_close(r);
+}
+
 int main(void)
 {
     if (mkdtemp(dir) == NULL)
@@ -168,7 +239,8 @@ int main(void)
     static const ess_test_case_t cases[] = {
         ESS_TEST(test_crud_and_ids_not_reused), ESS_TEST(test_routing_keys_verbatim),
         ESS_TEST(test_invalid_keys),           ESS_TEST(test_corrupt_file_refused_and_kept),
-        ESS_TEST(test_unwritable_refused),
+        ESS_TEST(test_unwritable_refused),      ESS_TEST(test_exclusive_no_shm),
+        ESS_TEST(test_writable_follows_writes),
     };
     int rc = ess_test_run(cases, ESS_ARRAY_SIZE(cases));
     char cmd[300];
