@@ -9,7 +9,7 @@
 #include "ess.h"
 #include "metrics/metrics.h"
 #include "mq/amqp10.h"
-#include "proto/protobuf.h"
+#include "script/protobuf_lua.h"
 #include "util/json.h"
 #include "util/log.h"
 
