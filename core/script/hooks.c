@@ -21,6 +21,10 @@
 #define ROUTE_KEY "ess.hook.route"
 #define MSG_KEY "ess.hook.msg"
 
+/* Registry keys (their addresses) of each hook's validated conf table, the
+ * third argument of every call: a light userdata lookup, no key hashing. */
+static char enrich_conf_key, route_conf_key;
+
 /* Enrich calls in a row that raised: /health/ready reports a hook that
  * fails on every message. Reset by any success and by a reload. */
 uint64_t ess_hooks_failing_streak;
@@ -138,10 +142,67 @@ static int host_json_splice(lua_State *L)
     return 1;
 }
 
-/* Load module through ess.sandbox (text only, allow-listed globals, `ess`
- * as the host table at the top of the stack) and keep its field fn. */
-static int load_hook(ess_vm_t *vm, const char *module, const char *field, const char *key,
+/* Check the options cfg.lua.<opt> against the schema the hook module at
+ * index mod declares (ess.options) and keep the conf under key. */
+static int load_conf(ess_vm_t *vm, const char *module, int mod, const char *opt, void *key,
                      char *err, size_t errlen)
+{
+    lua_State *L = vm->L;
+    int top = lua_gettop(L);
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "ess.options");
+    if (ess_vm_pcall(L, 1, 1, err, errlen) != ESS_OK)
+        return ESS_ESCRIPT;
+    lua_getfield(L, -1, "validate");
+    lua_pushstring(L, module);
+    lua_getfield(L, mod, "schema");
+    lua_pushnil(L);
+    if (vm->cfg_ref != LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, vm->cfg_ref);
+        lua_getfield(L, -1, "lua");
+        if (lua_istable(L, -1)) {
+            lua_getfield(L, -1, opt);
+            lua_replace(L, -4);
+        }
+        lua_pop(L, 2);
+    }
+    lua_pushfstring(L, "lua.%s", opt);
+    if (ess_vm_pcall(L, 4, 2, err, errlen) != ESS_OK) {
+        lua_settop(L, top);
+        return ESS_ESCRIPT;
+    }
+    if (!lua_istable(L, -2)) {
+        snprintf(err, errlen, "%s",
+                 lua_isstring(L, -1) ? lua_tostring(L, -1) : "ess.options: no conf returned");
+        lua_settop(L, top);
+        return ESS_EINVAL;
+    }
+    lua_pushlightuserdata(L, key);
+    lua_pushvalue(L, -3);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+    lua_settop(L, top);
+    return ESS_OK;
+}
+
+/* Push the conf table kept under key (an empty table before any load). */
+static void push_conf(lua_State *L, void *key)
+{
+    lua_pushlightuserdata(L, key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    if (!lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushlightuserdata(L, key);
+        lua_pushvalue(L, -2);
+        lua_rawset(L, LUA_REGISTRYINDEX);
+    }
+}
+
+/* Load module through ess.sandbox (text only, allow-listed globals, `ess`
+ * as the host table at the top of the stack), keep its field fn under key
+ * and its validated options (cfg.lua.<opt>) under conf_key. */
+static int load_hook(ess_vm_t *vm, const char *module, const char *field, const char *key,
+                     const char *opt, void *conf_key, char *err, size_t errlen)
 {
     lua_State *L = vm->L;
     int top = lua_gettop(L);
@@ -170,8 +231,9 @@ static int load_hook(ess_vm_t *vm, const char *module, const char *field, const 
         return ESS_ESCRIPT;
     }
     lua_setfield(L, LUA_REGISTRYINDEX, key);
+    int rc = load_conf(vm, module, lua_gettop(L) - 1, opt, conf_key, err, errlen);
     lua_settop(L, top);
-    return ESS_OK;
+    return rc;
 }
 
 int ess_hooks_init(ess_vm_t *vm, const char *enrich_module, const char *route_module, char *err,
@@ -191,9 +253,12 @@ int ess_hooks_init(ess_vm_t *vm, const char *enrich_module, const char *route_mo
     lua_setfield(L, -2, "protobuf");
     lua_setglobal(L, "ess");
 
-    if (load_hook(vm, enrich_module, "enrich", ENRICH_KEY, err, errlen) != ESS_OK ||
-        load_hook(vm, route_module, "route", ROUTE_KEY, err, errlen) != ESS_OK)
-        return ESS_ESCRIPT;
+    int rc;
+    if ((rc = load_hook(vm, enrich_module, "enrich", ENRICH_KEY, "enrich_options", &enrich_conf_key,
+                        err, errlen)) != ESS_OK ||
+        (rc = load_hook(vm, route_module, "route", ROUTE_KEY, "route_options", &route_conf_key, err,
+                        errlen)) != ESS_OK)
+        return rc;
 
     lua_newtable(L);
     lua_newtable(L);
@@ -276,10 +341,11 @@ int ess_hooks_enrich(ess_vm_t *vm, ess_hook_es_t *es, const ess_hook_msg_t *m,
         extras_set &= ~EXTRA_PROTOBUF;
     }
     push_es(L, vm, es);
+    push_conf(L, &enrich_conf_key);
 
     current_msg = m;
     char err[2048];
-    int rc = ess_vm_pcall(L, 2, 1, err, sizeof err);
+    int rc = ess_vm_pcall(L, 3, 1, err, sizeof err);
     current_msg = NULL;
     if (rc != ESS_OK) {
         ess_metrics.enrich_errors++;
@@ -332,8 +398,9 @@ int ess_hooks_route(ess_vm_t *vm, ess_hook_es_t *es, ess_route_t *out)
     lua_getfield(L, LUA_REGISTRYINDEX, ROUTE_KEY);
     push_es(L, vm, es);
     lua_rawgeti(L, LUA_REGISTRYINDEX, vm->cfg_ref);
+    push_conf(L, &route_conf_key);
     char err[2048];
-    if (ess_vm_pcall(L, 2, 1, err, sizeof err) != ESS_OK) {
+    if (ess_vm_pcall(L, 3, 1, err, sizeof err) != ESS_OK) {
         ess_log_error("route: %s: %s", es->uuid, err);
         lua_settop(L, top);
         return ESS_ESCRIPT;
@@ -386,8 +453,9 @@ int ess_hooks_selftest(ess_vm_t *vm, char *err, size_t errlen)
         lua_pushnil(L);
         lua_setfield(L, -2, "properties");
         push_es(L, vm, &es);
+        push_conf(L, &enrich_conf_key);
         current_msg = &m;
-        if (ess_vm_pcall(L, 2, 1, err, errlen) != ESS_OK) {
+        if (ess_vm_pcall(L, 3, 1, err, errlen) != ESS_OK) {
             rc = ESS_ESCRIPT;
         } else {
             if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING) {
