@@ -87,7 +87,15 @@ static int msg_newindex(lua_State *L)
     return 0;
 }
 
-/* ess.count(name [, by]): a script-defined counter, ess_script_<name>_total. */
+/***
+ * Add to a counter of the script's own, exported on `/metrics` as
+ * `ess_script_<name>_total`. Cheap: fine on the per-message path.
+ * @function ess.count
+ * @tparam string name the counter's name (letters, digits, `_`)
+ * @tparam[opt=1] number by how much to add; 0 or less is ignored
+ * @when any time: at module load, in enrich and in route.
+ * @usage ess.count("filter_skipped")
+ */
 static int host_count(lua_State *L)
 {
     const char *name = luaL_checkstring(L, 1);
@@ -99,8 +107,19 @@ static int host_count(lua_State *L)
     return 0;
 }
 
-/* ess.json_object(s) -> index of the closing '}' (1-based), empty | nil, reason:
- * strict validation without building a table. */
+/***
+ * Strict JSON check in C that builds no table: whether `s` is exactly one
+ * JSON object (white space around it allowed).
+ * @function ess.json_object
+ * @tparam string s the text to check (for example `msg.body`)
+ * @treturn number the index of the object's closing `}` (1-based)
+ * @treturn boolean whether the object is empty
+ * @return `nil` and a reason (`"... at byte N"`) when `s` is not one JSON object
+ * @when any time: at module load, in enrich and in route.
+ * @usage
+ * local close, empty = ess.json_object(msg.body)
+ * if not close then return msg.body end -- not JSON: forward unchanged
+ */
 static int host_json_object(lua_State *L)
 {
     size_t len, close, at;
@@ -117,10 +136,25 @@ static int host_json_object(lua_State *L)
     return 2;
 }
 
-/* ess.json_splice(s, a, b, first, more, mid) -> the object s with
- * first|more .. a .. mid .. b spliced before its closing '}' (numbers
- * printed exactly), or nil, reason: the default enrichment in one pass
- * and one string (util/json.h). */
+/***
+ * The default enrichment in one C pass and one result string: when `s` is
+ * exactly one JSON object, `s` with `first` (if the object is empty) or
+ * `more`, then `a`, `mid`, `b` inserted before its closing `}`; numbers are
+ * printed exactly (as integers when integral).
+ * @function ess.json_splice
+ * @tparam string s a JSON object
+ * @tparam number a the first number (the default hook: `msg.offset`)
+ * @tparam number b the second number (the default hook: `msg.timestamp`)
+ * @tparam string first the text before `a` in an empty object
+ * @tparam string more the text before `a` otherwise
+ * @tparam string mid the text between `a` and `b`
+ * @treturn string the spliced object
+ * @return `nil` and a reason, as `ess.json_object`
+ * @when any time: at module load, in enrich and in route.
+ * @usage
+ * local out = ess.json_splice(msg.body, msg.offset, msg.timestamp,
+ *     '"ess_offset":', ',"ess_offset":', ',"ess_timestamp":')
+ */
 static int host_json_splice(lua_State *L)
 {
     static ess_buf_t scratch; /* the loop thread's; reused across calls */
@@ -236,6 +270,122 @@ static int load_hook(ess_vm_t *vm, const char *module, const char *field, const 
     return rc;
 }
 
+/***
+ * The enrichment hook (`lua.enrich`): runs for every message, just before
+ * it is sent to the WebSocket client. A hook error never loses a message:
+ * the original body is sent, the error logged and counted.
+ * @hook enrich
+ * @tparam table msg the message (see `msg`); reused for every message
+ * @tparam table es the event stream (see `es`)
+ * @tparam table conf the hook's options (see `conf`)
+ * @treturn string the frame to send (text stays text)
+ * @return `nil` to skip the message; anything else, or an error, sends the
+ * original body unchanged
+ * @when by the gateway, once per message, after the reload self-test has
+ * called it on two sample messages.
+ * @usage
+ * return {
+ *     enrich = function(msg, es, conf)
+ *         return msg.body
+ *     end,
+ * }
+ */
+
+/***
+ * The routing hook (`lua.route`): chooses the broker source of an event
+ * stream when a client connects. An error or an invalid route closes the
+ * client's WebSocket with 1011.
+ * @hook route
+ * @tparam table es the event stream (see `es`)
+ * @tparam table cfg the validated configuration (`cfg.broker.version`, ...;
+ * see [configuration.md](configuration.md)); read-only
+ * @tparam table conf the hook's options (see `conf`)
+ * @treturn table `{ mode = "stream", stream = name }` or
+ * `{ mode = "classic", exchange = x, routing_key = k }` (non-empty strings
+ * shorter than 256 bytes)
+ * @when by the gateway, once per connection, and by the reload self-test.
+ * @usage
+ * return {
+ *     route = function(es, cfg, conf)
+ *         return { mode = "stream", stream = es.routing_key }
+ *     end,
+ * }
+ */
+
+/***
+ * The message handed to enrich. One table per VM, reused for every
+ * message: the host overwrites its fields before each call, so copy what
+ * you need instead of keeping `msg` or `msg.properties`.
+ * @table msg
+ * @tfield string body the message body as published; for a protobuf message
+ * of a known type, its one-line text form (`raw` holds the bytes). A hook may
+ * assign it before handing `msg` to another hook
+ * @tfield number offset the stream offset (exact up to 2^53)
+ * @tfield number timestamp the broker's timestamp, milliseconds since 1970
+ * @tfield boolean is_text the body is valid UTF-8 (false: binary)
+ * @tfield table properties the AMQP application properties: string keys;
+ * numbers, strings or booleans (AMQP null reads as `false`). Decoded when
+ * first read in a call: the one per-message allocation the host makes
+ * @tfield string|nil raw a protobuf message's original bytes (for
+ * `ess.protobuf.decode`); `nil` for other messages
+ * @tfield string|nil protobuf_type a protobuf message's type as the record
+ * names it (application property `message_type`, `x-basic-type` or the
+ * subject); `nil` for other messages
+ * @when read it during the enrich call that received it.
+ * @usage
+ * local t = msg.properties.message_type
+ * if msg.protobuf_type then
+ *     local m = ess.protobuf.decode(msg.protobuf_type, msg.raw)
+ * end
+ */
+
+/***
+ * The event stream a message belongs to. Cached per connection and VM: the
+ * same table for every message of one connection. Read-only.
+ * @table es
+ * @tfield number id the registry id
+ * @tfield string uuid the public id in the WebSocket URL
+ * @tfield string routing_key the routing key it was created with
+ * @when in enrich and route.
+ * @usage ess.log("info", "route " .. es.uuid .. " -> " .. es.routing_key)
+ */
+
+/***
+ * A hook's options: `lua.enrich_options` or `lua.route_options`, checked
+ * against the `schema` the hook module declares (see ess.options), with
+ * defaults filled in. One table per VM (a reload builds a new one); an
+ * empty table when the module declares no schema. Read-only.
+ * @table conf
+ * @when the third argument of enrich and route; two-argument hooks ignore it.
+ * @usage
+ * -- lua/acme/tag.lua, with lua.enrich_options: { tag: "eu" }
+ * return {
+ *     schema = { { name = "tag", type = "string", default = "none" } },
+ *     enrich = function(msg, es, conf) return msg.body .. "|" .. conf.tag end,
+ * }
+ */
+
+/***
+ * Write a line to the gateway log as `lua: <message>`. Keep it off the
+ * per-message path, or rate-limit it (the default hook logs the first 10
+ * errors, then every 1,000th).
+ * @function ess.log
+ * @tparam string level `"debug"`, `"info"`, `"warn"` or `"error"` (anything
+ * else logs at info)
+ * @tparam string message the text
+ * @when any time: at module load, in enrich and in route. `print(...)` is
+ * `ess.log("info", ...)` with the arguments joined by tabs.
+ * @usage ess.log("warn", "enrich: no message_type in " .. es.uuid)
+ */
+
+/***
+ * The protobuf functions: `ess.protobuf.decode` and `ess.protobuf.text`.
+ * @table ess.protobuf
+ * @tfield function decode see `ess.protobuf.decode`
+ * @tfield function text see `ess.protobuf.text`
+ * @when any time.
+ * @usage local pb = ess.protobuf
+ */
 int ess_hooks_init(ess_vm_t *vm, const char *enrich_module, const char *route_module, char *err,
                    size_t errlen)
 {
