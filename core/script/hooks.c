@@ -271,9 +271,11 @@ static int load_hook(ess_vm_t *vm, const char *module, const char *field, const 
 }
 
 /***
- * The enrichment hook (`lua.enrich`): runs for every message, just before
- * it is sent to the WebSocket client. A hook error never loses a message:
- * the original body is sent, the error logged and counted.
+ * The enrichment hook (`lua.enrich`): runs for every message read from a
+ * stream, just before it is sent to the WebSocket client (classic mode has
+ * no offsets or timestamps and sends bodies unchanged, without the hook). A
+ * hook error never loses a message: the original body is sent, the error
+ * logged and counted.
  * @hook enrich
  * @tparam table msg the message (see `msg`); reused for every message
  * @tparam table es the event stream (see `es`)
@@ -281,8 +283,8 @@ static int load_hook(ess_vm_t *vm, const char *module, const char *field, const 
  * @treturn string the frame to send (text stays text)
  * @return `nil` to skip the message; anything else, or an error, sends the
  * original body unchanged
- * @when by the gateway, once per message, after the reload self-test has
- * called it on two sample messages.
+ * @when by the gateway, once per stream message, after the reload
+ * self-test has called it on two sample messages.
  * @usage
  * return {
  *     enrich = function(msg, es, conf)

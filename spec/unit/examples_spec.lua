@@ -48,6 +48,18 @@ describe("config/examples", function()
         end
     end)
 
+    it("docs/lua.md lists every option of every example", function()
+        local doc = helpers.read("docs/lua.md")
+        for _, name in ipairs({ "filter", "redact", "routing_map" }) do
+            local mod = load_hook("ess.examples." .. name)
+            assert.truthy(doc:find("| `ess.examples." .. name .. "` | `", 1, true), name)
+            for _, f in ipairs(mod.schema) do
+                assert.truthy(doc:find("| `" .. f.name .. "` |", 1, true),
+                    name .. ": option " .. f.name .. " missing from docs/lua.md")
+            end
+        end
+    end)
+
     it("every example enrich passes the host's self-test samples", function()
         local samples = {
             '{"message_type":"MerchantProcessingCharge","ess_selftest":true}',
