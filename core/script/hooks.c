@@ -189,7 +189,8 @@ static int load_conf(ess_vm_t *vm, const char *module, int mod, const char *opt,
         return ESS_ESCRIPT;
     lua_getfield(L, -1, "validate");
     lua_pushstring(L, module);
-    lua_getfield(L, mod, "schema");
+    lua_pushliteral(L, "schema");
+    lua_rawget(L, mod); /* unprotected here: no metamethod may run */
     lua_pushnil(L);
     if (vm->cfg_ref != LUA_NOREF) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, vm->cfg_ref);
