@@ -2,8 +2,9 @@
  * Binary protobuf payloads of the Squonk2 account server and Data Manager
  * (the .proto files in proto/, compiled by protoc-c): find a message type by name,
  * render a payload as the account server's one-line text form
- * ("accountserver.MerchantProcessingCharge|timestamp: \"...\" ..."), or
- * push it to Lua as a table. Pure: no I/O. See docs/protobuf.md for the
+ * ("accountserver.MerchantProcessingCharge|timestamp: \"...\" ..."), and
+ * the descriptor-walking helpers the Lua table form (script/protobuf_lua.h)
+ * shares. Pure: no I/O, no Lua. See docs/protobuf.md for the
  * exact text and table forms.
  */
 #ifndef ESS_PROTO_PROTOBUF_H
@@ -12,7 +13,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <lua.h>
 #include <protobuf-c/protobuf-c.h>
 
 #include "mq/amqp10.h"
@@ -76,30 +76,15 @@ int ess_protobuf_to_text(const char *type, size_t type_len, const uint8_t *p, si
 int ess_protobuf_render(const ProtobufCMessageDescriptor *d, const uint8_t *p, size_t len,
                         ess_buf_t *out);
 
-/**
- * Push a Lua table for the decoded message (field name -> value, nested
- * tables for messages, 1-based arrays for repeated fields; see
- * docs/protobuf.md), or return an error without pushing: ESS_ENOTFOUND
- * (unknown type), ESS_EINVAL (bytes do not decode), ESS_ENOMEM (Lua ran
- * out of memory). Never raises a Lua error.
- */
-int ess_protobuf_push_lua(lua_State *L, const char *type, size_t type_len, const uint8_t *p,
-                          size_t len);
-
-/** As ess_protobuf_push_lua for any descriptor. */
-int ess_protobuf_push_lua_desc(lua_State *L, const ProtobufCMessageDescriptor *d, const uint8_t *p,
-                               size_t len);
+/** Bytes one element of a field of type t takes in an unpacked message. */
+size_t ess_protobuf_elem_size(ProtobufCType t);
 
 /**
- * Lua C functions for the host table, ready to register:
- * ess.protobuf.decode(type, bytes) -> table | nil, err
- * ess.protobuf.text(type, bytes)   -> "name|fields..." | nil, err
- * Both raise only for arguments that are not strings.
+ * Whether singular field fd of unpacked message m is present, with proto3
+ * semantics for fields without presence: a default (zero, empty) value is
+ * absent, as Python's text format omits it. A scalar compares by bits, so
+ * -0.0 is present. Oneof members: present when the oneof selects them.
  */
-int ess_protobuf_lua_decode(lua_State *L);
-int ess_protobuf_lua_text(lua_State *L);
-
-/** Push a new table {decode = ..., text = ...} (for ess.protobuf). */
-void ess_protobuf_lua_open(lua_State *L);
+int ess_protobuf_is_present(const ProtobufCFieldDescriptor *fd, const void *m);
 
 #endif

@@ -9,7 +9,7 @@
 #include "ess.h"
 #include "metrics/metrics.h"
 #include "mq/amqp10.h"
-#include "proto/protobuf.h"
+#include "script/protobuf_lua.h"
 #include "util/json.h"
 #include "util/log.h"
 
@@ -20,6 +20,10 @@
 #define ENRICH_KEY "ess.hook.enrich"
 #define ROUTE_KEY "ess.hook.route"
 #define MSG_KEY "ess.hook.msg"
+
+/* Registry keys (their addresses) of each hook's validated conf table, the
+ * third argument of every call: a light userdata lookup, no key hashing. */
+static char enrich_conf_key, route_conf_key;
 
 /* Enrich calls in a row that raised: /health/ready reports a hook that
  * fails on every message. Reset by any success and by a reload. */
@@ -83,7 +87,15 @@ static int msg_newindex(lua_State *L)
     return 0;
 }
 
-/* ess.count(name [, by]): a script-defined counter, ess_script_<name>_total. */
+/***
+ * Add to a counter of the script's own, exported on `/metrics` as
+ * `ess_script_<name>_total`. Cheap: fine on the per-message path.
+ * @function ess.count
+ * @tparam string name the counter's name (letters, digits, `_`)
+ * @tparam[opt=1] number by how much to add; 0 or less is ignored
+ * @when any time: at module load, in enrich and in route.
+ * @usage ess.count("filter_skipped")
+ */
 static int host_count(lua_State *L)
 {
     const char *name = luaL_checkstring(L, 1);
@@ -95,8 +107,19 @@ static int host_count(lua_State *L)
     return 0;
 }
 
-/* ess.json_object(s) -> index of the closing '}' (1-based), empty | nil, reason:
- * strict validation without building a table. */
+/***
+ * Strict JSON check in C that builds no table: whether `s` is exactly one
+ * JSON object (white space around it allowed).
+ * @function ess.json_object
+ * @tparam string s the text to check (for example `msg.body`)
+ * @treturn number the index of the object's closing `}` (1-based)
+ * @treturn boolean whether the object is empty
+ * @return `nil` and a reason (`"... at byte N"`) when `s` is not one JSON object
+ * @when any time: at module load, in enrich and in route.
+ * @usage
+ * local close, empty = ess.json_object(msg.body)
+ * if not close then return msg.body end -- not JSON: forward unchanged
+ */
 static int host_json_object(lua_State *L)
 {
     size_t len, close, at;
@@ -113,10 +136,25 @@ static int host_json_object(lua_State *L)
     return 2;
 }
 
-/* ess.json_splice(s, a, b, first, more, mid) -> the object s with
- * first|more .. a .. mid .. b spliced before its closing '}' (numbers
- * printed exactly), or nil, reason: the default enrichment in one pass
- * and one string (util/json.h). */
+/***
+ * The default enrichment in one C pass and one result string: when `s` is
+ * exactly one JSON object, `s` with `first` (if the object is empty) or
+ * `more`, then `a`, `mid`, `b` inserted before its closing `}`; numbers are
+ * printed exactly (as integers when integral).
+ * @function ess.json_splice
+ * @tparam string s a JSON object
+ * @tparam number a the first number (the default hook: `msg.offset`)
+ * @tparam number b the second number (the default hook: `msg.timestamp`)
+ * @tparam string first the text before `a` in an empty object
+ * @tparam string more the text before `a` otherwise
+ * @tparam string mid the text between `a` and `b`
+ * @treturn string the spliced object
+ * @return `nil` and a reason, as `ess.json_object`
+ * @when any time: at module load, in enrich and in route.
+ * @usage
+ * local out = ess.json_splice(msg.body, msg.offset, msg.timestamp,
+ *     '"ess_offset":', ',"ess_offset":', ',"ess_timestamp":')
+ */
 static int host_json_splice(lua_State *L)
 {
     static ess_buf_t scratch; /* the loop thread's; reused across calls */
@@ -138,10 +176,68 @@ static int host_json_splice(lua_State *L)
     return 1;
 }
 
-/* Load module through ess.sandbox (text only, allow-listed globals, `ess`
- * as the host table at the top of the stack) and keep its field fn. */
-static int load_hook(ess_vm_t *vm, const char *module, const char *field, const char *key,
+/* Check the options cfg.lua.<opt> against the schema the hook module at
+ * index mod declares (ess.options) and keep the conf under key. */
+static int load_conf(ess_vm_t *vm, const char *module, int mod, const char *opt, void *key,
                      char *err, size_t errlen)
+{
+    lua_State *L = vm->L;
+    int top = lua_gettop(L);
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "ess.options");
+    if (ess_vm_pcall(L, 1, 1, err, errlen) != ESS_OK)
+        return ESS_ESCRIPT;
+    lua_getfield(L, -1, "validate");
+    lua_pushstring(L, module);
+    lua_pushliteral(L, "schema");
+    lua_rawget(L, mod); /* unprotected here: no metamethod may run */
+    lua_pushnil(L);
+    if (vm->cfg_ref != LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, vm->cfg_ref);
+        lua_getfield(L, -1, "lua");
+        if (lua_istable(L, -1)) {
+            lua_getfield(L, -1, opt);
+            lua_replace(L, -4);
+        }
+        lua_pop(L, 2);
+    }
+    lua_pushfstring(L, "lua.%s", opt);
+    if (ess_vm_pcall(L, 4, 2, err, errlen) != ESS_OK) {
+        lua_settop(L, top);
+        return ESS_ESCRIPT;
+    }
+    if (!lua_istable(L, -2)) {
+        snprintf(err, errlen, "%s",
+                 lua_isstring(L, -1) ? lua_tostring(L, -1) : "ess.options: no conf returned");
+        lua_settop(L, top);
+        return ESS_EINVAL;
+    }
+    lua_pushlightuserdata(L, key);
+    lua_pushvalue(L, -3);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+    lua_settop(L, top);
+    return ESS_OK;
+}
+
+/* Push the conf table kept under key (an empty table before any load). */
+static void push_conf(lua_State *L, void *key)
+{
+    lua_pushlightuserdata(L, key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    if (!lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushlightuserdata(L, key);
+        lua_pushvalue(L, -2);
+        lua_rawset(L, LUA_REGISTRYINDEX);
+    }
+}
+
+/* Load module through ess.sandbox (text only, allow-listed globals, `ess`
+ * as the host table at the top of the stack), keep its field fn under key
+ * and its validated options (cfg.lua.<opt>) under conf_key. */
+static int load_hook(ess_vm_t *vm, const char *module, const char *field, const char *key,
+                     const char *opt, void *conf_key, char *err, size_t errlen)
 {
     lua_State *L = vm->L;
     int top = lua_gettop(L);
@@ -170,10 +266,129 @@ static int load_hook(ess_vm_t *vm, const char *module, const char *field, const 
         return ESS_ESCRIPT;
     }
     lua_setfield(L, LUA_REGISTRYINDEX, key);
+    int rc = load_conf(vm, module, lua_gettop(L) - 1, opt, conf_key, err, errlen);
     lua_settop(L, top);
-    return ESS_OK;
+    return rc;
 }
 
+/***
+ * The enrichment hook (`lua.enrich`): runs for every message read from a
+ * stream, just before it is sent to the WebSocket client (classic mode has
+ * no offsets or timestamps and sends bodies unchanged, without the hook). A
+ * hook error never loses a message: the original body is sent, the error
+ * logged and counted.
+ * @hook enrich
+ * @tparam table msg the message (see `msg`); reused for every message
+ * @tparam table es the event stream (see `es`)
+ * @tparam table conf the hook's options (see `conf`)
+ * @treturn string the frame to send (text stays text)
+ * @return `nil` to skip the message; anything else, or an error, sends the
+ * original body unchanged
+ * @when by the gateway, once per stream message, after the reload
+ * self-test has called it on two sample messages.
+ * @usage
+ * return {
+ *     enrich = function(msg, es, conf)
+ *         return msg.body
+ *     end,
+ * }
+ */
+
+/***
+ * The routing hook (`lua.route`): chooses the broker source of an event
+ * stream when a client connects. An error or an invalid route closes the
+ * client's WebSocket with 1011.
+ * @hook route
+ * @tparam table es the event stream (see `es`)
+ * @tparam table cfg the validated configuration (`cfg.broker.version`, ...;
+ * see [configuration.md](configuration.md)); read-only
+ * @tparam table conf the hook's options (see `conf`)
+ * @treturn table `{ mode = "stream", stream = name }` or
+ * `{ mode = "classic", exchange = x, routing_key = k }` (non-empty strings
+ * shorter than 256 bytes)
+ * @when by the gateway, once per connection, and by the reload self-test.
+ * @usage
+ * return {
+ *     route = function(es, cfg, conf)
+ *         return { mode = "stream", stream = es.routing_key }
+ *     end,
+ * }
+ */
+
+/***
+ * The message handed to enrich. One table per VM, reused for every
+ * message: the host overwrites its fields before each call, so copy what
+ * you need instead of keeping `msg` or `msg.properties`.
+ * @table msg
+ * @tfield string body the message body as published; for a protobuf message
+ * of a known type, its one-line text form (`raw` holds the bytes). A hook may
+ * assign it before handing `msg` to another hook
+ * @tfield number offset the stream offset (exact up to 2^53)
+ * @tfield number timestamp the broker's timestamp, milliseconds since 1970
+ * @tfield boolean is_text the body is valid UTF-8 (false: binary)
+ * @tfield table properties the AMQP application properties: string keys;
+ * numbers, strings or booleans (AMQP null reads as `false`). Decoded when
+ * first read in a call: the one per-message allocation the host makes
+ * @tfield string|nil raw a protobuf message's original bytes (for
+ * `ess.protobuf.decode`); `nil` for other messages
+ * @tfield string|nil protobuf_type a protobuf message's type as the record
+ * names it (application property `message_type`, `x-basic-type` or the
+ * subject); `nil` for other messages
+ * @when read it during the enrich call that received it.
+ * @usage
+ * local t = msg.properties.message_type
+ * if msg.protobuf_type then
+ *     local m = ess.protobuf.decode(msg.protobuf_type, msg.raw)
+ * end
+ */
+
+/***
+ * The event stream a message belongs to. Cached per connection and VM: the
+ * same table for every message of one connection. Read-only.
+ * @table es
+ * @tfield number id the registry id
+ * @tfield string uuid the public id in the WebSocket URL
+ * @tfield string routing_key the routing key it was created with
+ * @when in enrich and route.
+ * @usage ess.log("info", "route " .. es.uuid .. " -> " .. es.routing_key)
+ */
+
+/***
+ * A hook's options: `lua.enrich_options` or `lua.route_options`, checked
+ * against the `schema` the hook module declares (see ess.options), with
+ * defaults filled in. One table per VM (a reload builds a new one); an
+ * empty table when the module declares no schema. Read-only.
+ * @table conf
+ * @when the third argument of enrich and route; two-argument hooks ignore it.
+ * @usage
+ * -- lua/acme/tag.lua, with lua.enrich_options: { tag: "eu" }
+ * return {
+ *     schema = { { name = "tag", type = "string", default = "none" } },
+ *     enrich = function(msg, es, conf) return msg.body .. "|" .. conf.tag end,
+ * }
+ */
+
+/***
+ * Write a line to the gateway log as `lua: <message>`. Keep it off the
+ * per-message path, or rate-limit it (the default hook logs the first 10
+ * errors, then every 1,000th).
+ * @function ess.log
+ * @tparam string level `"debug"`, `"info"`, `"warn"` or `"error"` (anything
+ * else logs at info)
+ * @tparam string message the text
+ * @when any time: at module load, in enrich and in route. `print(...)` is
+ * `ess.log("info", ...)` with the arguments joined by tabs.
+ * @usage ess.log("warn", "enrich: no message_type in " .. es.uuid)
+ */
+
+/***
+ * The protobuf functions: `ess.protobuf.decode` and `ess.protobuf.text`.
+ * @table ess.protobuf
+ * @tfield function decode see `ess.protobuf.decode`
+ * @tfield function text see `ess.protobuf.text`
+ * @when any time.
+ * @usage local pb = ess.protobuf
+ */
 int ess_hooks_init(ess_vm_t *vm, const char *enrich_module, const char *route_module, char *err,
                    size_t errlen)
 {
@@ -191,9 +406,12 @@ int ess_hooks_init(ess_vm_t *vm, const char *enrich_module, const char *route_mo
     lua_setfield(L, -2, "protobuf");
     lua_setglobal(L, "ess");
 
-    if (load_hook(vm, enrich_module, "enrich", ENRICH_KEY, err, errlen) != ESS_OK ||
-        load_hook(vm, route_module, "route", ROUTE_KEY, err, errlen) != ESS_OK)
-        return ESS_ESCRIPT;
+    int rc;
+    if ((rc = load_hook(vm, enrich_module, "enrich", ENRICH_KEY, "enrich_options", &enrich_conf_key,
+                        err, errlen)) != ESS_OK ||
+        (rc = load_hook(vm, route_module, "route", ROUTE_KEY, "route_options", &route_conf_key, err,
+                        errlen)) != ESS_OK)
+        return rc;
 
     lua_newtable(L);
     lua_newtable(L);
@@ -276,10 +494,11 @@ int ess_hooks_enrich(ess_vm_t *vm, ess_hook_es_t *es, const ess_hook_msg_t *m,
         extras_set &= ~EXTRA_PROTOBUF;
     }
     push_es(L, vm, es);
+    push_conf(L, &enrich_conf_key);
 
     current_msg = m;
     char err[2048];
-    int rc = ess_vm_pcall(L, 2, 1, err, sizeof err);
+    int rc = ess_vm_pcall(L, 3, 1, err, sizeof err);
     current_msg = NULL;
     if (rc != ESS_OK) {
         ess_metrics.enrich_errors++;
@@ -332,8 +551,9 @@ int ess_hooks_route(ess_vm_t *vm, ess_hook_es_t *es, ess_route_t *out)
     lua_getfield(L, LUA_REGISTRYINDEX, ROUTE_KEY);
     push_es(L, vm, es);
     lua_rawgeti(L, LUA_REGISTRYINDEX, vm->cfg_ref);
+    push_conf(L, &route_conf_key);
     char err[2048];
-    if (ess_vm_pcall(L, 2, 1, err, sizeof err) != ESS_OK) {
+    if (ess_vm_pcall(L, 3, 1, err, sizeof err) != ESS_OK) {
         ess_log_error("route: %s: %s", es->uuid, err);
         lua_settop(L, top);
         return ESS_ESCRIPT;
@@ -386,8 +606,9 @@ int ess_hooks_selftest(ess_vm_t *vm, char *err, size_t errlen)
         lua_pushnil(L);
         lua_setfield(L, -2, "properties");
         push_es(L, vm, &es);
+        push_conf(L, &enrich_conf_key);
         current_msg = &m;
-        if (ess_vm_pcall(L, 2, 1, err, errlen) != ESS_OK) {
+        if (ess_vm_pcall(L, 3, 1, err, errlen) != ESS_OK) {
             rc = ESS_ESCRIPT;
         } else {
             if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING) {

@@ -209,6 +209,38 @@ local function check_bool(v)
     return type(v) == "boolean", "true or false"
 end
 
+-- Hook options (lua.enrich_options, lua.route_options): any mapping here;
+-- the hook module's own schema checks the contents when the hook is loaded
+-- (ess.options, called from core/script/hooks.c).
+local function check_options(v)
+    return v == NULL or (type(v) == "table" and v[1] == nil), "a mapping of hook options"
+end
+
+-- A copy of a YAML value without its nulls, so hook code never meets
+-- lyaml's null: a mapping drops a key whose value is null (the option keeps
+-- its default); a null in a list would leave a hole, so it is refused here
+-- with its path.
+local function strip_null(v, path)
+    if v == NULL then
+        return nil
+    elseif type(v) ~= "table" then
+        return v
+    end
+    local out = {}
+    for k, x in pairs(v) do
+        if x == NULL and type(k) == "number" then
+            return nil, format("config: %s[%d]: expected a value, got null", path, k)
+        end
+        local c, err = strip_null(x, type(k) == "number" and format("%s[%d]", path, k)
+            or path .. "." .. tostring(k))
+        if err then
+            return nil, err
+        end
+        out[k] = c
+    end
+    return out
+end
+
 local check_listen = string_checker('"host:port"', valid_listen)
 local check_module = string_checker("a Lua module name like ess.enrich", valid_module)
 local check_nonempty = string_checker("a non-empty string", function(s)
@@ -324,7 +356,13 @@ local SCHEMA = {
             check_nonempty, "ESS_LUA_PATH"),
         leaf("enrich", "module name", "ess.enrich", "Module with the enrichment hook.",
             check_module),
+        leaf("enrich_options", "mapping", {},
+            "Options of the enrichment hook, checked by the schema its module declares "
+                .. "(docs/lua.md).", check_options, nil, "options"),
         leaf("route", "module name", "ess.route", "Module with the routing hook.", check_module),
+        leaf("route_options", "mapping", {},
+            "Options of the routing hook, checked by the schema its module declares.",
+            check_options, nil, "options"),
         leaf("api", "module name", "ess.api", "Module with the internal API handlers.",
             check_module),
         leaf("watch", "boolean", false, "Reload the scripts when a file under lua.path changes.",
@@ -365,7 +403,7 @@ function M.defaults()
         if node.keys then
             local sec = {}
             for _, l in ipairs(node.keys) do
-                sec[l.name] = l.default
+                sec[l.name] = type(l.default) == "table" and {} or l.default
             end
             cfg[node.name] = sec
         else
@@ -459,6 +497,14 @@ local function apply_mapping(dst, src, nodes, prefix)
             if not ok then
                 local shown = node.parse == "url" and type(v) == "string" and redact(v) or v
                 return format("config: %s: expected %s, got %s", path, expected, describe(shown))
+            end
+            if node.parse == "options" then
+                local err
+                v, err = strip_null(v, path)
+                if err then
+                    return err
+                end
+                v = v or {}
             end
             dst[k] = v
         end
@@ -656,7 +702,9 @@ end
 -- Documentation ------------------------------------------------------------
 
 local function fmt_default(v)
-    if type(v) == "string" then
+    if type(v) == "table" then
+        return "`{}`"
+    elseif type(v) == "string" then
         return '`"' .. v .. '"`'
     end
     return "`" .. (type(v) == "number" and fmt_number(v) or tostring(v)) .. "`"

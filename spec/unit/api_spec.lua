@@ -4,6 +4,7 @@
 local api = require "ess.api"
 local config = require "ess.config"
 local cjson = require("cjson").new()
+local helpers = require "helpers"
 
 local OPENAPI = "lua/ess/api/openapi.json"
 
@@ -456,9 +457,7 @@ describe("ess.api", function()
 
     describe("GET /openapi.json", function()
         it("returns the document from core.openapi_path", function()
-            local f = assert(io.open(OPENAPI, "rb"))
-            local text = f:read("*a")
-            f:close()
+            local text = helpers.read(OPENAPI)
             local resp = request(core, "GET", "/openapi.json")
             assert.equal(200, resp.status)
             assert.equal("application/json", resp.content_type)

@@ -2,15 +2,10 @@
 -- environment overrides, YAML errors and the shipped config files.
 
 local config = require "ess.config"
+local helpers = require "helpers"
 local lyaml = require "lyaml"
 
-local function tmpfile(text)
-    local path = os.tmpname()
-    local f = assert(io.open(path, "wb"))
-    f:write(text)
-    f:close()
-    return path
-end
+local tmpfile = helpers.tmpfile
 
 local function fails(tbl, env)
     local cfg, err = config.validate(tbl, env)
@@ -41,8 +36,8 @@ describe("ess.config", function()
                 database = { path = "ess.db" },
                 log = { level = "info", dir = "", max_bytes = 10485760, keep = 5,
                     message_stats_interval = 800 },
-                lua = { path = "lua", enrich = "ess.enrich", route = "ess.route", api = "ess.api",
-                    watch = false },
+                lua = { path = "lua", enrich = "ess.enrich", enrich_options = {},
+                    route = "ess.route", route_options = {}, api = "ess.api", watch = false },
                 shutdown = { grace_s = 10 },
             }, cfg)
         end)
@@ -337,6 +332,32 @@ describe("ess.config", function()
             assert.matches("^config: cannot read /nonexistent/essd.yaml", err)
         end)
 
+        it("takes hook options as a mapping, without YAML nulls", function()
+            local cfg = assert(config.parse("lua:\n  enrich_options:\n    keep: [a, b]\n"
+                .. "    keep_untyped:\n    nested: { x: ~, y: 1 }\n", "t.yaml", {}))
+            assert.same({ keep = { "a", "b" }, nested = { y = 1 } }, cfg.lua.enrich_options)
+            assert.same({}, cfg.lua.route_options)
+            cfg = assert(config.parse("lua:\n  route_options:\n", "t.yaml", {}))
+            assert.same({}, cfg.lua.route_options)
+        end)
+
+        it("refuses hook options that are not a mapping, or a null in a list", function()
+            local _, err = config.parse("lua:\n  enrich_options: [a]\n", "t.yaml", {})
+            assert.equal("config: lua.enrich_options: expected a mapping of hook options,"
+                .. " got a list", err)
+            _, err = config.parse("lua:\n  route_options: 3\n", "t.yaml", {})
+            assert.equal("config: lua.route_options: expected a mapping of hook options,"
+                .. " got 3", err)
+            _, err = config.parse("lua:\n  enrich_options:\n    keep: [a, ~]\n", "t.yaml", {})
+            assert.equal("config: lua.enrich_options.keep[2]: expected a value, got null", err)
+        end)
+
+        it("gives each configuration its own options table", function()
+            local a = assert(config.validate({}))
+            a.lua.enrich_options.x = 1
+            assert.same({}, assert(config.validate({})).lua.enrich_options)
+        end)
+
         it("keeps a quoted number a string (and so rejects it)", function()
             local _, err = config.parse("public:\n  max_connections: \"8080\"\n", "t.yaml")
             assert.equal('config: public.max_connections: expected an integer 1..1000000,'
@@ -347,9 +368,7 @@ describe("ess.config", function()
             local cfg, err = config.load("config/essd.yaml", {})
             assert.truthy(cfg, err)
             assert.same(config.defaults(), cfg)
-            local f = assert(io.open("config/essd.yaml"))
-            local raw = lyaml.load(f:read("*a"))
-            f:close()
+            local raw = lyaml.load(helpers.read("config/essd.yaml"))
             config.each_leaf(function(path)
                 local section, key = path:match("^([%w_]+)%.([%w_]+)$")
                 local v
@@ -385,9 +404,7 @@ describe("ess.config", function()
         end)
 
         it("matches docs/configuration.md", function()
-            local f = assert(io.open("docs/configuration.md"))
-            local text = f:read("*a")
-            f:close()
+            local text = helpers.read("docs/configuration.md")
             assert.truthy(text:find(config.schema_doc(), 1, true),
                 "paste config.schema_doc() into docs/configuration.md")
         end)

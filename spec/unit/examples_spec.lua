@@ -2,43 +2,17 @@
 -- ess.sandbox from the real Lua root as the gateway loads it, and for the
 -- configurations under config/examples/ that select them.
 
-local sandbox = require "ess.sandbox"
 local config = require "ess.config"
+local options = require "ess.options"
+local sandbox = require "ess.sandbox"
 local cjson = require "cjson"
+local helpers = require "helpers"
 
-local ROOT = "lua"
-
-local function host_recorder()
-    local calls = {}
-    return {
-        log = function(level, msg) calls[#calls + 1] = { "log", level, msg } end,
-        count = function(name, by) calls[#calls + 1] = { "count", name, by or 1 } end,
-    }, calls
-end
-
-local function load_hook(name, host)
-    return assert(sandbox.load(name, ROOT, host or host_recorder()))
-end
+local host_recorder, load_hook, load_with_conf, msg_of = helpers.host_recorder,
+    helpers.load_hook, helpers.load_with_conf, helpers.msg_of
+local ES = helpers.ES
 
 local default = load_hook("ess.enrich").enrich
-local ES = { id = 3, uuid = "AAAAAAAAAAAAAAAAAAAAAA", routing_key = "orders" }
-
--- A msg like the host's: properties built on first read, and counted.
-local function msg_of(body, props, offset)
-    local reads = { n = 0 }
-    local msg = setmetatable({ body = body, offset = offset or 42, timestamp = 1746019980000,
-        is_text = true }, {
-        __index = function(t, k)
-            if k == "properties" then
-                reads.n = reads.n + 1
-                local p = props or {}
-                rawset(t, "properties", p)
-                return p
-            end
-        end,
-    })
-    return msg, reads
-end
 
 describe("config/examples", function()
     local cases = {
@@ -54,8 +28,37 @@ describe("config/examples", function()
             assert.equal(c[3], cfg.lua[c[2]])
             local mod = assert(sandbox.load(cfg.lua[c[2]], cfg.lua.path, host_recorder()))
             assert.is_function(mod[c[2]])
+            local opt = c[2] .. "_options"
+            local conf, cerr = options.validate(c[3], mod.schema, cfg.lua[opt], "lua." .. opt)
+            assert.is_nil(cerr)
+            assert.is_table(conf)
+            if mod.schema then
+                -- The example configuration shows the options, not an empty mapping.
+                assert.is_not_nil(next(cfg.lua[opt]), c[1] .. ".yaml: no " .. opt)
+            end
         end)
     end
+
+    it("every example declares a schema whose defaults validate", function()
+        for _, name in ipairs({ "filter", "redact", "routing_map" }) do
+            local mod = load_hook("ess.examples." .. name)
+            assert.is_table(mod.schema, name)
+            assert.same(options.defaults(mod.schema),
+                assert(options.validate(name, mod.schema, {}, "lua.x")))
+        end
+    end)
+
+    it("docs/lua.md lists every option of every example", function()
+        local doc = helpers.read("docs/lua.md")
+        for _, name in ipairs({ "filter", "redact", "routing_map" }) do
+            local mod = load_hook("ess.examples." .. name)
+            assert.truthy(doc:find("| `ess.examples." .. name .. "` | `", 1, true), name)
+            for _, f in ipairs(mod.schema) do
+                assert.truthy(doc:find("| `" .. f.name .. "` |", 1, true),
+                    name .. ": option " .. f.name .. " missing from docs/lua.md")
+            end
+        end
+    end)
 
     it("every example enrich passes the host's self-test samples", function()
         local samples = {
@@ -64,10 +67,12 @@ describe("config/examples", function()
             "{not json",
         }
         for _, name in ipairs({ "legacy", "filter", "redact" }) do
-            local enrich = load_hook("ess.examples." .. name).enrich
+            local mod, conf = load_with_conf("ess.examples." .. name)
             for _, body in ipairs(samples) do
-                local out = enrich(msg_of(body), ES)
-                assert.is_true(out == nil or type(out) == "string")
+                for _, out in ipairs({ mod.enrich(msg_of(body), ES, conf),
+                    mod.enrich(msg_of(body), ES) }) do
+                    assert.is_true(out == nil or type(out) == "string")
+                end
             end
         end
     end)
@@ -209,6 +214,35 @@ describe("ess.examples.filter", function()
         assert.equal("Pod", filter.message_type(msg_of('{"message_type":"Pod"}')))
         assert.is_nil(filter.message_type(msg_of("{}")))
     end)
+
+    it("takes keep and keep_untyped from its options", function()
+        local mod, conf = load_with_conf("ess.examples.filter",
+            { keep = { "Pod" }, keep_untyped = false }, host)
+        local pod = '{"message_type":"Pod"}'
+        assert.equal(default(msg_of(pod), ES), mod.enrich(msg_of(pod), ES, conf))
+        assert.is_nil(mod.enrich(msg_of('{"message_type":"MerchantStorageCharge"}'), ES, conf))
+        assert.is_nil(mod.enrich(msg_of("no type here"), ES, conf))
+        -- Another conf (a reload) takes effect at once.
+        local _, conf2 = load_with_conf("ess.examples.filter", { keep = {} })
+        assert.is_nil(mod.enrich(msg_of(pod), ES, conf2))
+        assert.is_string(mod.enrich(msg_of("no type here"), ES, conf2))
+    end)
+
+    it("refuses bad options, naming the key", function()
+        local function err_of(given)
+            local ok, err = pcall(load_with_conf, "ess.examples.filter", given)
+            assert.is_false(ok)
+            return err
+        end
+        assert.equal("config: lua.enrich_options.keep: expected a list of strings, got"
+            .. ' "Pod"', err_of({ keep = "Pod" }))
+        assert.equal("config: lua.enrich_options.keep[2]: expected a string, got 3",
+            err_of({ keep = { "Pod", 3 } }))
+        assert.equal("config: lua.enrich_options.keep_untyped: expected a boolean, got"
+            .. ' "no"', err_of({ keep_untyped = "no" }))
+        assert.equal('config: lua.enrich_options: unknown key "kep" (module'
+            .. " ess.examples.filter takes: keep, keep_untyped)", err_of({ kep = { "Pod" } }))
+    end)
 end)
 
 describe("ess.examples.redact", function()
@@ -254,6 +288,19 @@ describe("ess.examples.redact", function()
 
     -- Random nested documents: the output decodes to the input minus the
     -- removed members, with masked values replaced.
+    it("takes fields and mask from its options", function()
+        local _, conf = load_with_conf("ess.examples.redact",
+            { fields = { secret = "mask", card_number = "remove" }, mask = 'x"y' })
+        assert.equal('{"secret":"x\\"y","a":1}',
+            redact('{"secret":{"deep":1},"card_number":"4111","a":1}', conf))
+        assert.is_nil(redact('{"password":"kept now"}', conf))
+        local ok, err = pcall(load_with_conf, "ess.examples.redact",
+            { fields = { password = "hide" } })
+        assert.is_false(ok)
+        assert.equal("config: lua.enrich_options.fields.password: expected a string (one of"
+            .. ' mask, remove), got "hide"', err)
+    end)
+
     it("matches a table-level redaction on 300 random documents", function()
         math.randomseed(5)
         local keys = { "a", "b", "password", "card_number", "c" }
@@ -306,8 +353,8 @@ describe("ess.examples.redact", function()
     end)
 end)
 
-describe("ess.examples.jsonscan", function()
-    local scan = load_hook("ess.examples.jsonscan")
+describe("ess.jsonscan", function()
+    local scan = load_hook("ess.jsonscan")
 
     it("finds a top-level member, the last of repeated names", function()
         local s = ' { "a":{"message_type":"X"}, "message_type" : "Y\\u0041" , "z":[1,"]}"]} '
@@ -360,10 +407,23 @@ describe("ess.examples.routing_map", function()
         end
     end)
 
-    it("renames streams listed in STREAMS", function()
-        mod.STREAMS.orders = "orders-2025"
-        assert.same({ mode = "stream", stream = "orders-2025" }, route(es("orders"), {}))
-        mod.STREAMS.orders = nil
+    it("renames streams and picks classic keys from its options", function()
+        local _, conf = load_with_conf("ess.examples.routing_map", {
+            streams = { orders = "orders-2025" }, classic = { "billing" },
+            classic_prefixes = { "old." }, exchange = "x",
+        }, nil, "lua.route_options")
+        assert.same({ mode = "stream", stream = "orders-2025" }, route(es("orders"), {}, conf))
+        assert.same({ mode = "stream", stream = "legacy.a" }, route(es("legacy.a"), {}, conf))
+        for _, key in ipairs({ "billing", "old.y" }) do
+            assert.same({ mode = "classic", exchange = "x", routing_key = key },
+                route(es(key), {}, conf))
+        end
+        assert.same({ mode = "stream", stream = "orders" }, route(es("orders"), {}))
+        local ok, err = pcall(load_with_conf, "ess.examples.routing_map", { exchange = "" },
+            nil, "lua.route_options")
+        assert.is_false(ok)
+        assert.equal('config: lua.route_options.exchange: expected a string 1..255 in length,'
+            .. ' got ""', err)
     end)
 
     it("uses classic mode for everything on a version 1 broker", function()

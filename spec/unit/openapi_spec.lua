@@ -3,12 +3,10 @@
 
 local api = require "ess.api"
 local cjson = require("cjson").new()
+local helpers = require "helpers"
 
 local function load_doc()
-    local f = assert(io.open("lua/ess/api/openapi.json", "rb"))
-    local text = f:read("*a")
-    f:close()
-    return cjson.decode(text)
+    return cjson.decode(helpers.read("lua/ess/api/openapi.json"))
 end
 
 -- Calls fn(node) for every table in the document.

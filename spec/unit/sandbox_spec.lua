@@ -2,6 +2,7 @@
 -- module, errors name the file and line, and the shipped hooks behave the
 -- same through the sandbox as when required directly.
 
+local helpers = require "helpers"
 local sandbox = require "ess.sandbox"
 
 local ROOT = os.tmpname()
@@ -31,13 +32,7 @@ local function refused(stmt)
     return mod == nil, err, file
 end
 
-local function host_recorder()
-    local calls = {}
-    return {
-        log = function(level, msg) calls[#calls + 1] = { "log", level, msg } end,
-        count = function(name, by) calls[#calls + 1] = { "count", name, by or 1 } end,
-    }, calls
-end
+local host_recorder = helpers.host_recorder
 
 teardown(function()
     os.execute("rm -rf '" .. ROOT .. "'")

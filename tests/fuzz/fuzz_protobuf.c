@@ -15,6 +15,7 @@
 #include "ess.h"
 #include "esstest.pb-c.h"
 #include "proto/protobuf.h"
+#include "script/protobuf_lua.h"
 
 static lua_State *L;
 

@@ -4,7 +4,8 @@
  * (packed with protobuf-c, rendered, compared with the exact string
  * Python's text_format.MessageToString(as_one_line=True) prints for the
  * same bytes), every field kind through the test-only esstest.Everything,
- * every truncation point and garbage bytes, and the Lua table form.
+ * every truncation point and garbage bytes, and the Lua table form with
+ * the ess.protobuf functions (core/script/protobuf_lua.c).
  */
 #include <lauxlib.h>
 #include <lua.h>
@@ -21,6 +22,7 @@
 #include "esstest.pb-c.h"
 #include "mq/amqp10.h"
 #include "proto/protobuf.h"
+#include "script/protobuf_lua.h"
 
 typedef Informaticsmatters__Protobuf__Accountserver__MerchantChargeMessage charge_t;
 typedef Informaticsmatters__Protobuf__Accountserver__MerchantProcessingChargeMessage processing_t;

@@ -13,24 +13,42 @@
 -- bodies, and bodies that are not valid JSON, are left to the default
 -- (forwarded as the default forwards them).
 --
+-- Options (lua.enrich_options, checked against `schema`): `fields`, member
+-- name -> "mask" (the value becomes the JSON string `mask`) or "remove";
+-- `mask`, the text that replaces a masked value.
+--
 -- Enable: `lua.enrich: ess.examples.redact` (config/examples/redact.yaml).
 
 -- luacheck: read globals ess
 
 local default = require("ess.enrich").enrich
-local scan = require "ess.examples.jsonscan"
+local options = require "ess.options"
+local scan = require "ess.jsonscan"
+local cjson = require "cjson"
 
 local byte, concat, find, pairs, pcall, sub, type = string.byte, table.concat, string.find,
     pairs, pcall, string.sub, type
 local skip_ws, string_end, key_at, value_end = scan.skip_ws, scan.string_end, scan.string_at,
     scan.value_end
 
--- Edit these: member name -> "mask" (value becomes MASK) or "remove".
-local FIELDS = {
-    card_number = "mask",
-    password = "remove",
+local schema = {
+    { name = "fields", type = "map", values = { type = "string", one_of = { "mask", "remove" } },
+        default = { card_number = "mask", password = "remove" },
+        doc = 'Member name -> "mask" or "remove", at any depth.' },
+    { name = "mask", type = "string", default = "***",
+        doc = "The string that replaces a masked value." },
 }
-local MASK = '"***"'
+local DEFAULTS = options.defaults(schema)
+
+-- The walk reads these; redact() sets them from the conf of the call.
+local FIELDS, MASK
+local last_conf
+local function use(conf)
+    if conf ~= last_conf then
+        FIELDS, MASK = conf.fields, cjson.encode(conf.mask)
+        last_conf = conf
+    end
+end
 
 local COMMA, LBRACE, RBRACE, LBRACKET, RBRACKET = 44, 123, 125, 91, 93
 
@@ -79,8 +97,10 @@ local function walk(s, i)
 end
 
 -- The body with the configured members masked or removed; nil when it
--- has none (or is not a JSON object); false if the scan failed.
-local function redact(body)
+-- has none (or is not a JSON object); false if the scan failed. conf is
+-- the hook's (the defaults when nil).
+local function redact(body, conf)
+    use(conf or DEFAULTS)
     local maybe = find(body, "\\u", 1, true) ~= nil
     if not maybe then
         for name in pairs(FIELDS) do
@@ -107,10 +127,10 @@ local function redact(body)
     return sub(body, 1, first - 1) .. new .. sub(body, stop)
 end
 
-local function enrich(msg, es)
+local function enrich(msg, es, conf)
     local body = msg.body
     if msg.is_text and type(body) == "string" then
-        local new = redact(body)
+        local new = redact(body, conf)
         if new then
             if ess then
                 ess.count("redacted")
@@ -127,4 +147,4 @@ local function enrich(msg, es)
     return default(msg, es)
 end
 
-return { enrich = enrich, redact = redact, FIELDS = FIELDS }
+return { enrich = enrich, schema = schema, redact = redact }

@@ -1,36 +1,50 @@
 -- ess.examples.routing_map: a routing hook (lua.route) that reads some
 -- event streams from classic queues bound to the direct exchange and the
--- rest from RabbitMQ streams. A routing key listed in CLASSIC, or starting
--- with one of CLASSIC_PREFIXES, goes to classic mode; any other goes to
--- the stream named STREAMS[key], or else the key itself. A broker of
--- version 1 (broker.version: 1) has no streams, so everything is classic
--- there, as with the default hook. Pure: no I/O, no state.
---
--- Note: at the time of writing the gateway closes a session whose route is
--- classic (1011, "classic (version 1) mode is not available in this
--- build"); see docs/lua.md.
+-- rest from RabbitMQ streams. A routing key listed in the option
+-- `classic`, or starting with one of `classic_prefixes`, goes to classic
+-- mode (a server-named queue bound to `exchange`); any other goes to the
+-- stream named `streams[key]`, or else the key itself. A broker of version
+-- 1 (broker.version: 1) has no streams, so everything is classic there, as
+-- with the default hook. Options come from lua.route_options, checked
+-- against `schema`. Pure: no I/O; it keeps only a set built from the conf.
 --
 -- Enable: `lua.route: ess.examples.routing_map`
 -- (config/examples/routing_map.yaml).
 
-local sub, type = string.sub, type
+local options = require "ess.options"
 
--- Edit these.
-local EXCHANGE = "event-streams"
-local CLASSIC = {
-    ["billing.legacy"] = true,
-}
-local CLASSIC_PREFIXES = { "legacy.", "v1." }
-local STREAMS = {
-    -- ["orders"] = "orders-2025",
-}
+local ipairs, sub, type = ipairs, string.sub, type
 
-local function is_classic(key)
-    if CLASSIC[key] then
+local schema = {
+    { name = "exchange", type = "string", default = "event-streams", min = 1, max = 255,
+        doc = "The direct exchange classic queues are bound to." },
+    { name = "classic", type = "array", elements = "string", default = { "billing.legacy" },
+        doc = "Routing keys read from classic queues." },
+    { name = "classic_prefixes", type = "array", elements = "string",
+        default = { "legacy.", "v1." },
+        doc = "Routing-key prefixes read from classic queues." },
+    { name = "streams", type = "map", values = { type = "string", min = 1, max = 255 },
+        default = {}, doc = "Routing key -> stream name, for streams not named after the key." },
+}
+local DEFAULTS = options.defaults(schema)
+
+-- conf.classic as a set, rebuilt only when the conf table changes (a reload).
+local last_conf, classic_set
+
+local function is_classic(key, conf)
+    if conf ~= last_conf then
+        classic_set = {}
+        for _, k in ipairs(conf.classic) do
+            classic_set[k] = true
+        end
+        last_conf = conf
+    end
+    if classic_set[key] then
         return true
     end
-    for i = 1, #CLASSIC_PREFIXES do
-        local p = CLASSIC_PREFIXES[i]
+    local prefixes = conf.classic_prefixes
+    for i = 1, #prefixes do
+        local p = prefixes[i]
         if sub(key, 1, #p) == p then
             return true
         end
@@ -38,14 +52,15 @@ local function is_classic(key)
     return false
 end
 
-local function route(es, cfg)
+local function route(es, cfg, conf)
+    conf = conf or DEFAULTS
     local key = es.routing_key
     local broker = type(cfg) == "table" and cfg.broker or nil
     local version = type(broker) == "table" and broker.version or 2
-    if version ~= 2 or is_classic(key) then
-        return { mode = "classic", exchange = EXCHANGE, routing_key = key }
+    if version ~= 2 or is_classic(key, conf) then
+        return { mode = "classic", exchange = conf.exchange, routing_key = key }
     end
-    return { mode = "stream", stream = STREAMS[key] or key }
+    return { mode = "stream", stream = conf.streams[key] or key }
 end
 
-return { route = route, CLASSIC = CLASSIC, CLASSIC_PREFIXES = CLASSIC_PREFIXES, STREAMS = STREAMS }
+return { route = route, schema = schema }

@@ -1,5 +1,5 @@
--- ess.examples.jsonscan: small helpers for the example hooks that look
--- inside JSON bodies without decoding them into tables. Every function
+-- ess.jsonscan: small helpers for hooks that look inside JSON bodies
+-- without decoding them into tables (a library, not a hook). Every function
 -- expects text that is already known to be valid JSON (checked with
 -- M.is_object first); on other input it may raise an error, so callers
 -- wrap it in pcall. No state; loaded through the sandbox by `require`.
