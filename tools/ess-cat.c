@@ -68,26 +68,28 @@ static int rate_paused;
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: ess-cat [--url URL] [--stream-port P] [--lb] STREAM\n"
-            "               [--from first|last|next|OFFSET|timestamp:MS|datetime:STRING]\n"
-            "               [--count N] [--format raw|json] [--quiet]\n"
-            "               [--fanout SUBS] [--rate MSGS_PER_S] [--credit CHUNKS] [--heartbeat S]\n"
-            "               [--credit-window BYTES] [--latency]\n"
-            "       ess-cat [--url URL] [--stream-port P] --publish [--create] STREAM < lines\n"
-            "       ess-cat [--url URL] [--stream-port P] --publish [--create] STREAM --generate N\n"
-            "               [--rate MSGS_PER_S] [--size BYTES]\n"
-            "       ess-cat [--url URL] [--stream-port P] --delete|--exists STREAM\n"
-            "--count is per subscription; --fanout opens SUBS subscriptions (only the summary\n"
-            "is printed); --rate reads slowly by pausing credit; --credit-window keeps about\n"
-            "BYTES of chunks outstanding instead of --credit chunks (as essd does). --format json prints\n"
-            "{\"offset\":N,\"timestamp\":MS,\"body\":\"...\"} per message, or \"body_base64\" for a\n"
-            "body that is not UTF-8. --latency prints only the summary, with p50/p99/max of\n"
-            "now minus the \"t\":<ns since the epoch> member of each body (same host).\n"
-            "--generate publishes N JSON bodies of about --size bytes (default 250), each\n"
-            "stamped with \"t\" when it is sent, at --rate (default: as fast as confirmed).\n"
-            "URL defaults to $ESS_AMQP_URL, "
-            "$ESS_AMPQ_URL or amqp://guest:guest@127.0.0.1:5672/\n");
+    fprintf(
+        f,
+        "usage: ess-cat [--url URL] [--stream-port P] [--lb] STREAM\n"
+        "               [--from first|last|next|OFFSET|timestamp:MS|datetime:STRING]\n"
+        "               [--count N] [--format raw|json] [--quiet]\n"
+        "               [--fanout SUBS] [--rate MSGS_PER_S] [--credit CHUNKS] [--heartbeat S]\n"
+        "               [--credit-window BYTES] [--latency]\n"
+        "       ess-cat [--url URL] [--stream-port P] --publish [--create] STREAM < lines\n"
+        "       ess-cat [--url URL] [--stream-port P] --publish [--create] STREAM --generate N\n"
+        "               [--rate MSGS_PER_S] [--size BYTES]\n"
+        "       ess-cat [--url URL] [--stream-port P] --delete|--exists STREAM\n"
+        "--count is per subscription; --fanout opens SUBS subscriptions (only the summary\n"
+        "is printed); --rate reads slowly by pausing credit; --credit-window keeps about\n"
+        "BYTES of chunks outstanding instead of --credit chunks (as essd does). --format json "
+        "prints\n"
+        "{\"offset\":N,\"timestamp\":MS,\"body\":\"...\"} per message, or \"body_base64\" for a\n"
+        "body that is not UTF-8. --latency prints only the summary, with p50/p99/max of\n"
+        "now minus the \"t\":<ns since the epoch> member of each body (same host).\n"
+        "--generate publishes N JSON bodies of about --size bytes (default 250), each\n"
+        "stamped with \"t\" when it is sent, at --rate (default: as fast as confirmed).\n"
+        "URL defaults to $ESS_AMQP_URL, "
+        "$ESS_AMPQ_URL or amqp://guest:guest@127.0.0.1:5672/\n");
 }
 
 static void on_closed(void *ud)

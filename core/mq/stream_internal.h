@@ -1,0 +1,219 @@
+/*
+ * Internals shared by the stream client's files, and by nothing else:
+ * include this only from core/mq/stream_*.c. The public API is
+ * mq/stream_client.h.
+ *
+ *   stream_client.c   the client object: create, close, deferred results,
+ *                     request objects
+ *   stream_conn.c     one TCP connection to a node: resolve, connect,
+ *                     handshake, heartbeat, reconnect backoff, the read
+ *                     budget, frame dispatch, sending requests
+ *   stream_sub.c      subscriptions: slots, credit, delivery, resubscribe
+ *   stream_pub.c      publishers: slots, declare, publish, confirms
+ *   stream_locator.c  answers to requests and their failures, Metadata
+ *                     (where a stream lives), stream exists/create/delete
+ *
+ * Ownership is as described at the top of stream_client.c: the client
+ * owns every connection, subscription, publisher and request; connections
+ * own their slots' pointers but not the objects in them.
+ */
+#ifndef ESS_MQ_STREAM_INTERNAL_H
+#define ESS_MQ_STREAM_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "mq/proto.h"
+#include "mq/stream_client.h"
+#include "mq/url.h"
+
+#define MAX_SUBS 255 /* subscription slots per connection (ids 0..254) */
+#define MAX_PUBS 255 /* publisher slots per connection */
+#define RESUB_RETRY_MS 500
+/* RabbitMQ sends each Osiris chunk as one Deliver frame whatever frame_max
+ * was negotiated (3.10.8 sends a 1.2 MB chunk on a 1 MiB connection), so
+ * the receive side enforces this larger hard cap instead; frame_max still
+ * bounds every frame we send. */
+#define RECV_LIMIT (64u * 1024 * 1024)
+
+/* Connection states, in order: a connection is usable up to C_READY. */
+enum { C_RESOLVING, C_CONNECTING, C_HANDSHAKE, C_READY, C_CLOSING, C_WAIT, C_DEAD };
+/* Request kinds. */
+enum {
+    R_SUBSCRIBE,   /* on the wire; sub */
+    R_UNSUBSCRIBE, /* on the wire; sub */
+    R_SUB_FAIL,    /* deferred failure of sub with status */
+    R_EXISTS,
+    R_CREATE,
+    R_DELETE,
+    R_LOCATE_SUB, /* Metadata for sub's stream */
+    R_LOCATE_PUB,
+    R_RECHECK, /* Metadata after a MetadataUpdate */
+    R_DECLARE_PUB,
+    R_PUB_FAIL,
+    R_STATUS, /* deferred cb(status) */
+    R_IGNORE, /* a response nobody waits for */
+};
+
+typedef struct ess__stream_conn_s ess__stream_conn_t;
+
+/* A request: on a connection's list (sent or waiting for the handshake),
+ * or on the client's deferred list. Owns its strings. */
+typedef struct ess__stream_req_s {
+    struct ess__stream_req_s *next;
+    int kind;
+    int sent;
+    uint32_t corr;
+    int status;
+    char *stream;
+    ess_proto_kv_t *args;
+    size_t nargs;
+    ess_stream_status_cb cb;
+    void *ud;
+    ess_stream_sub_t *sub;
+    ess_stream_pub_t *pub;
+} ess__stream_req_t;
+
+struct ess_stream_sub_s {
+    ess_stream_sub_t *prev, *next;
+    ess_stream_client_t *c;
+    ess__stream_conn_t *conn;
+    int id;
+    char *stream;
+    ess_offset_spec_t from;
+    ess_stream_sub_cbs_t cbs;
+    void *ud;
+    int on_wire, live, ever_live, dead, user_gone, needs_resub, needs_locate;
+    int delivered_any;
+    uint64_t last;
+    int paused, credit_out;
+    size_t avg_chunk; /* moving average of delivered chunk bytes, 0 = none yet */
+    int refs, depth;
+};
+
+struct ess_stream_pub_s {
+    ess_stream_pub_t *prev, *next;
+    ess_stream_client_t *c;
+    ess__stream_conn_t *conn;
+    int id;
+    char *stream;
+    ess_stream_pub_cbs_t cbs;
+    void *ud;
+    int ready, dead, user_gone, on_wire;
+    uint64_t next_id;
+    int refs, depth;
+};
+
+struct ess__stream_conn_s {
+    ess__stream_conn_t *next;
+    ess_stream_client_t *c;
+    char *host;
+    int port;
+    int is_locator;
+    char *adv_host; /* the broker's advertised host:port (Open response), or NULL */
+    int adv_port;
+    int state, hs;
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    uv_connect_t creq;
+    struct ess__stream_gai_s *gai;
+    int tcp_open, handles;
+    ess_proto_buf_t rbuf;
+    int read_held;     /* reading stopped until the next loop turn (READ_BUDGET) */
+    size_t turn_bytes; /* frame bytes handled since the last turn began */
+    uint32_t frame_max, heartbeat_s;
+    uint64_t last_recv, ready_since;
+    uint32_t next_corr;
+    int attempts, pending_err;
+    unsigned gen;
+    ess_stream_sub_t *subs[MAX_SUBS];
+    int nsubs;
+    ess_stream_pub_t *pubs[MAX_PUBS];
+    int npubs;
+    ess__stream_req_t *reqs;
+};
+
+/* Unlink n from the doubly linked list whose first element is head. */
+#define ESS__LIST_REMOVE(head, n)                                                                  \
+    do {                                                                                           \
+        if ((n)->prev)                                                                             \
+            (n)->prev->next = (n)->next;                                                           \
+        else                                                                                       \
+            (head) = (n)->next;                                                                    \
+        if ((n)->next)                                                                             \
+            (n)->next->prev = (n)->prev;                                                           \
+    } while (0)
+
+/* Push n at the front of the doubly linked list whose first element is head. */
+#define ESS__LIST_PUSH(head, n)                                                                    \
+    do {                                                                                           \
+        (n)->next = (head);                                                                        \
+        if (head)                                                                                  \
+            (head)->prev = (n);                                                                    \
+        (head) = (n);                                                                              \
+    } while (0)
+
+struct ess_stream_client_s {
+    uv_loop_t *loop;
+    ess_url_t url;
+    int port, lb_mode, heartbeat_s, min_ms, max_ms, credit;
+    size_t credit_window;
+    uint32_t frame_max;
+    char *name;
+    ess__stream_conn_t *conns, *locator;
+    ess_stream_sub_t *subs;
+    ess_stream_pub_t *pubs;
+    ess__stream_req_t *deferred;
+    uv_timer_t defer_timer, retry_timer;
+    uv_idle_t turn; /* active while a connection counted bytes this turn */
+    int closing, handles;
+    void (*done)(void *);
+    void *done_ud;
+    uint64_t rng;
+};
+
+/* stream_client.c: the client object, its requests and the deferred queue */
+uint32_t ess__stream_jitter(ess_stream_client_t *c, uint32_t n);
+void ess__stream_req_free(ess__stream_req_t *r);
+ess__stream_req_t *ess__stream_req_new(int kind, const char *stream);
+void ess__stream_defer(ess_stream_client_t *c, ess__stream_req_t *r, int status);
+void ess__stream_client_maybe_finish(ess_stream_client_t *c);
+int ess__stream_name_ok(const char *s);
+
+/* stream_conn.c: one TCP connection to a node */
+int ess__stream_conn_usable(const ess__stream_conn_t *k);
+void ess__stream_conn_write(ess__stream_conn_t *k, ess_proto_buf_t *b);
+void ess__stream_conn_destroy(ess__stream_conn_t *k);
+void ess__stream_conn_maybe_idle(ess__stream_conn_t *k);
+void ess__stream_conn_send_req(ess__stream_conn_t *k, ess__stream_req_t *r);
+void ess__stream_conn_queue_req(ess__stream_conn_t *k, ess__stream_req_t *r);
+ess__stream_conn_t *ess__stream_conn_new(ess_stream_client_t *c, const char *host, int port,
+                                         int is_locator);
+ess__stream_conn_t *ess__stream_conn_for(ess_stream_client_t *c, const char *host, int port,
+                                         int pubs);
+
+/* stream_sub.c: subscriptions */
+void ess__stream_sub_slot_release(ess_stream_sub_t *s);
+void ess__stream_sub_put(ess_stream_sub_t *s);
+void ess__stream_sub_fail(ess_stream_sub_t *s, int status);
+void ess__stream_sub_end(ess_stream_sub_t *s, int reason);
+void ess__stream_send_subscribe(ess_stream_sub_t *s);
+void ess__stream_sub_attach(ess_stream_sub_t *s, const char *host, int port, int defer_fail);
+void ess__stream_on_subscribe_resp(ess__stream_conn_t *k, ess__stream_req_t *r, int status);
+void ess__stream_on_deliver(ess__stream_conn_t *k, const ess_proto_frame_t *f);
+void ess__stream_on_retry_timer(uv_timer_t *t);
+
+/* stream_pub.c: publishers */
+void ess__stream_pub_put(ess_stream_pub_t *p);
+void ess__stream_pub_fail(ess_stream_pub_t *p, int status, int declared);
+void ess__stream_send_declare(ess_stream_pub_t *p);
+void ess__stream_pub_attach(ess_stream_pub_t *p, const char *host, int port);
+void ess__stream_on_confirm(ess__stream_conn_t *k, const ess_proto_frame_t *f, int is_error);
+
+/* stream_locator.c: requests and their answers (Metadata, create, delete) */
+void ess__stream_req_fail(ess_stream_client_t *c, ess__stream_req_t *r, int err);
+void ess__stream_on_response(ess__stream_conn_t *k, const ess_proto_frame_t *f);
+void ess__stream_on_metadata_update(ess__stream_conn_t *k, const ess_proto_frame_t *f);
+
+#endif

@@ -1,0 +1,296 @@
+/*
+ * Answers to the stream client's requests: matching each response to its
+ * request, and failing requests when their connection resets. Most of
+ * these are Metadata lookups on the locator connection (the first node of
+ * the URL): where a subscription's or a publisher's stream lives (the
+ * leader, or a replica for subscriptions), whether a stream whose
+ * subscriptions the broker dropped still exists, and the public exists,
+ * create and delete calls.
+ *
+ * Requests are owned by the connection they are queued on and freed here
+ * once answered or failed; a request holds a reference on its subscription
+ * or publisher until then.
+ */
+#include <string.h>
+
+#include "ess.h"
+#include "mq/stream_internal.h"
+
+static void on_recheck(ess_stream_client_t *c, ess__stream_req_t *r, int status);
+
+void ess__stream_req_fail(ess_stream_client_t *c, ess__stream_req_t *r, int err)
+{
+    switch (r->kind) {
+    case R_SUBSCRIBE:
+    case R_UNSUBSCRIBE:
+        /* The slot pass of conn_reset decides what happens to the sub. */
+        r->sub->refs--;
+        if (r->kind == R_UNSUBSCRIBE)
+            ess__stream_sub_slot_release(r->sub);
+        ess__stream_sub_put(r->sub);
+        break;
+    case R_LOCATE_SUB:
+        if (r->sub->ever_live && !r->sub->dead && !c->closing && c->locator != NULL) {
+            /* A live subscription waits for the locator to come back. */
+            r->sent = 0;
+            r->next = c->locator->reqs;
+            c->locator->reqs = r;
+            return;
+        }
+        r->sub->refs--;
+        ess__stream_sub_fail(r->sub, err);
+        ess__stream_sub_put(r->sub);
+        break;
+    case R_LOCATE_PUB:
+    case R_DECLARE_PUB:
+        r->pub->refs--;
+        ess__stream_pub_fail(r->pub, err, 0);
+        ess__stream_pub_put(r->pub);
+        break;
+    case R_EXISTS:
+    case R_CREATE:
+    case R_DELETE:
+        if (r->cb && !c->closing)
+            r->cb(err, r->ud);
+        break;
+    case R_RECHECK:
+        if (!c->closing)
+            uv_timer_start(&c->retry_timer, ess__stream_on_retry_timer, RESUB_RETRY_MS, 0);
+        break;
+    default: break;
+    }
+    ess__stream_req_free(r);
+}
+
+/* Host and port of a stream's leader (want_replica: a replica if any). */
+static int pick_host(const ess_proto_frame_t *f, int want_replica, ess_proto_str_t *host,
+                     uint32_t *port, int *status)
+{
+    ess_proto_stream_meta_t m;
+    if (ess_proto_metadata_stream(f, 0, &m) != ESS_OK) {
+        *status = ESS_EPROTO;
+        return -1;
+    }
+    *status = ess_proto_code_to_ess(m.code);
+    if (*status != ESS_OK)
+        return -1;
+    uint16_t ref = m.leader;
+    if (want_replica && m.replicas > 0)
+        ref = ess_proto_replica_ref(&m, 0);
+    for (uint32_t i = 0; i < f->u.metadata.brokers; i++) {
+        ess_proto_broker_t b;
+        if (ess_proto_metadata_broker(f, i, &b) == ESS_OK && b.ref == ref && b.host.p) {
+            *host = b.host;
+            *port = b.port;
+            return 0;
+        }
+    }
+    *status = ESS_ECONN; /* no leader known: stream not available */
+    return -1;
+}
+
+void ess__stream_on_response(ess__stream_conn_t *k, const ess_proto_frame_t *f)
+{
+    ess_stream_client_t *c = k->c;
+    ess__stream_req_t **pp = &k->reqs, *r = NULL;
+    for (; *pp; pp = &(*pp)->next) {
+        if ((*pp)->sent && (*pp)->corr == f->corr) {
+            r = *pp;
+            *pp = r->next;
+            break;
+        }
+    }
+    if (r == NULL)
+        return;
+    int status = ess_proto_code_to_ess(f->code);
+    uint16_t key = f->key & (uint16_t)~ESS_PROTO_RESPONSE;
+    int is_meta = key == ESS_PROTO_METADATA;
+    if (is_meta && status == ESS_OK) {
+        ess_proto_stream_meta_t m;
+        status = ess_proto_metadata_stream(f, 0, &m) == ESS_OK ? ess_proto_code_to_ess(m.code)
+                                                               : ESS_EPROTO;
+    }
+    switch (r->kind) {
+    case R_SUBSCRIBE: ess__stream_on_subscribe_resp(k, r, status); break;
+    case R_UNSUBSCRIBE:
+        r->sub->refs--;
+        ess__stream_sub_slot_release(r->sub);
+        ess__stream_sub_put(r->sub);
+        ess__stream_conn_maybe_idle(k);
+        break;
+    case R_EXISTS:
+    case R_CREATE:
+    case R_DELETE:
+        if (r->cb && !c->closing)
+            r->cb(status, r->ud);
+        break;
+    case R_LOCATE_SUB:
+    case R_LOCATE_PUB: {
+        ess_proto_str_t host;
+        uint32_t port = 0;
+        int st = ESS_OK;
+        int is_sub = r->kind == R_LOCATE_SUB;
+        int dead = is_sub ? r->sub->dead : r->pub->dead;
+        /* Keep the request's reference until the end: sub_fail/pub_fail
+         * would otherwise free the object that sub_put reads below. */
+        if (!dead && is_meta && pick_host(f, is_sub, &host, &port, &st) == 0 && port > 0 &&
+            port <= 65535) {
+            char *h = ess_xstrndup(host.p, host.len);
+            if (is_sub)
+                ess__stream_sub_attach(r->sub, h, (int)port, 0);
+            else
+                ess__stream_pub_attach(r->pub, h, (int)port);
+            free(h);
+        } else if (!dead) {
+            if (is_sub && r->sub->ever_live && st == ESS_ENOTFOUND) {
+                ess__stream_sub_end(r->sub, st);
+            } else if (is_sub && r->sub->ever_live) {
+                r->sub->needs_locate = 1; /* e.g. no leader yet: ask again later */
+                uv_timer_start(&c->retry_timer, ess__stream_on_retry_timer, RESUB_RETRY_MS, 0);
+            } else if (is_sub) {
+                ess__stream_sub_fail(r->sub, is_meta ? st : ESS_EPROTO);
+            } else
+                ess__stream_pub_fail(r->pub, is_meta ? st : ESS_EPROTO, 0);
+        }
+        if (is_sub) {
+            r->sub->refs--;
+            ess__stream_sub_put(r->sub);
+        } else {
+            r->pub->refs--;
+            ess__stream_pub_put(r->pub);
+        }
+        break;
+    }
+    case R_RECHECK: on_recheck(c, r, status); break;
+    case R_DECLARE_PUB: {
+        ess_stream_pub_t *p = r->pub;
+        p->refs--;
+        if (status != ESS_OK) {
+            ess__stream_pub_fail(p, status, 0);
+        } else if (!p->dead) {
+            p->ready = 1;
+            if (p->cbs.on_ready && !p->user_gone && !c->closing) {
+                p->depth++;
+                p->cbs.on_ready(p, ESS_OK, p->ud);
+                p->depth--;
+            }
+        }
+        ess__stream_pub_put(p);
+        ess__stream_conn_maybe_idle(k);
+        break;
+    }
+    default: break;
+    }
+    ess__stream_req_free(r);
+}
+
+/* The broker dropped the subscriptions of a stream (deleted, or its
+ * leader moved): ask Metadata whether it still exists. */
+void ess__stream_on_metadata_update(ess__stream_conn_t *k, const ess_proto_frame_t *f)
+{
+    ess_stream_client_t *c = k->c;
+    const ess_proto_str_t *st = &f->u.update_stream;
+    int any = 0;
+    for (int i = 0; i < MAX_SUBS; i++) {
+        ess_stream_sub_t *s = k->subs[i];
+        if (s == NULL || st->p == NULL || strlen(s->stream) != st->len ||
+            memcmp(s->stream, st->p, st->len) != 0)
+            continue;
+        s->on_wire = s->live = 0;
+        s->credit_out = 0;
+        if (s->dead) {
+            ess__stream_sub_slot_release(s);
+            ess__stream_sub_put(s);
+        } else {
+            s->needs_resub = 1;
+            any = 1;
+        }
+    }
+    for (int i = 0; i < MAX_PUBS && !c->closing; i++) {
+        ess_stream_pub_t *p = k->pubs[i];
+        if (p && strlen(p->stream) == st->len && st->p && memcmp(p->stream, st->p, st->len) == 0)
+            ess__stream_pub_fail(p, ESS_ENOTFOUND, p->ready);
+    }
+    if (any && c->locator) {
+        ess__stream_req_t *r = ess__stream_req_new(R_RECHECK, NULL);
+        r->stream = ess_xstrndup(st->p, st->len);
+        ess__stream_conn_queue_req(c->locator, r);
+    }
+    ess__stream_conn_maybe_idle(k);
+}
+
+static void on_recheck(ess_stream_client_t *c, ess__stream_req_t *r, int status)
+{
+    for (ess__stream_conn_t *k = c->conns; k && !c->closing; k = k->next) {
+        for (int i = 0; i < MAX_SUBS && !c->closing; i++) {
+            ess_stream_sub_t *s = k->subs[i];
+            if (s == NULL || s->dead || !s->needs_resub || strcmp(s->stream, r->stream) != 0)
+                continue;
+            if (status == ESS_ENOTFOUND)
+                ess__stream_sub_end(s, ESS_ENOTFOUND);
+            else
+                uv_timer_start(&c->retry_timer, ess__stream_on_retry_timer, RESUB_RETRY_MS, 0);
+        }
+    }
+}
+
+/* Sends r on the locator, or fails it on the next loop turn. */
+static int locator_req(ess_stream_client_t *c, ess__stream_req_t *r)
+{
+    if (c->locator == NULL || !ess__stream_conn_usable(c->locator)) {
+        r->kind = R_STATUS;
+        ess__stream_defer(c, r, ESS_ECONN);
+    } else {
+        ess__stream_conn_queue_req(c->locator, r);
+    }
+    return ESS_OK;
+}
+
+int ess_stream_exists(ess_stream_client_t *c, const char *stream, ess_stream_status_cb cb, void *ud)
+{
+    if (c == NULL || !ess__stream_name_ok(stream) || cb == NULL)
+        return ESS_EINVAL;
+    if (c->closing)
+        return ESS_ESTATE;
+    ess__stream_req_t *r = ess__stream_req_new(R_EXISTS, stream);
+    r->cb = cb;
+    r->ud = ud;
+    return locator_req(c, r);
+}
+
+int ess_stream_create_stream(ess_stream_client_t *c, const char *stream, const ess_proto_kv_t *args,
+                             size_t nargs, ess_stream_status_cb cb, void *ud)
+{
+    if (c == NULL || !ess__stream_name_ok(stream) || nargs > 64 || (nargs && args == NULL))
+        return ESS_EINVAL;
+    for (size_t i = 0; i < nargs; i++)
+        if (!ess__stream_name_ok(args[i].key) || !ess__stream_name_ok(args[i].value))
+            return ESS_EINVAL;
+    if (c->closing)
+        return ESS_ESTATE;
+    ess__stream_req_t *r = ess__stream_req_new(R_CREATE, stream);
+    r->cb = cb;
+    r->ud = ud;
+    if (nargs) {
+        r->args = ess_xcalloc(nargs, sizeof *r->args);
+        r->nargs = nargs;
+        for (size_t i = 0; i < nargs; i++) {
+            r->args[i].key = ess_xstrdup(args[i].key);
+            r->args[i].value = ess_xstrdup(args[i].value);
+        }
+    }
+    return locator_req(c, r);
+}
+
+int ess_stream_delete_stream(ess_stream_client_t *c, const char *stream, ess_stream_status_cb cb,
+                             void *ud)
+{
+    if (c == NULL || !ess__stream_name_ok(stream))
+        return ESS_EINVAL;
+    if (c->closing)
+        return ESS_ESTATE;
+    ess__stream_req_t *r = ess__stream_req_new(R_DELETE, stream);
+    r->cb = cb;
+    r->ud = ud;
+    return locator_req(c, r);
+}
