@@ -79,7 +79,6 @@ static void frame_free(frame_t *f)
 struct ess_session_s {
     ess_app_t *app;
     struct lws *wsi;
-    ess_session_t *next; /* gateway index chain */
     int attached;
 
     int64_t es_id;
@@ -118,11 +117,6 @@ static int64_t wall_ms(void)
 int64_t ess_session_es_id(const ess_session_t *s)
 {
     return s->es_id;
-}
-
-ess_session_t **ess_session_next_slot(ess_session_t *s)
-{
-    return &s->next;
 }
 
 static void drop_queue(ess_session_t *s)

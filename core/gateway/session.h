@@ -32,8 +32,7 @@ void ess_session_close(ess_session_t *s, int code, const char *reason, int flush
 /** Close the session if it has made no progress for too long (called every second). */
 void ess_session_check_stall(ess_session_t *s, uint64_t now_ms);
 
-/* Accessors for gateway.c's index. */
+/** The event stream id (gateway.c indexes sessions by it). */
 int64_t ess_session_es_id(const ess_session_t *s);
-ess_session_t **ess_session_next_slot(ess_session_t *s);
 
 #endif
