@@ -10,6 +10,7 @@
 #include "metrics/metrics.h"
 #include "mq/classic.h"
 #include "mq/stream_client.h"
+#include "mq/source.h"
 #include "util/log.h"
 
 #include <string.h>
@@ -197,20 +198,30 @@ int ess_gateway_broker_ready(ess_app_t *app)
     return g != NULL && broker_up(g);
 }
 
-struct ess_classic_s *ess_gateway_classic_client(ess_app_t *app)
+/* The classic client, created on first use when broker.version is not 1
+ * (a route hook may still choose classic). */
+static ess_classic_t *classic_client(gateway_t *g)
 {
-    gateway_t *g = app->gateway;
-    if (g == NULL || g->stopping)
-        return NULL;
     if (g->classic == NULL && start_classic(g) != ESS_OK)
         g->classic = NULL;
     return g->classic;
 }
 
-struct ess_stream_client_s *ess_gateway_stream_client(ess_app_t *app)
+int ess_gateway_subscribe(ess_app_t *app, const ess_route_t *route, ess_offset_spec_t from,
+                          const ess_source_cbs_t *cbs, void *ud, ess_source_t **out)
 {
     gateway_t *g = app->gateway;
-    return g && !g->stopping ? g->client : NULL;
+    if (g == NULL || g->stopping)
+        return ESS_ESTATE;
+    if (route->classic) {
+        ess_classic_t *c = classic_client(g);
+        if (c == NULL)
+            return ESS_ECONN;
+        return ess_classic_source_subscribe(c, route->exchange, route->routing_key, cbs, ud, out);
+    }
+    if (g->client == NULL || !ess_stream_client_connected(g->client))
+        return ESS_ECONN;
+    return ess_stream_source_subscribe(g->client, route->stream, from, cbs, ud, out);
 }
 
 void ess_gateway_attach(ess_app_t *app, ess_session_t *s)

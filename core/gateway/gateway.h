@@ -10,9 +10,8 @@
 
 #include "app.h"
 #include "gateway/session.h"
-
-struct ess_stream_client_s;
-struct ess_classic_s;
+#include "mq/source.h"
+#include "script/hooks.h"
 
 /** Start the broker side (stream client). ESS_OK or ESS_EINVAL with err. */
 int ess_gateway_start(ess_app_t *app, char *err, size_t errlen);
@@ -26,12 +25,13 @@ void ess_gateway_stream_deleted(ess_app_t *app, int64_t id, const char *uuid);
 /** 1 when the broker connection is up. */
 int ess_gateway_broker_ready(ess_app_t *app);
 
-/** The stream client sessions subscribe through (NULL while stopping). */
-struct ess_stream_client_s *ess_gateway_stream_client(ess_app_t *app);
-
-/** The classic (Version 1) client, created on first use when broker.version
- *  is not 1 (a route hook may still choose classic); NULL while stopping. */
-struct ess_classic_s *ess_gateway_classic_client(ess_app_t *app);
+/**
+ * Subscribe a session's source for route (stream mode from `from`, or a
+ * classic queue), through the broker client the gateway owns. ESS_OK and
+ * *out, or an error when the broker side is down or stopping.
+ */
+int ess_gateway_subscribe(ess_app_t *app, const ess_route_t *route, ess_offset_spec_t from,
+                          const ess_source_cbs_t *cbs, void *ud, ess_source_t **out);
 
 /**
  * Make s the one live session of its event stream, closing the previous

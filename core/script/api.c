@@ -7,6 +7,7 @@
  */
 #include "script/api.h"
 #include "ess.h"
+#include "script/vm.h"
 #include "script/hooks.h"
 #include "script/reload.h"
 #include "gateway/gateway.h"

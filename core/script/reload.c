@@ -5,6 +5,7 @@
  */
 #include "script/reload.h"
 #include "ess.h"
+#include "script/vm.h"
 #include "metrics/metrics.h"
 #include "script/api.h"
 #include "script/hooks.h"
