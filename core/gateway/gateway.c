@@ -92,6 +92,26 @@ static void tick(uv_timer_t *t)
     free(v);
 }
 
+/* The registry deleted an event stream: close its live session at once (1000). */
+static void on_registry(void *ud, ess_registry_event_t ev, const ess_es_row_t *row)
+{
+    gateway_t *g = ud;
+    if (ev != ESS_REGISTRY_DELETED)
+        return;
+    ess_log_info("gateway: event stream %lld (%s) deleted", (long long)row->id, row->uuid);
+    size_t n;
+    ess_session_t **v = snapshot(g, 0, row->id, &n);
+    for (size_t i = 0; i < n; i++)
+        ess_session_close(v[i], 1000, "The stream has been deleted", 0);
+    free(v);
+}
+
+static int broker_ready(ess_app_t *app)
+{
+    gateway_t *g = app->gateway;
+    return g != NULL && broker_up(g);
+}
+
 int ess_gateway_start(ess_app_t *app, char *err, size_t errlen)
 {
     const ess_config_t *cfg = app->cfg;
@@ -124,6 +144,9 @@ int ess_gateway_start(ess_app_t *app, char *err, size_t errlen)
     g->timer.data = g;
     uv_timer_start(&g->timer, tick, 1000, 1000);
     app->gateway = g;
+    app->broker_ready = broker_ready;
+    if (app->registry)
+        ess_registry_listen(app->registry, on_registry, g);
     return ESS_OK;
 }
 
@@ -134,6 +157,8 @@ static void client_closed(void *ud)
         return;
     ess_app_t *app = g->app;
     void (*done)(ess_app_t *) = g->stopped;
+    if (app->registry && app->registry->listener_ud == g)
+        ess_registry_listen(app->registry, NULL, NULL);
     for (size_t b = 0; b < BUCKETS; b++) /* sessions not yet detached: their entries */
         while (g->buckets[b]) {
             entry_t *e = g->buckets[b];
@@ -177,25 +202,6 @@ void ess_gateway_stop(ess_app_t *app, void (*done)(ess_app_t *app))
         ess_session_close(v[i], 1001, "the server is shutting down", 0);
     free(v);
     uv_close((uv_handle_t *)&g->timer, timer_closed);
-}
-
-void ess_gateway_stream_deleted(ess_app_t *app, int64_t id, const char *uuid)
-{
-    gateway_t *g = app->gateway;
-    ess_log_info("gateway: event stream %lld (%s) deleted", (long long)id, uuid);
-    if (g == NULL)
-        return;
-    size_t n;
-    ess_session_t **v = snapshot(g, 0, id, &n);
-    for (size_t i = 0; i < n; i++)
-        ess_session_close(v[i], 1000, "The stream has been deleted", 0);
-    free(v);
-}
-
-int ess_gateway_broker_ready(ess_app_t *app)
-{
-    gateway_t *g = app->gateway;
-    return g != NULL && broker_up(g);
 }
 
 /* The classic client, created on first use when broker.version is not 1

@@ -13,17 +13,15 @@
 #include "mq/source.h"
 #include "script/hooks.h"
 
-/** Start the broker side (stream client). ESS_OK or ESS_EINVAL with err. */
+/**
+ * Start the broker side (stream client), listen to registry deletions
+ * (closing the deleted stream's session) and register app->broker_ready.
+ * ESS_OK or ESS_EINVAL with err.
+ */
 int ess_gateway_start(ess_app_t *app, char *err, size_t errlen);
 
 /** Close every live session with 1001, then the broker side; done() once released. */
 void ess_gateway_stop(ess_app_t *app, void (*done)(ess_app_t *app));
-
-/** The event stream was deleted: close its live session at once (1000). */
-void ess_gateway_stream_deleted(ess_app_t *app, int64_t id, const char *uuid);
-
-/** 1 when the broker connection is up. */
-int ess_gateway_broker_ready(ess_app_t *app);
 
 /**
  * Subscribe a session's source for route (stream mode from `from`, or a

@@ -10,7 +10,6 @@
 #include "script/vm.h"
 #include "script/hooks.h"
 #include "script/reload.h"
-#include "gateway/gateway.h"
 #include "metrics/metrics.h"
 #include "util/log.h"
 
@@ -93,7 +92,7 @@ static int l_registry_delete(lua_State *L)
         lua_pushstring(L, ess_strerror(rc));
         return 2;
     }
-    ess_gateway_stream_deleted(app, row.id, row.uuid);
+    /* The registry tells its listener (the gateway closes the live session). */
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -113,7 +112,7 @@ static int l_ready(lua_State *L)
 {
     ess_app_t *app = app_of(L);
     int registry = app->registry != NULL && ess_registry_count(app->registry) >= 0;
-    int broker = ess_gateway_broker_ready(app);
+    int broker = app->broker_ready != NULL && app->broker_ready(app);
     lua_pushboolean(L, registry && broker && !app->draining);
     lua_createtable(L, 0, 3);
     lua_pushboolean(L, registry);
