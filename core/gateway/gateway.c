@@ -1,9 +1,11 @@
 /*
- * The gateway's shared state: the stream client every session subscribes
- * through, the index of live sessions by event-stream id (one live session
- * per event stream: a newer one replaces the older), and the one-second
- * timer that closes stalled clients. Owns those; the per-connection logic
- * is in session.c.
+ * The gateway's shared state: the broker clients every session subscribes
+ * through (the stream client; the classic one at start in Version 1, or on
+ * the first classic route), the index of live sessions by event-stream id
+ * (its own entries; one live session per event stream: a newer one
+ * replaces the older), its listener of registry deletions, and the
+ * one-second timer that closes stalled clients. Owns those; the
+ * per-connection logic is in session.c.
  */
 #include "gateway/gateway.h"
 #include "ess.h"

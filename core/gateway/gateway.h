@@ -1,7 +1,8 @@
 /*
- * The gateway: live WebSocket sessions of event streams and the broker
- * clients behind them. The HTTP layer and the API bridge reach it only
- * through these functions.
+ * The gateway: live WebSocket sessions of event streams, its own index of
+ * them, and the broker clients behind them. Only the HTTP transport
+ * (http/ws.c, through sessions) and main.c call in; the layers below reach
+ * it through what it registers (registry events, app->broker_ready).
  */
 #ifndef ESS_GATEWAY_H
 #define ESS_GATEWAY_H
