@@ -13,6 +13,7 @@
 #include "script/api.h"
 #include "script/hooks.h"
 #include "script/reload.h"
+#include "script/vm.h"
 #include "util/datetime.h"
 #include "util/log.h"
 
@@ -80,11 +81,11 @@ static void finish(ess_app_t *app)
 static void drain_tick(uv_timer_t *t)
 {
     ess_app_t *app = t->data;
-    if (app->api_inflight == 0 && ess_metrics.ws_open == 0) {
+    if (app->api_inflight == 0 && app->ws_open == 0) {
         finish(app);
     } else if (uv_now(app->loop) >= drain_deadline) {
         ess_log_warn("shutdown: grace period over with %d requests and %lld sockets open",
-                     app->api_inflight, (long long)ess_metrics.ws_open);
+                     app->api_inflight, (long long)app->ws_open);
         finish(app);
     }
 }

@@ -1,20 +1,31 @@
 /*
- * The gateway's shared state: the stream client every session subscribes
- * through, the index of live sessions by event-stream id (one live session
- * per event stream: a newer one replaces the older), and the one-second
- * timer that closes stalled clients. Owns those; the per-connection logic
- * is in session.c.
+ * The gateway's shared state: the broker clients every session subscribes
+ * through (the stream client; the classic one at start in Version 1, or on
+ * the first classic route), the index of live sessions by event-stream id
+ * (its own entries; one live session per event stream: a newer one
+ * replaces the older), its listener of registry deletions, and the
+ * one-second timer that closes stalled clients. Owns those; the
+ * per-connection logic is in session.c.
  */
 #include "gateway/gateway.h"
 #include "ess.h"
 #include "metrics/metrics.h"
 #include "mq/classic.h"
 #include "mq/stream_client.h"
+#include "mq/source.h"
 #include "util/log.h"
 
 #include <string.h>
 
 #define BUCKETS 4096
+
+/* One entry of the index: the gateway's own node, so sessions know nothing
+ * of how they are indexed. */
+typedef struct entry_s {
+    struct entry_s *next;
+    int64_t id;
+    ess_session_t *s;
+} entry_t;
 
 typedef struct ess_gateway_s {
     ess_app_t *app;
@@ -22,17 +33,32 @@ typedef struct ess_gateway_s {
     ess_classic_t *classic; /* Version 1: created at start, or at the first classic route */
     int closing_clients;    /* broker clients still closing during stop */
     uv_timer_t timer;
-    ess_session_t *buckets[BUCKETS];
+    entry_t *buckets[BUCKETS];
+    size_t count; /* sessions in the index */
     int stopping;
     void (*stopped)(ess_app_t *app);
 } gateway_t;
 
-static ess_session_t **slot_of(gateway_t *g, int64_t id, ess_session_t *s)
+static entry_t **bucket_of(gateway_t *g, int64_t id)
 {
-    ess_session_t **p = &g->buckets[(uint64_t)id % BUCKETS];
-    while (*p && *p != s)
-        p = ess_session_next_slot(*p);
-    return p;
+    return &g->buckets[(uint64_t)id % BUCKETS];
+}
+
+/* The sessions of the index that match id (or all of them with all set),
+ * copied out first: closing a session detaches it, which edits the chain
+ * being walked. The caller frees the array. */
+static ess_session_t **snapshot(gateway_t *g, int all, int64_t id, size_t *n)
+{
+    *n = 0;
+    if (g->count == 0)
+        return NULL;
+    ess_session_t **v = ess_xmalloc(g->count * sizeof *v);
+    size_t from = all ? 0 : (uint64_t)id % BUCKETS, to = all ? BUCKETS : from + 1;
+    for (size_t b = from; b < to; b++)
+        for (entry_t *e = g->buckets[b]; e; e = e->next)
+            if (all || e->id == id)
+                v[(*n)++] = e->s;
+    return v;
 }
 
 /* Version 1 deployments need only the classic connection; otherwise the stream one. */
@@ -61,14 +87,31 @@ static void tick(uv_timer_t *t)
     gateway_t *g = t->data;
     uint64_t now = uv_now(g->app->loop);
     ess_metrics.broker_connected = broker_up(g);
-    for (size_t b = 0; b < BUCKETS; b++) {
-        ess_session_t *s = g->buckets[b];
-        while (s) {
-            ess_session_t *next = *ess_session_next_slot(s);
-            ess_session_check_stall(s, now);
-            s = next;
-        }
-    }
+    size_t n;
+    ess_session_t **v = snapshot(g, 1, 0, &n);
+    for (size_t i = 0; i < n; i++)
+        ess_session_check_stall(v[i], now);
+    free(v);
+}
+
+/* The registry deleted an event stream: close its live session at once (1000). */
+static void on_registry(void *ud, ess_registry_event_t ev, const ess_es_row_t *row)
+{
+    gateway_t *g = ud;
+    if (ev != ESS_REGISTRY_DELETED)
+        return;
+    ess_log_info("gateway: event stream %lld (%s) deleted", (long long)row->id, row->uuid);
+    size_t n;
+    ess_session_t **v = snapshot(g, 0, row->id, &n);
+    for (size_t i = 0; i < n; i++)
+        ess_session_close(v[i], 1000, "The stream has been deleted", 0);
+    free(v);
+}
+
+static int broker_ready(ess_app_t *app)
+{
+    gateway_t *g = app->gateway;
+    return g != NULL && broker_up(g);
 }
 
 int ess_gateway_start(ess_app_t *app, char *err, size_t errlen)
@@ -103,6 +146,9 @@ int ess_gateway_start(ess_app_t *app, char *err, size_t errlen)
     g->timer.data = g;
     uv_timer_start(&g->timer, tick, 1000, 1000);
     app->gateway = g;
+    app->broker_ready = broker_ready;
+    if (app->registry)
+        ess_registry_listen(app->registry, on_registry, g);
     return ESS_OK;
 }
 
@@ -113,6 +159,14 @@ static void client_closed(void *ud)
         return;
     ess_app_t *app = g->app;
     void (*done)(ess_app_t *) = g->stopped;
+    if (app->registry && app->registry->listener_ud == g)
+        ess_registry_listen(app->registry, NULL, NULL);
+    for (size_t b = 0; b < BUCKETS; b++) /* sessions not yet detached: their entries */
+        while (g->buckets[b]) {
+            entry_t *e = g->buckets[b];
+            g->buckets[b] = e->next;
+            free(e);
+        }
     app->gateway = NULL;
     free(g);
     if (done)
@@ -144,43 +198,38 @@ void ess_gateway_stop(ess_app_t *app, void (*done)(ess_app_t *app))
         return;
     g->stopping = 1;
     g->stopped = done;
-    for (size_t b = 0; b < BUCKETS; b++)
-        for (ess_session_t *s = g->buckets[b]; s; s = *ess_session_next_slot(s))
-            ess_session_close(s, 1001, "the server is shutting down", 0);
+    size_t n;
+    ess_session_t **v = snapshot(g, 1, 0, &n);
+    for (size_t i = 0; i < n; i++)
+        ess_session_close(v[i], 1001, "the server is shutting down", 0);
+    free(v);
     uv_close((uv_handle_t *)&g->timer, timer_closed);
 }
 
-void ess_gateway_stream_deleted(ess_app_t *app, int64_t id, const char *uuid)
+/* The classic client, created on first use when broker.version is not 1
+ * (a route hook may still choose classic). */
+static ess_classic_t *classic_client(gateway_t *g)
 {
-    gateway_t *g = app->gateway;
-    ess_log_info("gateway: event stream %lld (%s) deleted", (long long)id, uuid);
-    if (g == NULL)
-        return;
-    for (ess_session_t *s = g->buckets[(uint64_t)id % BUCKETS]; s; s = *ess_session_next_slot(s))
-        if (ess_session_es_id(s) == id)
-            ess_session_close(s, 1000, "The stream has been deleted", 0);
-}
-
-int ess_gateway_broker_ready(ess_app_t *app)
-{
-    gateway_t *g = app->gateway;
-    return g != NULL && broker_up(g);
-}
-
-struct ess_classic_s *ess_gateway_classic_client(ess_app_t *app)
-{
-    gateway_t *g = app->gateway;
-    if (g == NULL || g->stopping)
-        return NULL;
     if (g->classic == NULL && start_classic(g) != ESS_OK)
         g->classic = NULL;
     return g->classic;
 }
 
-struct ess_stream_client_s *ess_gateway_stream_client(ess_app_t *app)
+int ess_gateway_subscribe(ess_app_t *app, const ess_route_t *route, ess_offset_spec_t from,
+                          const ess_source_cbs_t *cbs, void *ud, ess_source_t **out)
 {
     gateway_t *g = app->gateway;
-    return g && !g->stopping ? g->client : NULL;
+    if (g == NULL || g->stopping)
+        return ESS_ESTATE;
+    if (route->classic) {
+        ess_classic_t *c = classic_client(g);
+        if (c == NULL)
+            return ESS_ECONN;
+        return ess_classic_source_subscribe(c, route->exchange, route->routing_key, cbs, ud, out);
+    }
+    if (g->client == NULL || !ess_stream_client_connected(g->client))
+        return ESS_ECONN;
+    return ess_stream_source_subscribe(g->client, route->stream, from, cbs, ud, out);
 }
 
 void ess_gateway_attach(ess_app_t *app, ess_session_t *s)
@@ -189,12 +238,17 @@ void ess_gateway_attach(ess_app_t *app, ess_session_t *s)
     if (g == NULL)
         return;
     int64_t id = ess_session_es_id(s);
-    for (ess_session_t *o = g->buckets[(uint64_t)id % BUCKETS]; o; o = *ess_session_next_slot(o))
-        if (ess_session_es_id(o) == id)
-            ess_session_close(o, 1000, "replaced by a newer connection", 0);
-    ess_session_t **head = &g->buckets[(uint64_t)id % BUCKETS];
-    *ess_session_next_slot(s) = *head;
-    *head = s;
+    size_t n;
+    ess_session_t **v = snapshot(g, 0, id, &n);
+    for (size_t i = 0; i < n; i++)
+        ess_session_close(v[i], 1000, "replaced by a newer connection", 0);
+    free(v);
+    entry_t *e = ess_xmalloc(sizeof *e);
+    e->id = id;
+    e->s = s;
+    e->next = *bucket_of(g, id);
+    *bucket_of(g, id) = e;
+    g->count++;
 }
 
 void ess_gateway_detach(ess_app_t *app, ess_session_t *s)
@@ -202,8 +256,13 @@ void ess_gateway_detach(ess_app_t *app, ess_session_t *s)
     gateway_t *g = app->gateway;
     if (g == NULL)
         return;
-    ess_session_t **p = slot_of(g, ess_session_es_id(s), s);
-    if (*p == s)
-        *p = *ess_session_next_slot(s);
-    *ess_session_next_slot(s) = NULL;
+    for (entry_t **p = bucket_of(g, ess_session_es_id(s)); *p; p = &(*p)->next) {
+        if ((*p)->s == s) {
+            entry_t *e = *p;
+            *p = e->next;
+            free(e);
+            g->count--;
+            return;
+        }
+    }
 }

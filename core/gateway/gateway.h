@@ -1,7 +1,8 @@
 /*
- * The gateway: live WebSocket sessions of event streams and the broker
- * clients behind them. The HTTP layer and the API bridge reach it only
- * through these functions.
+ * The gateway: live WebSocket sessions of event streams, its own index of
+ * them, and the broker clients behind them. Only the HTTP transport
+ * (http/ws.c, through sessions) and main.c call in; the layers below reach
+ * it through what it registers (registry events, app->broker_ready).
  */
 #ifndef ESS_GATEWAY_H
 #define ESS_GATEWAY_H
@@ -10,28 +11,26 @@
 
 #include "app.h"
 #include "gateway/session.h"
+#include "mq/source.h"
+#include "script/hooks.h"
 
-struct ess_stream_client_s;
-struct ess_classic_s;
-
-/** Start the broker side (stream client). ESS_OK or ESS_EINVAL with err. */
+/**
+ * Start the broker side (stream client), listen to registry deletions
+ * (closing the deleted stream's session) and register app->broker_ready.
+ * ESS_OK or ESS_EINVAL with err.
+ */
 int ess_gateway_start(ess_app_t *app, char *err, size_t errlen);
 
 /** Close every live session with 1001, then the broker side; done() once released. */
 void ess_gateway_stop(ess_app_t *app, void (*done)(ess_app_t *app));
 
-/** The event stream was deleted: close its live session at once (1000). */
-void ess_gateway_stream_deleted(ess_app_t *app, int64_t id, const char *uuid);
-
-/** 1 when the broker connection is up. */
-int ess_gateway_broker_ready(ess_app_t *app);
-
-/** The stream client sessions subscribe through (NULL while stopping). */
-struct ess_stream_client_s *ess_gateway_stream_client(ess_app_t *app);
-
-/** The classic (Version 1) client, created on first use when broker.version
- *  is not 1 (a route hook may still choose classic); NULL while stopping. */
-struct ess_classic_s *ess_gateway_classic_client(ess_app_t *app);
+/**
+ * Subscribe a session's source for route (stream mode from `from`, or a
+ * classic queue), through the broker client the gateway owns. ESS_OK and
+ * *out, or an error when the broker side is down or stopping.
+ */
+int ess_gateway_subscribe(ess_app_t *app, const ess_route_t *route, ess_offset_spec_t from,
+                          const ess_source_cbs_t *cbs, void *ud, ess_source_t **out);
 
 /**
  * Make s the one live session of its event stream, closing the previous

@@ -21,7 +21,8 @@ typedef struct {
     int status;
     ess_buf_t resp;      /* response body */
     size_t resp_sent;
-    int phase;           /* 0 reading, 1 headers sent, waiting to write body */
+    int phase;           /* 0 reading, 1 headers sent and body being written,
+                          * 2 could not answer (close), 3 done (closing) */
     uint64_t start_ns;
     char *route;         /* owned: route label for metrics */
 } ess_api_req_t;
@@ -31,11 +32,17 @@ int ess__api_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
 int ess__ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                      size_t len);
 
-/* The public WebSocket per-session data is a pointer to a connection that
- * ws.c allocates and frees through its deferred queue. */
-#define ESS_WS_PSS_SIZE sizeof(void *)
-/* Largest single send() lws makes on a public WebSocket: one batch of
- * frames (gateway/session.c BATCH_BYTES) goes out in one call. */
+struct ess_session_s;
+
+/* The public WebSocket per-connection data (lws allocates it, ws.c fills it). */
+typedef struct {
+    struct ess_session_s *session; /* gateway/session.c; freed at LWS_CALLBACK_CLOSED */
+    int close_sent;                /* the close frame is handed to lws */
+    int counted;                   /* counted in app->ws_open */
+} ess_ws_pss_t;
+#define ESS_WS_PSS_SIZE sizeof(ess_ws_pss_t)
+/* Largest single send() lws makes on a public WebSocket: one output block
+ * (gateway/delivery.h ESS_OUT_BLOCK) goes out in one call. */
 #define ESS_WS_TX_PACKET (64 * 1024)
 
 #endif

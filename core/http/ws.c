@@ -1,7 +1,11 @@
 /*
- * The public listener's lws callback. Plain HTTP requests get a JSON 404;
- * each WebSocket is a gateway session (gateway/session.c), stored in the
- * per-session data and freed when lws reports the connection closed.
+ * The public listener's transport: the lws callback of the public vhost.
+ * Plain HTTP requests get a JSON 404; each WebSocket upgrade is parsed
+ * (path, selector headers and query arguments) into a gateway session, and
+ * the session's output blocks are written here: whole blocks of ready
+ * frames as raw bytes, several per WRITEABLE while the socket takes them,
+ * then the close frame, written by hand (see write_close). Owns the
+ * per-connection data (ess_ws_pss_t); the session owns everything else.
  */
 #include "ess.h"
 #include "app.h"
@@ -10,12 +14,123 @@
 
 #include <string.h>
 
+_Static_assert(LWS_PRE <= ESS_OUT_HEADROOM, "output blocks need LWS_PRE bytes of headroom");
+
 static const char not_found[] = "{\"detail\":\"Not Found\"}";
+
+/* Blocks written per WRITEABLE at most (1 MiB), so one fast session cannot
+ * starve the others on the loop. */
+#define BLOCKS_PER_WRITEABLE 16
+
+static void want_write(void *conn)
+{
+    lws_callback_on_writable(conn);
+}
+
+static const ess_session_transport_t transport = {want_write};
+
+/* The value of a query parameter, or NULL. lws gives "name=value" fragments,
+ * decoded in place ("2025-04-30T13%3A33" arrives as "2025-04-30T13:33"). */
+static const char *query_arg(struct lws *wsi, const char *name, char *buf, int len)
+{
+    size_t nl = strlen(name);
+    for (int i = 0; i < 32; i++) {
+        int n = lws_hdr_copy_fragment(wsi, buf, len, WSI_TOKEN_HTTP_URI_ARGS, i);
+        if (n < 0)
+            return NULL;
+        if ((size_t)n >= nl + 1 && memcmp(buf, name, nl) == 0 && buf[nl] == '=')
+            return buf + nl + 1;
+    }
+    return NULL;
+}
+
+/* A request header by name, NULL when absent, "" when too long for buf. */
+static const char *header(struct lws *wsi, const char *name, char *buf, int len)
+{
+    char lname[64];
+    size_t n = strlen(name);
+    for (size_t i = 0; i < n; i++)
+        lname[i] = (char)(name[i] >= 'A' && name[i] <= 'Z' ? name[i] + 32 : name[i]);
+    lname[n] = ':';
+    lname[n + 1] = '\0';
+    int hl = lws_hdr_custom_length(wsi, lname, (int)n + 1);
+    if (hl < 0)
+        return NULL;
+    if (hl >= len || lws_hdr_custom_copy(wsi, buf, len, lname, (int)n + 1) < 0)
+        return "";
+    return buf;
+}
+
+static ess_session_t *open_session(ess_app_t *app, struct lws *wsi)
+{
+    char path[512];
+    if (lws_hdr_copy(wsi, path, sizeof path, WSI_TOKEN_GET_URI) < 0)
+        path[0] = '\0';
+    char bufs[ESS_SEL_SOURCES][300];
+    ess_session_request_t req = {.path = path};
+    /* The first three selector sources are headers, the last three query arguments. */
+    for (int i = 0; i < 3; i++)
+        req.selector[i] = header(wsi, ess_selector_names[i], bufs[i], sizeof bufs[i]);
+    for (int i = 3; i < ESS_SEL_SOURCES; i++)
+        req.selector[i] = query_arg(wsi, ess_selector_names[i], bufs[i], sizeof bufs[i]);
+    return ess_session_open(app, &req, &transport, wsi);
+}
+
+/* lws 4.1's libuv back end kills the socket before a close frame queued by
+ * lws_close_reason() + return -1 is written, so the client would see 1006.
+ * Send the close frame ourselves and give the peer a few seconds to answer. */
+static int write_close(struct lws *wsi, int code, const char *reason)
+{
+    uint8_t buf[LWS_PRE + 2 + 123];
+    size_t n = strlen(reason);
+    if (n > 123)
+        n = 123;
+    buf[LWS_PRE] = (uint8_t)(code >> 8);
+    buf[LWS_PRE + 1] = (uint8_t)(code & 0xff);
+    memcpy(buf + LWS_PRE + 2, reason, n);
+    /* 4 is lws's internal LWS_WRITE_CLOSE: a close frame with this payload. */
+    if (lws_write(wsi, buf + LWS_PRE, n + 2, (enum lws_write_protocol)4) < 0)
+        return -1;
+    lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_ACK, 3);
+    return 0;
+}
+
+/* Hands whole output blocks to lws as raw bytes (the frames are already
+ * framed: no extension such as permessage-deflate is offered, so they need
+ * no lws state): one send() per block. lws buffers what the socket does not
+ * take and reports the pipe choked until it is out; the first block is
+ * always written, further ones only while the pipe is clear. */
+static int writeable(struct lws *wsi, ess_ws_pss_t *pss)
+{
+    ess_session_t *s = pss->session;
+    int n = 0;
+    const ess_out_block_t *b;
+    while (n < BLOCKS_PER_WRITEABLE && (b = ess_session_next_block(s)) != NULL) {
+        if (n > 0 && lws_send_pipe_choked(wsi))
+            break;
+        /* The block's headroom serves as LWS_PRE. */
+        if (lws_write(wsi, (unsigned char *)ess_out_block_bytes(b), b->used, LWS_WRITE_RAW) < 0)
+            return -1;
+        ess_session_sent(s);
+        n++;
+    }
+    if (ess_session_after_write(s, n) && n > 0) {
+        lws_callback_on_writable(wsi);
+        return 0;
+    }
+    int code;
+    const char *reason;
+    if (n == 0 && !pss->close_sent && ess_session_close_due(s, &code, &reason)) {
+        pss->close_sent = 1;
+        return write_close(wsi, code, reason);
+    }
+    return 0;
+}
 
 int ess__ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                      size_t len)
 {
-    ess_session_t **ps = user;
+    ess_ws_pss_t *pss = user;
     ess_app_t *app = lws_context_user(lws_get_context(wsi));
 
     switch (reason) {
@@ -46,22 +161,28 @@ int ess__ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *us
         return -1;
     }
     case LWS_CALLBACK_ESTABLISHED:
-        *ps = ess_session_open(app, wsi);
+        memset(pss, 0, sizeof *pss);
+        app->ws_open++;
+        pss->counted = 1;
+        pss->session = open_session(app, wsi);
         return 0;
-    case LWS_CALLBACK_SERVER_WRITEABLE:
-        return *ps ? ess_session_writeable(*ps) : -1;
+    case LWS_CALLBACK_SERVER_WRITEABLE: return pss->session ? writeable(wsi, pss) : -1;
     case LWS_CALLBACK_RECEIVE:
         /* Clients have nothing to say: their frames are read and dropped,
          * but one larger than public.max_frame_bytes closes the connection. */
-        if (*ps && len + lws_remaining_packet_payload(wsi) > (size_t)app->cfg->max_frame_bytes)
-            ess_session_close(*ps, 1009, "frame too large", 0);
+        if (pss->session &&
+            len + lws_remaining_packet_payload(wsi) > (size_t)app->cfg->max_frame_bytes)
+            ess_session_close(pss->session, 1009, "frame too large", 0);
         return 0;
     case LWS_CALLBACK_CLOSED:
-        ess_session_closed(*ps);
-        *ps = NULL;
+        ess_session_closed(pss->session);
+        pss->session = NULL;
+        if (pss->counted) {
+            app->ws_open--;
+            pss->counted = 0;
+        }
         return 0;
-    default:
-        break;
+    default: break;
     }
     return lws_callback_http_dummy(wsi, reason, user, in, len);
 }

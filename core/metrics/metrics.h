@@ -2,7 +2,8 @@
  * Process metrics: fixed counters for the hot paths (plain fields, no
  * lookup) and a small table of labelled counters for the rest (requests by
  * route and code, closes by code, counters scripts bump). Rendered in the
- * Prometheus text format. Event-loop thread only.
+ * Prometheus text format. Event-loop thread only. Metrics observe, never
+ * decide: no admission or shutdown logic reads these fields.
  */
 #ifndef ESS_METRICS_H
 #define ESS_METRICS_H

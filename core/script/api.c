@@ -7,9 +7,9 @@
  */
 #include "script/api.h"
 #include "ess.h"
+#include "script/vm.h"
 #include "script/hooks.h"
 #include "script/reload.h"
-#include "gateway/gateway.h"
 #include "metrics/metrics.h"
 #include "mq/port_check.h"
 #include "mq/url.h"
@@ -94,7 +94,7 @@ static int l_registry_delete(lua_State *L)
         lua_pushstring(L, ess_strerror(rc));
         return 2;
     }
-    ess_gateway_stream_deleted(app, row.id, row.uuid);
+    /* The registry tells its listener (the gateway closes the live session). */
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -172,7 +172,7 @@ static int l_ready(lua_State *L)
     char why[256] = "";
     int registry = app->registry != NULL && ess_registry_count(app->registry) >= 0 &&
                    ess_registry_writable(app->registry, why, sizeof why);
-    int broker = ess_gateway_broker_ready(app);
+    int broker = app->broker_ready != NULL && app->broker_ready(app);
     char amqp_why[512] = "";
     int amqp = app->cfg->broker_version != 2 || amqp_port_ready(app, amqp_why, sizeof amqp_why);
     lua_pushboolean(L, registry && broker && amqp && !app->draining);

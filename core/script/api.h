@@ -8,6 +8,8 @@
 #include <stddef.h>
 
 #include "app.h"
+
+typedef struct ess_vm_s ess_vm_t; /* script/vm.h; opaque to the callers */
 #include "util/buf.h"
 
 typedef struct {

@@ -6,6 +6,7 @@
  * beyond the Lua references it keeps in the VM's registry.
  */
 #include "script/hooks.h"
+#include "script/vm.h"
 #include "ess.h"
 #include "metrics/metrics.h"
 #include "mq/amqp10.h"
@@ -508,7 +509,7 @@ int ess_hooks_enrich(ess_vm_t *vm, ess_hook_es_t *es, const ess_hook_msg_t *m,
             ess_log_error("enrich: offset %llu of %s: %s (error %llu; forwarded unenriched)",
                           (unsigned long long)m->offset, es->uuid, err,
                           (unsigned long long)ess_metrics.enrich_errors);
-        emit(ud, m->body, m->len);
+        emit(ud, m, m->body, m->len);
         lua_settop(L, top);
         return ESS_ESCRIPT;
     }
@@ -516,13 +517,13 @@ int ess_hooks_enrich(ess_vm_t *vm, ess_hook_es_t *es, const ess_hook_msg_t *m,
     if (lua_type(L, -1) == LUA_TSTRING) {
         size_t n;
         const char *s = lua_tolstring(L, -1, &n);
-        emit(ud, (const uint8_t *)s, n);
+        emit(ud, m, (const uint8_t *)s, n);
     } else if (!lua_isnil(L, -1)) {
         ess_metrics.enrich_errors++;
         if (ess_metrics.enrich_errors <= 10)
             ess_log_error("enrich: returned a %s, not a string or nil; forwarded unenriched",
                           luaL_typename(L, -1));
-        emit(ud, m->body, m->len);
+        emit(ud, m, m->body, m->len);
         rc = ESS_ESCRIPT;
     }
     lua_settop(L, top);

@@ -9,7 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "script/vm.h"
+/* The VM stays opaque here: callers of the hooks need not compile against Lua. */
+typedef struct ess_vm_s ess_vm_t;
 
 typedef struct {
     const uint8_t *body;
@@ -34,8 +35,10 @@ typedef struct {
     uint64_t gen;
 } ess_hook_es_t;
 
-/* Receives the frame to send; data is borrowed for the call only. */
-typedef void (*ess_hook_emit_fn)(void *ud, const uint8_t *data, size_t len);
+/* Receives the frame to send for msg (which carries its offset); data is
+ * borrowed for the call only. */
+typedef void (*ess_hook_emit_fn)(void *ud, const ess_hook_msg_t *msg, const uint8_t *data,
+                                 size_t len);
 
 /**
  * Load the configured enrich and route hooks and the `ess` host table into

@@ -5,6 +5,7 @@
  */
 #include "script/reload.h"
 #include "ess.h"
+#include "script/vm.h"
 #include "metrics/metrics.h"
 #include "script/api.h"
 #include "script/hooks.h"
@@ -126,6 +127,8 @@ static void keep_start_only(ess_config_t *neu, ess_config_t *old, ess_reload_res
     KEEP_NUM(max_connections, "public.max_connections");
     KEEP_NUM(max_header_bytes, "public.max_header_bytes");
     KEEP_NUM(ping_interval_s, "public.ping_interval_s");
+    /* Sizes the stream client's credit window as well as each queue. */
+    KEEP_NUM(outbound_budget_bytes, "public.outbound_budget_bytes");
     KEEP_STR(broker_url, "broker.url");
     KEEP_NUM(stream_port, "broker.stream_port");
     KEEP_NUM(load_balancer_mode, "broker.load_balancer_mode");

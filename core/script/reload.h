@@ -10,6 +10,8 @@
 
 #include "app.h"
 
+typedef struct ess_vm_s ess_vm_t; /* script/vm.h; opaque to the callers */
+
 typedef struct {
     uint64_t generation;            /* the live VM's generation afterwards */
     char error[2048];               /* why a reload was rejected (file:line when known) */

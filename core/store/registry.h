@@ -37,10 +37,21 @@ typedef struct {
     int (*writable)(ess_registry_t *r, char *why, size_t whylen);
 } ess_registry_ops_t;
 
+/* Registry changes, for subscribers (the gateway closes the live session
+ * of a deleted event stream). */
+typedef enum {
+    ESS_REGISTRY_DELETED = 1,
+} ess_registry_event_t;
+
+/* Called after the change is committed; row is borrowed for the call. */
+typedef void (*ess_registry_listener_fn)(void *ud, ess_registry_event_t ev, const ess_es_row_t *row);
+
 struct ess_registry_s {
     const ess_registry_ops_t *ops;
     char *routing_key_buf; /* owned: holds the routing key of the last returned row */
     size_t routing_key_cap;
+    ess_registry_listener_fn listener; /* one subscriber, or NULL (zeroed by the backend) */
+    void *listener_ud;
 };
 
 /**
@@ -63,10 +74,27 @@ static inline int ess_registry_create(ess_registry_t *r, const char *rk, size_t 
     return r->ops->create(r, rk, rklen, out);
 }
 
-/** Delete by id; fills removed (may be NULL; routing key borrowed). ESS_ENOTFOUND if absent. */
+/**
+ * Delete by id; fills removed (may be NULL; routing key borrowed).
+ * ESS_ENOTFOUND if absent. The listener hears ESS_REGISTRY_DELETED after
+ * the row is gone.
+ */
 static inline int ess_registry_delete(ess_registry_t *r, int64_t id, ess_es_row_t *removed)
 {
-    return r->ops->remove(r, id, removed);
+    ess_es_row_t row;
+    int rc = r->ops->remove(r, id, &row);
+    if (rc == 0 && r->listener)
+        r->listener(r->listener_ud, ESS_REGISTRY_DELETED, &row);
+    if (rc == 0 && removed)
+        *removed = row;
+    return rc;
+}
+
+/** Set (or clear, with NULL) the one listener of registry changes. */
+static inline void ess_registry_listen(ess_registry_t *r, ess_registry_listener_fn fn, void *ud)
+{
+    r->listener = fn;
+    r->listener_ud = ud;
 }
 
 static inline int ess_registry_list(ess_registry_t *r, ess_registry_row_cb cb, void *ud)

@@ -130,9 +130,10 @@ typedef struct {
     int calls;
 } sink_t;
 
-static void emit(void *ud, const uint8_t *data, size_t len)
+static void emit(void *ud, const ess_hook_msg_t *msg, const uint8_t *data, size_t len)
 {
     sink_t *s = ud;
+    (void)msg;
     s->calls++;
     snprintf(s->text, sizeof s->text, "%.*s", (int)len, (const char *)data);
 }

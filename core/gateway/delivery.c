@@ -1,0 +1,223 @@
+/*
+ * The delivery step (gateway/delivery.h): a record becomes frame bytes in
+ * a session's output blocks. Owns the output blocks and their free list;
+ * knows the WebSocket frame header (RFC 6455 5.2), POISON, AMQP body
+ * joining, protobuf rendering and the enrich hook's contract (one string,
+ * or nil to skip), and nothing of sockets, brokers or Lua.
+ */
+#include "gateway/delivery.h"
+#include "ess.h"
+#include "proto/protobuf.h"
+#include "util/buf.h"
+#include "util/utf8.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Freed standard blocks are kept for reuse (LIFO, so cache-warm), at most
+ * FREE_MAX of them (4 MiB); larger ones go back to malloc. */
+#define FREE_MAX 64
+static ess_out_block_t *free_blocks;
+static int free_count;
+
+static ess_out_block_t *block_new(size_t need)
+{
+    ess_out_block_t *b;
+    if (need <= ESS_OUT_BLOCK && free_blocks != NULL) {
+        b = free_blocks;
+        free_blocks = b->next;
+        free_count--;
+    } else {
+        size_t cap = need <= ESS_OUT_BLOCK ? ESS_OUT_BLOCK : need;
+        b = ess_xmalloc(sizeof *b + ESS_OUT_HEADROOM + cap);
+        b->cap = cap;
+    }
+    b->next = NULL;
+    b->used = 0;
+    b->payload = 0;
+    b->frames = 0;
+    b->has_offset = 0;
+    b->last_offset = 0;
+    return b;
+}
+
+void ess_out_block_free(ess_out_block_t *b)
+{
+    if (b->cap != ESS_OUT_BLOCK || free_count >= FREE_MAX) {
+        free(b);
+        return;
+    }
+    b->next = free_blocks;
+    free_blocks = b;
+    free_count++;
+}
+
+/* The header length of an unmasked final frame of len payload bytes. */
+static size_t header_len(size_t len)
+{
+    return len < 126 ? 2 : len < 65536 ? 4 : 10;
+}
+
+static void put_header(uint8_t *h, int binary, size_t len)
+{
+    h[0] = binary ? 0x82 : 0x81;
+    if (len < 126) {
+        h[1] = (uint8_t)len;
+    } else if (len < 65536) {
+        h[1] = 126;
+        h[2] = (uint8_t)(len >> 8);
+        h[3] = (uint8_t)len;
+    } else {
+        h[1] = 127;
+        for (int i = 0; i < 8; i++)
+            h[2 + i] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
+    }
+}
+
+/* Copy len bytes and tell whether they were all ASCII, in one pass. */
+static int copy_ascii(uint8_t *dst, const uint8_t *src, size_t len)
+{
+    uint64_t acc = 0;
+    size_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        uint64_t w;
+        memcpy(&w, src + i, 8);
+        memcpy(dst + i, &w, 8);
+        acc |= w;
+    }
+    uint8_t tail = 0;
+    for (; i < len; i++) {
+        dst[i] = src[i];
+        tail |= src[i];
+    }
+    return ((acc & 0x8080808080808080ull) | (tail & 0x80)) == 0;
+}
+
+/* Reserve room for a frame of len payload bytes: the block and where its
+ * header starts. */
+static ess_out_block_t *room_for(ess_outq_t *q, size_t framed)
+{
+    ess_out_block_t *b = q->tail;
+    if (b == NULL || b->cap - b->used < framed) {
+        b = block_new(framed);
+        if (q->tail)
+            q->tail->next = b;
+        else
+            q->head = b;
+        q->tail = b;
+    }
+    return b;
+}
+
+/* Frame data; known_text is 1 or 0 when the caller already knows whether
+ * data is valid UTF-8, -1 when not. */
+static void frame(ess_outq_t *q, const uint8_t *data, size_t len, int known_text, int has_offset,
+                  uint64_t offset)
+{
+    size_t hl = header_len(len);
+    ess_out_block_t *b = room_for(q, hl + len);
+    uint8_t *h = b->data + ESS_OUT_HEADROOM + b->used;
+    int text = copy_ascii(h + hl, data, len);
+    if (!text)
+        text = known_text >= 0 ? known_text : ess_utf8_valid(h + hl, len);
+    put_header(h, !text, len);
+    b->used += hl + len;
+    b->payload += len;
+    b->frames++;
+    if (has_offset) {
+        b->has_offset = 1;
+        b->last_offset = offset;
+    }
+    q->payload += len;
+}
+
+ess_out_block_t *ess_outq_pop(ess_outq_t *q)
+{
+    ess_out_block_t *b = q->head;
+    if (b == NULL)
+        return NULL;
+    q->head = b->next;
+    if (q->head == NULL)
+        q->tail = NULL;
+    q->payload -= b->payload;
+    b->next = NULL;
+    return b;
+}
+
+void ess_outq_clear(ess_outq_t *q)
+{
+    ess_out_block_t *b;
+    while ((b = ess_outq_pop(q)) != NULL)
+        ess_out_block_free(b);
+    q->payload = 0;
+}
+
+typedef struct {
+    ess_outq_t *q;
+    int emitted;
+} emit_ctx_t;
+
+/* The hook's result: framed at once, with the offset the message carries.
+ * A result identical to the hook's input reuses the input's UTF-8 check. */
+static void emit(void *ud, const ess_hook_msg_t *m, const uint8_t *data, size_t len)
+{
+    emit_ctx_t *ec = ud;
+    int known =
+        len == m->len && (data == m->body || memcmp(data, m->body, len) == 0) ? m->is_text : -1;
+    frame(ec->q, data, len, known, 1, m->offset);
+    ec->emitted = 1;
+}
+
+ess_delivery_result_t ess_delivery_run(const ess_source_msg_t *rec, ess_delivery_enrich_fn enrich,
+                                       void *ctx, ess_outq_t *q)
+{
+    if (rec->len == 6 && memcmp(rec->body, "POISON", 6) == 0)
+        return ESS_DELIVERY_POISON;
+    if (!rec->has_offset || enrich == NULL) {
+        /* Classic queues: raw, no offsets, no hook (SPEC.md, issue 4). */
+        frame(q, rec->body, rec->len, -1, rec->has_offset, rec->offset);
+        return ESS_DELIVERY_QUEUED;
+    }
+    const uint8_t *body = rec->body;
+    size_t len = rec->len;
+    uint8_t *joined = NULL;
+    ess_buf_t pb = {0};
+    const char *pt = NULL;
+    size_t ptl = 0;
+    if (rec->amqp && rec->amqp->n_data > 1) {
+        /* Several data sections make one body: nothing is dropped. */
+        joined = ess_amqp10_body_copy(rec->record, rec->record_len, rec->amqp, &len);
+        if (joined)
+            body = joined;
+        else
+            len = rec->len;
+    }
+    const uint8_t *raw = body;
+    size_t raw_len = len;
+    /* Binary protobuf of a known type becomes its one-line text form. */
+    if (rec->amqp && ess_protobuf_type_of(rec->amqp, &pt, &ptl) == ESS_OK &&
+        ess_protobuf_to_text(pt, ptl, body, len, &pb) == ESS_OK) {
+        body = (const uint8_t *)pb.data;
+        len = pb.len;
+    } else {
+        pt = NULL;
+    }
+    ess_hook_msg_t hm = {
+        .body = body,
+        .len = len,
+        .offset = rec->offset,
+        .timestamp_ms = rec->timestamp_ms,
+        .is_text = ess_utf8_valid(body, len),
+        .app_props = rec->amqp ? rec->amqp->app_props : NULL,
+        .app_props_len = rec->amqp ? rec->amqp->app_props_len : 0,
+        .raw = pt ? raw : NULL,
+        .raw_len = pt ? raw_len : 0,
+        .protobuf_type = pt,
+        .protobuf_type_len = ptl,
+    };
+    emit_ctx_t ec = {q, 0};
+    enrich(ctx, &hm, emit, &ec);
+    ess_buf_free(&pb);
+    free(joined);
+    return ec.emitted ? ESS_DELIVERY_QUEUED : ESS_DELIVERY_SKIPPED;
+}
