@@ -6,7 +6,11 @@
 -- them for another; string.dump is not in the view. `require` inside a hook
 -- finds only other modules under the Lua root, loaded the same way, plus
 -- "cjson"/"cjson.safe" (private instances per hook tree). Each module gets
--- its own global table. It does not bound CPU or memory (see docs/lua.md).
+-- its own global table. The library functions that call back into Lua from
+-- C (string.gsub with a function or table, table.sort with a comparator,
+-- coroutine.resume/wrap) are bounded in nesting, so no script can overflow
+-- the C stack; CPU and memory are bounded by the C side (lua.hook_timeout_ms,
+-- lua.max_memory_mb; see docs/lua.md).
 
 local cjson = require "cjson"
 local has_safe, cjson_safe = pcall(require, "cjson.safe")
@@ -19,6 +23,91 @@ local getmetatable = getmetatable
 local searchpath = package.searchpath
 
 local M = {}
+
+-- C-stack guard --------------------------------------------------------------
+--
+-- LuaJIT has no C-call limit: string.gsub calling a Lua function that calls
+-- string.gsub again, or coroutines resumed inside coroutines, nest C frames
+-- (8 KiB and more each for gsub's buffer) until the process dies of SIGSEGV.
+-- Each such C function is replaced by a wrapper that counts how many are
+-- active and raises an error past MAX_NESTING. The wrappers use pcall so the
+-- count stays right when the callback raises. string.gsub is also replaced in
+-- the real string table, because ("x"):gsub(...) reaches it through the
+-- string metatable.
+
+local MAX_NESTING = 100
+M.MAX_NESTING = MAX_NESTING
+local nesting = 0
+local raw_gsub, raw_sort = string.gsub, table.sort
+local raw_create, raw_resume = coroutine.create, coroutine.resume
+local unpack = unpack
+
+local function pack(...)
+    return { n = select("#", ...), ... }
+end
+
+local function too_deep(what)
+    return format("%s: nested more than %d deep in callbacks (refused: it would overflow"
+        .. " the C stack)", what, MAX_NESTING)
+end
+
+-- Runs fn(...) as one more level of C nesting; returns its results or
+-- re-raises its error unchanged.
+local function nested(what, fn, ...)
+    if nesting >= MAX_NESTING then
+        error(too_deep(what), 3)
+    end
+    nesting = nesting + 1
+    local r = pack(pcall(fn, ...))
+    nesting = nesting - 1
+    if not r[1] then
+        error(r[2], 0)
+    end
+    return unpack(r, 2, r.n)
+end
+
+local function guarded_gsub(s, pattern, repl, n)
+    if type(repl) == "string" or type(repl) == "number" then
+        return raw_gsub(s, pattern, repl, n)
+    end
+    return nested("string.gsub", raw_gsub, s, pattern, repl, n)
+end
+string.gsub = guarded_gsub -- luacheck: ignore 122
+
+local function guarded_sort(t, comp)
+    if comp == nil then
+        return raw_sort(t)
+    end
+    return nested("table.sort", raw_sort, t, comp)
+end
+
+-- resume returns false, message instead of raising, like coroutine.resume.
+local function guarded_resume(co, ...)
+    if type(co) ~= "thread" then
+        return raw_resume(co, ...) -- the library's own argument error
+    end
+    if nesting >= MAX_NESTING then
+        return false, too_deep("coroutine.resume")
+    end
+    nesting = nesting + 1
+    local r = pack(pcall(raw_resume, co, ...))
+    nesting = nesting - 1
+    if not r[1] then
+        return false, r[2]
+    end
+    return unpack(r, 2, r.n)
+end
+
+local function guarded_wrap(f)
+    local co = raw_create(f)
+    return function(...)
+        local r = pack(guarded_resume(co, ...))
+        if not r[1] then
+            error(r[2], 2)
+        end
+        return unpack(r, 2, r.n)
+    end
+end
 
 -- Every read-only view handed to a script, so rawset can refuse them too.
 local VIEWS = setmetatable({}, { __mode = "k" })
@@ -52,11 +141,23 @@ local SAFE_GLOBALS = {
 }
 
 -- Shared by every environment: they cannot be written.
+local function with(t, over)
+    local c = {}
+    for k, v in pairs(t) do
+        c[k] = v
+    end
+    for k, v in pairs(over) do
+        c[k] = v
+    end
+    return c
+end
+
 local LIBS = {
     string = lib_view(string, "string", { dump = true }),
-    table = lib_view(table, "table"),
+    table = lib_view(with(table, { sort = guarded_sort }), "table"),
     math = lib_view(math, "math"),
-    coroutine = lib_view(coroutine, "coroutine"),
+    coroutine = lib_view(with(coroutine, { resume = guarded_resume, wrap = guarded_wrap }),
+        "coroutine"),
     os = lib_view({ time = os.time, clock = os.clock, date = os.date, difftime = os.difftime },
         "os"),
 }
