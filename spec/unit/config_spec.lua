@@ -42,7 +42,7 @@ describe("ess.config", function()
                 log = { level = "info", dir = "", max_bytes = 10485760, keep = 5,
                     message_stats_interval = 800 },
                 lua = { path = "lua", enrich = "ess.enrich", route = "ess.route", api = "ess.api",
-                    watch = false },
+                    watch = false, hook_timeout_ms = 1000, max_memory_mb = 256 },
                 shutdown = { grace_s = 10 },
             }, cfg)
         end)
