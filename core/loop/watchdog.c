@@ -1,7 +1,10 @@
 /*
  * Lua watchdog (see watchdog.h). The loop thread publishes "a Lua call
  * started at T, sequence S" in atomics; the watchdog thread polls them a
- * few times per timeout. To interrupt, it sends SIGUSR2 to the loop
+ * few times per timeout (at most every 50 ms). Time is the loop thread's
+ * CPU time, counted from the first poll that sees the call (so up to one
+ * poll late): a node that is overloaded or CPU-throttled (a container's
+ * CPU limit) slows a hook down without making it look stuck. To interrupt, it sends SIGUSR2 to the loop
  * thread, whose handler sets a count hook on the running state (the one
  * LuaJIT function documented as safe in a signal handler, as lua.c does
  * for Ctrl-C). The hook raises an error at every interpreted instruction
@@ -145,11 +148,23 @@ void ess_watchdog_set_timeout(int ms)
     atomic_store(&timeout_ms, ms > 0 ? ms : 1000);
 }
 
+/* CPU time the loop thread has used, in ms. */
+static int64_t loop_cpu_ms(clockid_t clk)
+{
+    struct timespec ts;
+    if (clock_gettime(clk, &ts) != 0)
+        return mono_ms(CLOCK_MONOTONIC);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void *dog(void *arg)
 {
     (void)arg;
-    uint64_t sent_seq = 0;
-    int64_t sent_at = 0;
+    clockid_t cpu_clock;
+    if (pthread_getcpuclockid(loop_thread, &cpu_clock) != 0)
+        cpu_clock = CLOCK_MONOTONIC;
+    uint64_t seen_seq = 0, sent_seq = 0;
+    int64_t seen_cpu = 0, sent_cpu = 0;
     pthread_mutex_lock(&mu);
     while (atomic_load(&running)) {
         int tmo = atomic_load(&timeout_ms);
@@ -166,21 +181,27 @@ static void *dog(void *arg)
         if (since == 0 || !atomic_load(&running))
             continue;
         uint64_t seq = atomic_load(&busy_seq);
-        int64_t now = mono_ms(CLOCK_MONOTONIC_COARSE) + 1, ran = now - since;
+        int64_t cpu = loop_cpu_ms(cpu_clock);
+        if (seq != seen_seq) { /* a call we have not seen yet: its CPU time counts from here */
+            seen_seq = seq;
+            seen_cpu = cpu;
+        }
+        int64_t ran = cpu - seen_cpu;
+        int64_t wall = mono_ms(CLOCK_MONOTONIC_COARSE) + 1 - since;
         if (seq != sent_seq) {
             int term = atomic_load(&term_pending);
-            if (ran >= tmo || (term && ran >= TERM_GRACE_MS)) {
-                ess_log_error("watchdog: a Lua call has run %lld ms (lua.hook_timeout_ms %d%s); "
-                              "interrupting it",
+            if (ran >= tmo || (term && wall >= TERM_GRACE_MS)) {
+                ess_log_error("watchdog: a Lua call has used %lld ms of CPU (lua.hook_timeout_ms "
+                              "%d%s); interrupting it",
                               (long long)ran, tmo, term ? ", SIGTERM pending" : "");
                 sent_seq = seq;
-                sent_at = now;
+                sent_cpu = cpu;
                 pthread_kill(loop_thread, SIGUSR2);
             }
-        } else if (now - sent_at >= tmo) {
-            ess_log_error("watchdog: the Lua call did not stop %d ms after its interrupt (a loop "
-                          "compiled by the JIT, or a long C function); exiting with status %d "
-                          "so that the supervisor restarts essd",
+        } else if (cpu - sent_cpu >= tmo) {
+            ess_log_error("watchdog: the Lua call did not stop %d ms (CPU) after its interrupt (a "
+                          "loop compiled by the JIT, or a long C function); exiting with status "
+                          "%d so that the supervisor restarts essd",
                           tmo, ESS_WATCHDOG_EXIT);
             _exit(ESS_WATCHDOG_EXIT);
         } else {

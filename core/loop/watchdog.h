@@ -1,6 +1,6 @@
 /*
  * The Lua watchdog: a thread that notices a Lua call on the loop thread
- * running longer than lua.hook_timeout_ms and ends it. First it interrupts
+ * using more than lua.hook_timeout_ms of CPU time and ends it. First it interrupts
  * the call (a debug hook set from a signal handler on the loop thread
  * raises an error at the next interpreted instruction); when the call has
  * not returned one more timeout later (a loop compiled by the JIT, a long

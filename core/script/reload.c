@@ -184,7 +184,7 @@ int ess_script_reload(ess_app_t *app, const char *trigger, ess_reload_result_t *
  * A Kubernetes ConfigMap volume is updated by writing a new ..<timestamp>
  * folder and renaming a ..data symlink over the old one; the files are
  * symlinks through ..data. So names starting with ".." count as changes
- * (only editors' ".name.swp" files are ignored), and after every reload
+ * (only editors' ".name.swp" files are ignored), and before every reload
  * attempt the watches are set up again: a watch follows the symlinks when
  * it is made, so it sits on the old generation's folder, which kubelet then
  * deletes. */
@@ -205,9 +205,11 @@ static void debounced(uv_timer_t *t)
 {
     ess_app_t *app = t->data;
     ess_reload_result_t r;
-    ess_script_reload(app, "file change", &r);
+    /* Re-arm first: a change made while the reload reads the files then
+     * raises an event on the new watches instead of being lost with the old. */
     disarm();
     arm(app);
+    ess_script_reload(app, "file change", &r);
 }
 
 static void changed(uv_fs_event_t *h, const char *filename, int events, int status)

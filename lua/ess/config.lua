@@ -326,8 +326,8 @@ local SCHEMA = {
         leaf("watch", "boolean", false, "Reload the scripts when a file under lua.path changes.",
             check_bool),
         int("hook_timeout_ms", 1000, 10, 600000,
-            "Longest a Lua call (hook, API handler, reload) may run before the watchdog "
-                .. "interrupts it, or exits with code 70 when it cannot (docs/lua.md)."),
+            "CPU time a Lua call (hook, API handler, reload) may use before the watchdog "
+                .. "interrupts it, or exits with status 70 when it cannot (docs/lua.md)."),
         int("max_memory_mb", 256, 8, 65536,
             "Memory ceiling of each Lua VM; an allocation past it fails the call with an "
                 .. "error (a rejected reload, an unenriched message)."),

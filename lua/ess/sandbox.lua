@@ -103,7 +103,7 @@ local function guarded_wrap(f)
     return function(...)
         local r = pack(guarded_resume(co, ...))
         if not r[1] then
-            error(r[2], 2)
+            error(r[2], 0) -- unchanged: nested wraps would stack a position per level
         end
         return unpack(r, 2, r.n)
     end
