@@ -4,15 +4,13 @@
  * few times per timeout (at most every 50 ms). Time is the loop thread's
  * CPU time, counted from the first poll that sees the call (so up to one
  * poll late): a node that is overloaded or CPU-throttled (a container's
- * CPU limit) slows a hook down without making it look stuck. To interrupt, it sends SIGUSR2 to the loop
- * thread, whose handler sets a count hook on the running state (the one
- * LuaJIT function documented as safe in a signal handler, as lua.c does
- * for Ctrl-C). The hook raises an error at every interpreted instruction
- * until the outermost call returns, so a script's own pcall cannot swallow
- * it for long. LuaJIT does not run hooks inside compiled traces, so when
- * the call is still running a timeout later, the thread logs and calls
- * _exit(ESS_WATCHDOG_EXIT): the registry is SQLite (crash-safe) and the
- * log is written unbuffered, so nothing is lost that a restart needs.
+ * CPU limit) slows a hook down without making it look stuck. To interrupt, it sends SIGUSR2 to the
+ * loop thread, whose handler sets a count hook on the running state (the one LuaJIT function
+ * documented as safe in a signal handler, as lua.c does for Ctrl-C). The hook raises an error at
+ * every interpreted instruction until the outermost call returns, so a script's own pcall cannot
+ * swallow it for long. LuaJIT does not run hooks inside compiled traces, so when the call is still
+ * running a timeout later, the thread logs and calls _exit(ESS_WATCHDOG_EXIT): the registry is
+ * SQLite (crash-safe) and the log is written unbuffered, so nothing is lost that a restart needs.
  */
 #include "loop/watchdog.h"
 #include "ess.h"
@@ -53,8 +51,9 @@ static int64_t mono_ms(clockid_t clk)
 static void stop_hook(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
-    luaL_error(L, "interrupted by the watchdog: the call ran longer than lua.hook_timeout_ms "
-                  "(%d ms)",
+    luaL_error(L,
+               "interrupted by the watchdog: the call ran longer than lua.hook_timeout_ms "
+               "(%d ms)",
                atomic_load(&timeout_ms));
 }
 
@@ -72,8 +71,7 @@ void ess_watchdog_enter(lua_State *L)
 {
     current_L = L;
     atomic_fetch_add_explicit(&busy_seq, 1, memory_order_relaxed);
-    atomic_store_explicit(&busy_since, mono_ms(CLOCK_MONOTONIC_COARSE) + 1,
-                          memory_order_release);
+    atomic_store_explicit(&busy_since, mono_ms(CLOCK_MONOTONIC_COARSE) + 1, memory_order_release);
 }
 
 int ess_watchdog_leave(lua_State *L)

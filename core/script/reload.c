@@ -178,8 +178,9 @@ int ess_script_reload(ess_app_t *app, const char *trigger, ess_reload_result_t *
 
 /* File watch: inotify through uv_fs_event on the Lua root, its ess/ and
  * ess/examples/ folders, the folders of the configured hook modules and the
- * configuration file's folder; changes are debounced by 200 ms so an
- * editor's save (write, rename) triggers one reload.
+ * configuration file's folder (for that file only, so a log written next
+ * to it does not reload); changes are debounced by 200 ms so an editor's
+ * save (write, rename) triggers one reload.
  *
  * A Kubernetes ConfigMap volume is updated by writing a new ..<timestamp>
  * folder and renaming a ..data symlink over the old one; the files are
@@ -216,9 +217,11 @@ static void changed(uv_fs_event_t *h, const char *filename, int events, int stat
 {
     (void)events;
     (void)status;
-    (void)h;
+    const char *only = h->data; /* the configuration file's folder: that file only */
     if (filename && filename[0] == '.' && filename[1] != '.')
         return; /* editor swap files; "..data" and "..<timestamp>" are a ConfigMap update */
+    if (only && filename && filename[0] != '.' && strcmp(filename, only) != 0)
+        return; /* e.g. a log file written next to the configuration */
     uv_timer_start(&W.debounce, debounced, 200, 0);
 }
 
@@ -227,7 +230,8 @@ static void ev_closed(uv_handle_t *h)
     free(h);
 }
 
-static void watch(ess_app_t *app, const char *path)
+/* Watch the folder path; with only, just that file name in it (and "..*"). */
+static void watch_only(ess_app_t *app, const char *path, const char *only)
 {
     struct stat st;
     if (W.n == MAX_WATCH || stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
@@ -237,7 +241,7 @@ static void watch(ess_app_t *app, const char *path)
             return;
     uv_fs_event_t *ev = ess_xcalloc(1, sizeof *ev);
     uv_fs_event_init(app->loop, ev);
-    ev->data = app;
+    ev->data = (void *)only;
     if (uv_fs_event_start(ev, changed, path, 0) != 0) {
         ess_log_warn("lua.watch: cannot watch %s", path);
         uv_close((uv_handle_t *)ev, ev_closed);
@@ -246,6 +250,11 @@ static void watch(ess_app_t *app, const char *path)
     W.ev[W.n] = ev;
     W.path[W.n] = ess_xstrdup(path);
     W.n++;
+}
+
+static void watch(ess_app_t *app, const char *path)
+{
+    watch_only(app, path, NULL);
 }
 
 /* The folder of the hook module name (dots to slashes) under the Lua root. */
@@ -275,13 +284,15 @@ static void arm(ess_app_t *app)
     watch_module(app, app->cfg->lua_enrich);
     watch_module(app, app->cfg->lua_route);
     if (app->cfg->path) {
+        static char base[PATH_MAX]; /* the file's name; fixed for the process */
         snprintf(path, sizeof path, "%s", app->cfg->path);
         char *slash = strrchr(path, '/');
+        snprintf(base, sizeof base, "%s", slash ? slash + 1 : path);
         if (slash)
             *slash = '\0';
         else
             snprintf(path, sizeof path, ".");
-        watch(app, path);
+        watch_only(app, path, base);
     }
 }
 

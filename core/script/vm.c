@@ -170,8 +170,14 @@ void ess_vm_free(ess_vm_t *vm)
 {
     if (vm == NULL)
         return;
-    if (vm->L)
+    if (vm->L) {
+        /* LuaJIT frees its whole arena at once only when the state's
+         * allocator is its own again; through the wrapper it would free
+         * just the state and leak the rest of the arena. */
+        if (vm->raw_alloc)
+            lua_setallocf(vm->L, vm->raw_alloc, vm->raw_ud);
         lua_close(vm->L);
+    }
     free(vm->lua_path);
     free(vm);
 }

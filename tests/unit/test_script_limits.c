@@ -61,9 +61,44 @@ static void test_memory_ceiling(void)
     lua_pop(vm->L, 1);
 
     /* A script that catches the error sees the usual message. */
-    CHECK(run(vm, "local ok, e = pcall(string.rep, 'x', 1e9) assert(not ok)"
-                  " assert(e:find('not enough memory'))", err, sizeof err) == ESS_OK);
+    CHECK(run(vm,
+              "local ok, e = pcall(string.rep, 'x', 1e9) assert(not ok)"
+              " assert(e:find('not enough memory'))",
+              err, sizeof err) == ESS_OK);
     ess_vm_free(vm);
+}
+
+static long rss_kib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kib = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, "VmRSS:", 6) == 0)
+            kib = strtol(line + 6, NULL, 10);
+    if (f)
+        fclose(f);
+    return kib;
+}
+
+/* Freeing a VM gives back its whole arena: the counting allocator must not
+ * stop LuaJIT from destroying its own (each VM maps a few hundred KiB). */
+static void test_vm_free_returns_memory(void)
+{
+    char err[256];
+    for (int i = 0; i < 5; i++)
+        ess_vm_free(new_vm());
+    long before = rss_kib();
+    for (int i = 0; i < 200; i++) {
+        ess_vm_t *vm = new_vm();
+        ess_vm_set_memory_limit(vm, 16);
+        CHECK(run(vm, "local t = {} for i = 1, 1000 do t[i] = ('z'):rep(100) .. i end", err,
+                  sizeof err) == ESS_OK);
+        ess_vm_free(vm);
+    }
+    long grown = rss_kib() - before;
+    fprintf(stderr, "RSS growth over 200 VMs: %ld KiB\n", grown);
+    CHECK(grown < 16 * 1024);
 }
 
 static int spin_calls;
@@ -100,8 +135,7 @@ static void test_watchdog_interrupts(void)
     CHECK(run(vm, "jit.on()", err, sizeof err) == ESS_OK);
 
     /* The VM works normally afterwards: no hook is left behind. */
-    CHECK(run(vm, "local s = 0 for i = 1, 1e6 do s = s + i end x = s", err, sizeof err) ==
-          ESS_OK);
+    CHECK(run(vm, "local s = 0 for i = 1, 1e6 do s = s + i end x = s", err, sizeof err) == ESS_OK);
     lua_getglobal(vm->L, "x");
     CHECK(lua_tonumber(vm->L, -1) == 500000500000.0);
     lua_pop(vm->L, 1);
@@ -109,4 +143,5 @@ static void test_watchdog_interrupts(void)
     ess_vm_free(vm);
 }
 
-ESS_TEST_MAIN(ESS_TEST(test_memory_ceiling), ESS_TEST(test_watchdog_interrupts))
+ESS_TEST_MAIN(ESS_TEST(test_memory_ceiling), ESS_TEST(test_vm_free_returns_memory),
+              ESS_TEST(test_watchdog_interrupts))
