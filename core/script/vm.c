@@ -74,6 +74,20 @@ void ess_vm_set_memory_limit(ess_vm_t *vm, int mb)
     vm->mem_limit = mb > 0 ? (int64_t)mb << 20 : 0;
 }
 
+/* After a failed outermost call no Lua code runs on the VM, so the sandbox's
+ * count of nested C callbacks (lua/ess/sandbox.lua) must be 0; an error
+ * raised between its increment and its pcall (a watchdog interrupt, a
+ * memory error) would otherwise leave it high for good. */
+static void reset_nesting(lua_State *L)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, "ess.sandbox.nesting");
+    if (lua_istable(L, -1)) {
+        lua_pushnumber(L, 0);
+        lua_setfield(L, -2, "n");
+    }
+    lua_pop(L, 1);
+}
+
 /* Lua calls running on the loop thread, across VMs (watchdog nesting). */
 static int call_depth;
 
@@ -117,6 +131,8 @@ int ess_vm_pcall(lua_State *L, int nargs, int nresults, char *err, size_t errlen
     else
         snprintf(err, errlen, "%s", msg ? msg : "unknown Lua error");
     lua_pop(L, 1);
+    if (vm && vm->depth == 0)
+        reset_nesting(L);
     if (vm && vm->mem_refused && vm->depth == 0) {
         vm->mem_refused = 0;
         lua_gc(L, LUA_GCCOLLECT, 0); /* give the garbage of the failed call back at once */

@@ -31,46 +31,56 @@ local M = {}
 -- (8 KiB and more each for gsub's buffer) until the process dies of SIGSEGV.
 -- Each such C function is replaced by a wrapper that counts how many are
 -- active and raises an error past MAX_NESTING. The wrappers use pcall so the
--- count stays right when the callback raises. string.gsub is also replaced in
--- the real string table, because ("x"):gsub(...) reaches it through the
--- string metatable.
+-- count stays right when the callback raises, and allocate nothing. The count
+-- lives in a table in the registry (NESTING_KEY) so that the C side can set
+-- it back to 0 after a call that failed (script/vm.c): an error raised between
+-- the increment and the pcall (a watchdog interrupt) would otherwise leave it
+-- high for good. string.gsub is also replaced in the real string table,
+-- because ("x"):gsub(...) reaches it through the string metatable.
 
 local MAX_NESTING = 100
 M.MAX_NESTING = MAX_NESTING
-local nesting = 0
-local raw_gsub, raw_sort = string.gsub, table.sort
+local NESTING_KEY = "ess.sandbox.nesting"
+local registry = debug.getregistry()
+local state = registry[NESTING_KEY] or { n = 0 }
+registry[NESTING_KEY] = state
+-- Loaded again (busted isolates modules), string.gsub is already a wrapper.
+local raw_gsub = registry["ess.sandbox.raw_gsub"] or string.gsub
+registry["ess.sandbox.raw_gsub"] = raw_gsub
+local raw_sort = table.sort
 local raw_create, raw_resume = coroutine.create, coroutine.resume
-local unpack = unpack
-
-local function pack(...)
-    return { n = select("#", ...), ... }
-end
 
 local function too_deep(what)
     return format("%s: nested more than %d deep in callbacks (refused: it would overflow"
         .. " the C stack)", what, MAX_NESTING)
 end
 
--- Runs fn(...) as one more level of C nesting; returns its results or
--- re-raises its error unchanged.
-local function nested(what, fn, ...)
-    if nesting >= MAX_NESTING then
-        error(too_deep(what), 3)
+-- The end of one level: the count goes down first, then results or the error.
+local function leave_raise(ok, ...)
+    state.n = state.n - 1
+    if not ok then
+        error((...), 0)
     end
-    nesting = nesting + 1
-    local r = pack(pcall(fn, ...))
-    nesting = nesting - 1
-    if not r[1] then
-        error(r[2], 0)
+    return ...
+end
+
+local function leave_return(ok, ...)
+    state.n = state.n - 1
+    if not ok then
+        return false, (...)
     end
-    return unpack(r, 2, r.n)
+    return ...
 end
 
 local function guarded_gsub(s, pattern, repl, n)
     if type(repl) == "string" or type(repl) == "number" then
         return raw_gsub(s, pattern, repl, n)
     end
-    return nested("string.gsub", raw_gsub, s, pattern, repl, n)
+    if state.n >= MAX_NESTING then
+        error(too_deep("string.gsub"), 2)
+    end
+    state.n = state.n + 1
+    return leave_raise(pcall(raw_gsub, s, pattern, repl, n))
 end
 string.gsub = guarded_gsub -- luacheck: ignore 122
 
@@ -78,7 +88,11 @@ local function guarded_sort(t, comp)
     if comp == nil then
         return raw_sort(t)
     end
-    return nested("table.sort", raw_sort, t, comp)
+    if state.n >= MAX_NESTING then
+        error(too_deep("table.sort"), 2)
+    end
+    state.n = state.n + 1
+    return leave_raise(pcall(raw_sort, t, comp))
 end
 
 -- resume returns false, message instead of raising, like coroutine.resume.
@@ -86,26 +100,24 @@ local function guarded_resume(co, ...)
     if type(co) ~= "thread" then
         return raw_resume(co, ...) -- the library's own argument error
     end
-    if nesting >= MAX_NESTING then
+    if state.n >= MAX_NESTING then
         return false, too_deep("coroutine.resume")
     end
-    nesting = nesting + 1
-    local r = pack(pcall(raw_resume, co, ...))
-    nesting = nesting - 1
-    if not r[1] then
-        return false, r[2]
+    state.n = state.n + 1
+    return leave_return(pcall(raw_resume, co, ...))
+end
+
+local function unwrap(ok, ...)
+    if not ok then
+        error((...), 0) -- unchanged: nested wraps would stack a position per level
     end
-    return unpack(r, 2, r.n)
+    return ...
 end
 
 local function guarded_wrap(f)
     local co = raw_create(f)
     return function(...)
-        local r = pack(guarded_resume(co, ...))
-        if not r[1] then
-            error(r[2], 0) -- unchanged: nested wraps would stack a position per level
-        end
-        return unpack(r, 2, r.n)
+        return unwrap(guarded_resume(co, ...))
     end
 end
 

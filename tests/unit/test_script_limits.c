@@ -143,5 +143,19 @@ static void test_watchdog_interrupts(void)
     ess_vm_free(vm);
 }
 
-ESS_TEST_MAIN(ESS_TEST(test_memory_ceiling), ESS_TEST(test_vm_free_returns_memory),
-              ESS_TEST(test_watchdog_interrupts))
+/* A failed call sets the sandbox's count of nested C callbacks back to 0. */
+static void test_nesting_reset(void)
+{
+    ess_vm_t *vm = new_vm();
+    char err[1024];
+    CHECK(run(vm, "require 'ess.sandbox'", err, sizeof err) == ESS_OK);
+    CHECK(run(vm, "debug.getregistry()['ess.sandbox.nesting'].n = 100", err, sizeof err) == ESS_OK);
+    CHECK(run(vm, "('ab'):gsub('.', function(c) return c end)", err, sizeof err) == ESS_ESCRIPT);
+    CHECK(strstr(err, "nested more than") != NULL);
+    CHECK(run(vm, "assert(('ab'):gsub('.', function(c) return c:upper() end) == 'AB')", err,
+              sizeof err) == ESS_OK);
+    ess_vm_free(vm);
+}
+
+ESS_TEST_MAIN(ESS_TEST(test_memory_ceiling), ESS_TEST(test_nesting_reset),
+              ESS_TEST(test_vm_free_returns_memory), ESS_TEST(test_watchdog_interrupts))
