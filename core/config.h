@@ -54,6 +54,8 @@ typedef struct ess_config_s {
     char *lua_route;
     char *lua_api;
     int lua_watch;
+    int lua_hook_timeout_ms;
+    int lua_max_memory_mb;
 
     int grace_s;
 } ess_config_t;

@@ -9,6 +9,7 @@
 #include "gateway/gateway.h"
 #include "http/server.h"
 #include "loop/signals.h"
+#include "loop/watchdog.h"
 #include "metrics/metrics.h"
 #include "script/api.h"
 #include "script/hooks.h"
@@ -194,6 +195,8 @@ int main(int argc, char **argv)
         status = 2;
         goto fail_config;
     }
+    /* From here on a Lua call that never returns is ended (docs/lua.md). */
+    ess_watchdog_start(app.cfg->lua_hook_timeout_ms);
     if (check_only) {
         /* Also load and self-test the scripts the configuration names. */
         ess_vm_t *vm;
@@ -278,6 +281,7 @@ fail_registry:
     ess_metrics_free();
     ess_log_shutdown();
 fail_config:
+    ess_watchdog_stop();
     ess_config_free(app.cfg);
     ess_vm_free(app.vm);
     return status;

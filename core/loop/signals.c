@@ -1,8 +1,10 @@
 /* Signal handles on the libuv loop; see signals.h. */
 #include "loop/signals.h"
 #include "ess.h"
+#include "loop/watchdog.h"
 
 #include <signal.h>
+#include <string.h>
 
 static uv_signal_t sigs[4];
 static int nsigs;
@@ -19,6 +21,34 @@ static void on_signal(uv_signal_t *h, int signum)
     }
 }
 
+/* libuv's handlers for SIGTERM and SIGINT, which ours call after telling
+ * the watchdog: while a Lua call blocks the loop, libuv's pipe is not
+ * read, so the watchdog interrupts that call at once instead. */
+static struct sigaction uv_term, uv_int;
+
+static void chained(int signum)
+{
+    ess_watchdog_note_terminate();
+    struct sigaction *next = signum == SIGTERM ? &uv_term : &uv_int;
+    if (next->sa_flags & SA_SIGINFO) {
+        if (next->sa_sigaction)
+            next->sa_sigaction(signum, NULL, NULL);
+    } else if (next->sa_handler != SIG_DFL && next->sa_handler != SIG_IGN) {
+        next->sa_handler(signum);
+    }
+}
+
+static void chain(int signum, struct sigaction *save)
+{
+    struct sigaction sa;
+    if (sigaction(signum, NULL, save) != 0)
+        return;
+    sa = *save;
+    sa.sa_flags &= ~SA_SIGINFO;
+    sa.sa_handler = chained;
+    sigaction(signum, &sa, NULL);
+}
+
 void ess_signals_start(ess_app_t *app, const ess_signal_handlers_t *h)
 {
     static const int which[] = {SIGTERM, SIGINT, SIGHUP};
@@ -32,6 +62,8 @@ void ess_signals_start(ess_app_t *app, const ess_signal_handlers_t *h)
         uv_unref((uv_handle_t *)&sigs[i]);
     }
     nsigs = (int)ESS_ARRAY_SIZE(which);
+    chain(SIGTERM, &uv_term);
+    chain(SIGINT, &uv_int);
 }
 
 void ess_signals_stop(void)

@@ -1,6 +1,8 @@
 /*
  * Process signals on the loop: SIGTERM and SIGINT start the graceful
  * drain, SIGHUP asks for a reload. SIGPIPE is ignored process-wide.
+ * SIGTERM and SIGINT also tell the Lua watchdog (loop/watchdog.h), so a
+ * hook that blocks the loop cannot keep the process from stopping.
  */
 #ifndef ESS_SIGNALS_H
 #define ESS_SIGNALS_H

@@ -145,6 +145,8 @@ int ess__config_from_table(lua_State *L, int idx, ess_config_t *c, char *err, si
     c->lua_route = str(&r, "lua.route");
     c->lua_api = str(&r, "lua.api");
     c->lua_watch = flag(&r, "lua.watch");
+    c->lua_hook_timeout_ms = (int)num(&r, "lua.hook_timeout_ms");
+    c->lua_max_memory_mb = (int)num(&r, "lua.max_memory_mb");
     c->grace_s = (int)num(&r, "shutdown.grace_s");
     return r.failed ? ESS_EINVAL : ESS_OK;
 }

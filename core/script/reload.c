@@ -6,6 +6,7 @@
 #include "script/reload.h"
 #include "ess.h"
 #include "script/vm.h"
+#include "loop/watchdog.h"
 #include "metrics/metrics.h"
 #include "script/api.h"
 #include "script/hooks.h"
@@ -35,6 +36,7 @@ int ess_script_build(ess_app_t *app, const char *config_path, ess_vm_t **vm_out,
         return rc;
     if ((rc = ess_vm_load_config(vm, config_path, &cfg, err, errlen)) != ESS_OK)
         goto fail;
+    ess_vm_set_memory_limit(vm, cfg->lua_max_memory_mb);
     /* lua.path names the scripts' root; when it is another existing folder,
      * build the VM again from there so config and hooks come from one place. */
     struct stat st;
@@ -51,6 +53,7 @@ int ess_script_build(ess_app_t *app, const char *config_path, ess_vm_t **vm_out,
             return rc;
         if ((rc = ess_vm_load_config(vm, config_path, &cfg, err, errlen)) != ESS_OK)
             goto fail;
+        ess_vm_set_memory_limit(vm, cfg->lua_max_memory_mb);
     }
     if ((rc = ess_script_api_init(app, vm, cfg, err, errlen)) != ESS_OK ||
         (rc = ess_hooks_init(vm, cfg->lua_enrich, cfg->lua_route, err, errlen)) != ESS_OK ||
@@ -60,6 +63,13 @@ int ess_script_build(ess_app_t *app, const char *config_path, ess_vm_t **vm_out,
     *cfg_out = cfg;
     return ESS_OK;
 fail:
+    /* A script that caught the memory error (the sandbox's require does)
+     * reports only "not enough memory": say which limit it met. */
+    if (vm && vm->mem_refused && strstr(err, "max_memory_mb") == NULL) {
+        size_t n = strlen(err);
+        snprintf(err + n, errlen - n, " (the Lua VM reached lua.max_memory_mb, %lld MiB)",
+                 (long long)(vm->mem_limit >> 20));
+    }
     ess_config_free(cfg);
     ess_vm_free(vm);
     return rc;
@@ -158,6 +168,7 @@ int ess_script_reload(ess_app_t *app, const char *trigger, ess_reload_result_t *
         ess_log_init((ess_log_level_t)cfg->log_level, cfg->log_dir, (size_t)cfg->log_max_bytes,
                      cfg->log_keep);
     defer_free(app, old_vm, old_cfg);
+    ess_watchdog_set_timeout(cfg->lua_hook_timeout_ms);
     ess_hooks_failing_streak = 0;
     ess_metrics.reloads_ok++;
     r->generation = vm->gen;
@@ -168,22 +179,40 @@ int ess_script_reload(ess_app_t *app, const char *trigger, ess_reload_result_t *
     return ESS_OK;
 }
 
-/* File watch: inotify through uv_fs_event on the Lua root, its ess/ folder
- * and the configuration file's folder; changes are debounced by 200 ms so
- * an editor's save (write, rename) triggers one reload. */
-#define MAX_WATCH 4
+/* File watch: inotify through uv_fs_event on the Lua root, its ess/ and
+ * ess/examples/ folders, the folders of the configured hook modules and the
+ * configuration file's folder (for that file only, so a log written next
+ * to it does not reload); changes are debounced by 200 ms so an editor's
+ * save (write, rename) triggers one reload.
+ *
+ * A Kubernetes ConfigMap volume is updated by writing a new ..<timestamp>
+ * folder and renaming a ..data symlink over the old one; the files are
+ * symlinks through ..data. So names starting with ".." count as changes
+ * (only editors' ".name.swp" files are ignored), and before every reload
+ * attempt the watches are set up again: a watch follows the symlinks when
+ * it is made, so it sits on the old generation's folder, which kubelet then
+ * deletes. */
+#define MAX_WATCH 8
 
 static struct {
-    uv_fs_event_t ev[MAX_WATCH];
+    uv_fs_event_t *ev[MAX_WATCH];
+    char *path[MAX_WATCH];
     int n;
     uv_timer_t debounce;
     int active;
 } W;
 
+static void arm(ess_app_t *app);
+static void disarm(void);
+
 static void debounced(uv_timer_t *t)
 {
     ess_app_t *app = t->data;
     ess_reload_result_t r;
+    /* Re-arm first: a change made while the reload reads the files then
+     * raises an event on the new watches instead of being lost with the old. */
+    disarm();
+    arm(app);
     ess_script_reload(app, "file change", &r);
 }
 
@@ -191,26 +220,92 @@ static void changed(uv_fs_event_t *h, const char *filename, int events, int stat
 {
     (void)events;
     (void)status;
-    ess_app_t *app = h->data;
-    if (filename && filename[0] == '.')
-        return; /* editor swap files */
+    const char *only = h->data; /* the configuration file's folder: that file only */
+    if (filename && filename[0] == '.' && filename[1] != '.')
+        return; /* editor swap files; "..data" and "..<timestamp>" are a ConfigMap update */
+    if (only && filename && filename[0] != '.' && strcmp(filename, only) != 0)
+        return; /* e.g. a log file written next to the configuration */
     uv_timer_start(&W.debounce, debounced, 200, 0);
-    (void)app;
+}
+
+static void ev_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
+/* Watch the folder path; with only, just that file name in it (and "..*"). */
+static void watch_only(ess_app_t *app, const char *path, const char *only)
+{
+    struct stat st;
+    if (W.n == MAX_WATCH || stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
+        return;
+    for (int i = 0; i < W.n; i++)
+        if (same_dir(W.path[i], path))
+            return;
+    uv_fs_event_t *ev = ess_xcalloc(1, sizeof *ev);
+    uv_fs_event_init(app->loop, ev);
+    ev->data = (void *)only;
+    if (uv_fs_event_start(ev, changed, path, 0) != 0) {
+        ess_log_warn("lua.watch: cannot watch %s", path);
+        uv_close((uv_handle_t *)ev, ev_closed);
+        return;
+    }
+    W.ev[W.n] = ev;
+    W.path[W.n] = ess_xstrdup(path);
+    W.n++;
 }
 
 static void watch(ess_app_t *app, const char *path)
 {
-    if (W.n == MAX_WATCH)
+    watch_only(app, path, NULL);
+}
+
+/* The folder of the hook module name (dots to slashes) under the Lua root. */
+static void watch_module(ess_app_t *app, const char *module)
+{
+    char path[PATH_MAX];
+    int n = snprintf(path, sizeof path, "%s/%s", app->vm->lua_path, module);
+    if (n < 0 || (size_t)n >= sizeof path)
         return;
-    uv_fs_event_t *ev = &W.ev[W.n];
-    uv_fs_event_init(app->loop, ev);
-    ev->data = app;
-    if (uv_fs_event_start(ev, changed, path, 0) != 0) {
-        ess_log_warn("lua.watch: cannot watch %s", path);
-        uv_close((uv_handle_t *)ev, NULL);
-        return;
+    for (char *p = path + strlen(app->vm->lua_path) + 1; *p; p++)
+        if (*p == '.')
+            *p = '/';
+    char *slash = strrchr(path, '/');
+    if (slash)
+        *slash = '\0';
+    watch(app, path);
+}
+
+static void arm(ess_app_t *app)
+{
+    char path[PATH_MAX];
+    watch(app, app->vm->lua_path);
+    snprintf(path, sizeof path, "%s/ess", app->vm->lua_path);
+    watch(app, path);
+    snprintf(path, sizeof path, "%s/ess/examples", app->vm->lua_path);
+    watch(app, path);
+    watch_module(app, app->cfg->lua_enrich);
+    watch_module(app, app->cfg->lua_route);
+    if (app->cfg->path) {
+        static char base[PATH_MAX]; /* the file's name; fixed for the process */
+        snprintf(path, sizeof path, "%s", app->cfg->path);
+        char *slash = strrchr(path, '/');
+        snprintf(base, sizeof base, "%s", slash ? slash + 1 : path);
+        if (slash)
+            *slash = '\0';
+        else
+            snprintf(path, sizeof path, ".");
+        watch_only(app, path, base);
     }
-    W.n++;
+}
+
+static void disarm(void)
+{
+    for (int i = 0; i < W.n; i++) {
+        uv_close((uv_handle_t *)W.ev[i], ev_closed);
+        free(W.path[i]);
+    }
+    W.n = 0;
 }
 
 int ess_script_watch_start(ess_app_t *app)
@@ -220,23 +315,7 @@ int ess_script_watch_start(ess_app_t *app)
     uv_timer_init(app->loop, &W.debounce);
     W.debounce.data = app;
     W.active = 1;
-    char path[PATH_MAX];
-    watch(app, app->vm->lua_path);
-    snprintf(path, sizeof path, "%s/ess", app->vm->lua_path);
-    watch(app, path);
-    snprintf(path, sizeof path, "%s/ess/examples", app->vm->lua_path);
-    struct stat st;
-    if (stat(path, &st) == 0)
-        watch(app, path);
-    if (app->cfg->path) {
-        snprintf(path, sizeof path, "%s", app->cfg->path);
-        char *slash = strrchr(path, '/');
-        if (slash)
-            *slash = '\0';
-        else
-            snprintf(path, sizeof path, ".");
-        watch(app, path);
-    }
+    arm(app);
     ess_log_info("lua.watch: watching %d folders for script and config changes", W.n);
     return ESS_OK;
 }
@@ -246,9 +325,7 @@ void ess_script_watch_stop(ess_app_t *app)
     (void)app;
     if (!W.active)
         return;
-    for (int i = 0; i < W.n; i++)
-        uv_close((uv_handle_t *)&W.ev[i], NULL);
+    disarm();
     uv_close((uv_handle_t *)&W.debounce, NULL);
-    W.n = 0;
     W.active = 0;
 }

@@ -2,15 +2,20 @@
  * Lua VM lifecycle and the single pcall wrapper. Owns the lua_State and
  * the references it keeps; knows nothing of HTTP or the broker. Operator
  * hooks get their own sandboxed environments (script/sandbox.c); the
- * shipped modules loaded here (config, API) are trusted code.
+ * shipped modules loaded here (config, API) are trusted code. Also owns
+ * the VM's memory ceiling (a counting allocator) and reports every Lua
+ * call to the watchdog (loop/watchdog.c).
  */
 #include "script/vm.h"
 #include "ess.h"
+#include "loop/watchdog.h"
 #include "util/log.h"
 
+#include <errno.h>
 #include <lauxlib.h>
 #include <lualib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #ifndef ESS_LUA_DIR
 #define ESS_LUA_DIR ESS_SOURCE_DIR "/lua"
@@ -40,8 +45,63 @@ static int traceback(lua_State *L)
  * allocates a new closure each time, and hooks run once per message. */
 static char traceback_key;
 
+/* The allocator of every VM: LuaJIT's own, counted. Growth is refused past
+ * the ceiling only inside ess_vm_pcall, where LuaJIT turns the NULL into a
+ * "not enough memory" error that the call returns. */
+static void *limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    ess_vm_t *vm = ud;
+    int64_t old = ptr ? (int64_t)osize : 0;
+    if (nsize > (size_t)old && vm->mem_limit > 0 && vm->depth > 0 &&
+        vm->mem_used - old + (int64_t)nsize > vm->mem_limit) {
+        vm->mem_refused = 1;
+        return NULL;
+    }
+    void *p = vm->raw_alloc(vm->raw_ud, ptr, osize, nsize);
+    if (p != NULL || nsize == 0)
+        vm->mem_used += (int64_t)nsize - old;
+    return p;
+}
+
+static ess_vm_t *vm_of(lua_State *L)
+{
+    void *ud;
+    return lua_getallocf(L, &ud) == limited_alloc ? ud : NULL;
+}
+
+void ess_vm_set_memory_limit(ess_vm_t *vm, int mb)
+{
+    vm->mem_limit = mb > 0 ? (int64_t)mb << 20 : 0;
+}
+
+/* After a failed outermost call no Lua code runs on the VM, so the sandbox's
+ * count of nested C callbacks (lua/ess/sandbox.lua) must be 0; an error
+ * raised between its increment and its pcall (a watchdog interrupt, a
+ * memory error) would otherwise leave it high for good. */
+static void reset_nesting(lua_State *L)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, "ess.sandbox.nesting");
+    if (lua_istable(L, -1)) {
+        lua_pushnumber(L, 0);
+        lua_setfield(L, -2, "n");
+    }
+    lua_pop(L, 1);
+}
+
+/* Lua calls running on the loop thread, across VMs (watchdog nesting). */
+static int call_depth;
+
 int ess_vm_pcall(lua_State *L, int nargs, int nresults, char *err, size_t errlen)
 {
+    ess_vm_t *vm = vm_of(L);
+    lua_State *outer_L = NULL;
+    int outermost = call_depth++ == 0;
+    if (outermost)
+        ess_watchdog_enter(L);
+    else
+        outer_L = ess_watchdog_enter_nested(L);
+    if (vm && vm->depth++ == 0)
+        vm->mem_refused = 0;
     int base = lua_gettop(L) - nargs;
     lua_pushlightuserdata(L, &traceback_key);
     lua_rawget(L, LUA_REGISTRYINDEX);
@@ -55,16 +115,46 @@ int ess_vm_pcall(lua_State *L, int nargs, int nresults, char *err, size_t errlen
     lua_insert(L, base);
     int rc = lua_pcall(L, nargs, nresults, base);
     lua_remove(L, base);
+    if (vm)
+        vm->depth--;
+    if (outermost)
+        ess_watchdog_leave(L);
+    else if (outer_L != L)
+        ess_watchdog_leave_nested(L, outer_L);
+    call_depth--;
     if (rc == 0)
         return ESS_OK;
     const char *msg = lua_tostring(L, -1);
-    snprintf(err, errlen, "%s", msg ? msg : "unknown Lua error");
+    if (vm && vm->mem_refused)
+        snprintf(err, errlen, "%s (the Lua VM reached lua.max_memory_mb, %lld MiB)",
+                 msg ? msg : "not enough memory", (long long)(vm->mem_limit >> 20));
+    else
+        snprintf(err, errlen, "%s", msg ? msg : "unknown Lua error");
     lua_pop(L, 1);
+    if (vm && vm->depth == 0)
+        reset_nesting(L);
+    if (vm && vm->mem_refused && vm->depth == 0) {
+        vm->mem_refused = 0;
+        lua_gc(L, LUA_GCCOLLECT, 0); /* give the garbage of the failed call back at once */
+    }
     return ESS_ESCRIPT;
 }
 
 int ess_vm_create(const char *lua_path, ess_vm_t **out, char *err, size_t errlen)
 {
+    struct stat st;
+    const char *why = NULL;
+    if (stat(lua_path, &st) != 0)
+        why = strerror(errno);
+    else if (!S_ISDIR(st.st_mode))
+        why = "not a directory";
+    if (why != NULL) {
+        snprintf(err, errlen,
+                 "Lua root %s: %s (set ESS_LUA_PATH or lua.path to the lua/ folder that holds "
+                 "ess/config.lua)",
+                 lua_path, why);
+        return ESS_ESCRIPT;
+    }
     ess_vm_t *vm = ess_xcalloc(1, sizeof *vm);
     static uint64_t generation;
     vm->cfg_ref = vm->api_ref = vm->enrich_ref = vm->msg_ref = LUA_NOREF;
@@ -75,6 +165,9 @@ int ess_vm_create(const char *lua_path, ess_vm_t **out, char *err, size_t errlen
         free(vm);
         return ESS_ESCRIPT;
     }
+    vm->raw_alloc = lua_getallocf(vm->L, &vm->raw_ud);
+    vm->mem_used = (int64_t)lua_gc(vm->L, LUA_GCCOUNT, 0) * 1024 + lua_gc(vm->L, LUA_GCCOUNTB, 0);
+    lua_setallocf(vm->L, limited_alloc, vm);
     luaL_openlibs(vm->L);
     vm->lua_path = ess_xstrdup(lua_path);
 
@@ -93,8 +186,14 @@ void ess_vm_free(ess_vm_t *vm)
 {
     if (vm == NULL)
         return;
-    if (vm->L)
+    if (vm->L) {
+        /* LuaJIT frees its whole arena at once only when the state's
+         * allocator is its own again; through the wrapper it would free
+         * just the state and leak the rest of the arena. */
+        if (vm->raw_alloc)
+            lua_setallocf(vm->L, vm->raw_alloc, vm->raw_ud);
         lua_close(vm->L);
+    }
     free(vm->lua_path);
     free(vm);
 }
@@ -148,8 +247,15 @@ int ess_vm_load_config(ess_vm_t *vm, const char *path, ess_config_t **out, char 
     int top = lua_gettop(L);
     lua_getglobal(L, "require");
     lua_pushstring(L, "ess.config");
-    if (ess_vm_pcall(L, 1, 1, err, errlen) != ESS_OK)
+    if (ess_vm_pcall(L, 1, 1, err, errlen) != ESS_OK) {
+        /* Not Lua's list of every place it looked: one line naming the root. */
+        if (strstr(err, "module 'ess.config' not found") != NULL)
+            snprintf(err, errlen,
+                     "Lua root %s has no ess/config.lua (set ESS_LUA_PATH or lua.path to the "
+                     "lua/ folder of essd)",
+                     vm->lua_path);
         return ESS_ESCRIPT;
+    }
     lua_getfield(L, -1, "load");
     if (path)
         lua_pushstring(L, path);

@@ -19,6 +19,15 @@ typedef struct ess_vm_s {
     int enrich_ref, msg_ref; /* the enrich hook and its reused msg table (script/hooks.c) */
     uint64_t gen; /* unique per VM built in this process; never reused */
     char *lua_path;
+    /* Memory ceiling (lua.max_memory_mb): every allocation of the state goes
+     * through vm.c's allocator, which counts bytes and refuses growth past
+     * mem_limit while a protected call runs (depth > 0), so the failure is
+     * an ordinary Lua error; C pushing outside a call never fails. */
+    lua_Alloc raw_alloc;
+    void *raw_ud;
+    int64_t mem_used, mem_limit; /* bytes; mem_limit 0 = none */
+    int depth;                   /* ess_vm_pcall calls running on this state */
+    int mem_refused;             /* an allocation was refused in the current call */
 } ess_vm_t;
 
 /** The bootstrap Lua root: ESS_LUA_PATH, else the compiled-in default. Borrowed. */
@@ -33,10 +42,15 @@ int ess_vm_create(const char *lua_path, ess_vm_t **out, char *err, size_t errlen
 
 void ess_vm_free(ess_vm_t *vm);
 
+/** Set the VM's memory ceiling in MiB (lua.max_memory_mb); 0 removes it. */
+void ess_vm_set_memory_limit(ess_vm_t *vm, int mb);
+
 /**
  * Call the function under nargs arguments on the stack, with a traceback
  * handler. On error the stack is left with nothing of the call, the
  * message (with traceback) is copied into err, and ESS_ESCRIPT returned.
+ * Every call is watched by loop/watchdog.c (lua.hook_timeout_ms) and, on
+ * a VM from ess_vm_create, bounded in memory (ess_vm_set_memory_limit).
  */
 int ess_vm_pcall(lua_State *L, int nargs, int nresults, char *err, size_t errlen);
 

@@ -367,6 +367,12 @@ local SCHEMA = {
             check_module),
         leaf("watch", "boolean", false, "Reload the scripts when a file under lua.path changes.",
             check_bool),
+        int("hook_timeout_ms", 1000, 10, 600000,
+            "CPU time a Lua call (hook, API handler, reload) may use before the watchdog "
+                .. "interrupts it, or exits with status 70 when it cannot (docs/lua.md)."),
+        int("max_memory_mb", 256, 8, 65536,
+            "Memory ceiling of each Lua VM; an allocation past it fails the call with an "
+                .. "error (a rejected reload, an unenriched message)."),
     } },
     { name = "shutdown", doc = "graceful shutdown", keys = {
         int("grace_s", 10, 0, 3600, "Seconds SIGTERM waits for connections to close."),

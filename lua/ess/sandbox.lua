@@ -6,7 +6,11 @@
 -- them for another; string.dump is not in the view. `require` inside a hook
 -- finds only other modules under the Lua root, loaded the same way, plus
 -- "cjson"/"cjson.safe" (private instances per hook tree). Each module gets
--- its own global table. It does not bound CPU or memory (see docs/lua.md).
+-- its own global table. The library functions that call back into Lua from
+-- C (string.gsub with a function or table, table.sort with a comparator,
+-- coroutine.resume/wrap) are bounded in nesting, so no script can overflow
+-- the C stack; CPU and memory are bounded by the C side (lua.hook_timeout_ms,
+-- lua.max_memory_mb; see docs/lua.md).
 
 local cjson = require "cjson"
 local has_safe, cjson_safe = pcall(require, "cjson.safe")
@@ -19,6 +23,103 @@ local getmetatable = getmetatable
 local searchpath = package.searchpath
 
 local M = {}
+
+-- C-stack guard --------------------------------------------------------------
+--
+-- LuaJIT has no C-call limit: string.gsub calling a Lua function that calls
+-- string.gsub again, or coroutines resumed inside coroutines, nest C frames
+-- (8 KiB and more each for gsub's buffer) until the process dies of SIGSEGV.
+-- Each such C function is replaced by a wrapper that counts how many are
+-- active and raises an error past MAX_NESTING. The wrappers use pcall so the
+-- count stays right when the callback raises, and allocate nothing. The count
+-- lives in a table in the registry (NESTING_KEY) so that the C side can set
+-- it back to 0 after a call that failed (script/vm.c): an error raised between
+-- the increment and the pcall (a watchdog interrupt) would otherwise leave it
+-- high for good. string.gsub is also replaced in the real string table,
+-- because ("x"):gsub(...) reaches it through the string metatable.
+
+local MAX_NESTING = 100
+M.MAX_NESTING = MAX_NESTING
+local NESTING_KEY = "ess.sandbox.nesting"
+local registry = debug.getregistry()
+local state = registry[NESTING_KEY] or { n = 0 }
+registry[NESTING_KEY] = state
+-- Loaded again (busted isolates modules), string.gsub is already a wrapper.
+local raw_gsub = registry["ess.sandbox.raw_gsub"] or string.gsub
+registry["ess.sandbox.raw_gsub"] = raw_gsub
+local raw_sort = table.sort
+local raw_create, raw_resume = coroutine.create, coroutine.resume
+
+local function too_deep(what)
+    return format("%s: nested more than %d deep in callbacks (refused: it would overflow"
+        .. " the C stack)", what, MAX_NESTING)
+end
+
+-- The end of one level: the count goes down first, then results or the error.
+local function leave_raise(ok, ...)
+    state.n = state.n - 1
+    if not ok then
+        error((...), 0)
+    end
+    return ...
+end
+
+local function leave_return(ok, ...)
+    state.n = state.n - 1
+    if not ok then
+        return false, (...)
+    end
+    return ...
+end
+
+local function guarded_gsub(s, pattern, repl, n)
+    if type(repl) == "string" or type(repl) == "number" then
+        return raw_gsub(s, pattern, repl, n)
+    end
+    if state.n >= MAX_NESTING then
+        error(too_deep("string.gsub"), 2)
+    end
+    state.n = state.n + 1
+    return leave_raise(pcall(raw_gsub, s, pattern, repl, n))
+end
+string.gsub = guarded_gsub -- luacheck: ignore 122
+
+local function guarded_sort(t, comp)
+    if comp == nil then
+        return raw_sort(t)
+    end
+    if state.n >= MAX_NESTING then
+        error(too_deep("table.sort"), 2)
+    end
+    state.n = state.n + 1
+    return leave_raise(pcall(raw_sort, t, comp))
+end
+
+-- resume returns false, message instead of raising, like coroutine.resume.
+local function guarded_resume(co, ...)
+    if type(co) ~= "thread" then
+        return raw_resume(co, ...) -- the library's own argument error
+    end
+    if state.n >= MAX_NESTING then
+        return false, too_deep("coroutine.resume")
+    end
+    state.n = state.n + 1
+    return leave_return(pcall(raw_resume, co, ...))
+end
+
+local function unwrap(ok, ...)
+    if not ok then
+        error((...), 0) -- unchanged: nested wraps would stack a position per level
+    end
+    return ...
+end
+
+local function guarded_wrap(f)
+    local co = raw_create(f)
+    return function(...)
+        return unwrap(guarded_resume(co, ...))
+    end
+end
 
 -- Every read-only view handed to a script, so rawset can refuse them too.
 local VIEWS = setmetatable({}, { __mode = "k" })
@@ -52,11 +153,23 @@ local SAFE_GLOBALS = {
 }
 
 -- Shared by every environment: they cannot be written.
+local function with(t, over)
+    local c = {}
+    for k, v in pairs(t) do
+        c[k] = v
+    end
+    for k, v in pairs(over) do
+        c[k] = v
+    end
+    return c
+end
+
 local LIBS = {
     string = lib_view(string, "string", { dump = true }),
-    table = lib_view(table, "table"),
+    table = lib_view(with(table, { sort = guarded_sort }), "table"),
     math = lib_view(math, "math"),
-    coroutine = lib_view(coroutine, "coroutine"),
+    coroutine = lib_view(with(coroutine, { resume = guarded_resume, wrap = guarded_wrap }),
+        "coroutine"),
     os = lib_view({ time = os.time, clock = os.clock, date = os.date, difftime = os.difftime },
         "os"),
 }

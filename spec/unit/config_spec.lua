@@ -37,7 +37,8 @@ describe("ess.config", function()
                 log = { level = "info", dir = "", max_bytes = 10485760, keep = 5,
                     message_stats_interval = 800 },
                 lua = { path = "lua", enrich = "ess.enrich", enrich_options = {},
-                    route = "ess.route", route_options = {}, api = "ess.api", watch = false },
+                    route = "ess.route", route_options = {}, api = "ess.api", watch = false,
+                    hook_timeout_ms = 1000, max_memory_mb = 256 },
                 shutdown = { grace_s = 10 },
             }, cfg)
         end)
