@@ -7,6 +7,7 @@
  */
 #include "ess.h"
 #include "app.h"
+#include "http/edge.h"
 #include "http/http.h"
 #include "metrics/metrics.h"
 #include "script/api.h"
@@ -204,6 +205,14 @@ int ess__api_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
         char cl[32];
         if (lws_hdr_copy(wsi, cl, sizeof cl, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0)
             r->expect_body = strtoll(cl, NULL, 10);
+        /* edge.c read the body and took its Content-Length out of the
+         * head (lws 4.1 cannot be given both). */
+        char *body = NULL;
+        size_t body_len = 0;
+        if (ess__edge_take_body(lws_get_socket_fd(wsi), &body, &body_len)) {
+            ess_buf_append(&r->body, body, body_len);
+            free(body);
+        }
         app->api_inflight++;
         /* lws has decoded %00 in the path: the C string would stop there. */
         if (in != NULL && memchr(in, '\0', len) != NULL)
