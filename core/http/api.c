@@ -87,6 +87,9 @@ static void write_response(struct lws *wsi, ess_api_req_t *r, ess_api_response_t
     r->route = ess_xstrdup(resp->route);
     r->phase = 1;
     ess_buf_free(&resp->headers);
+    /* A client that stops reading cannot hold the connection: the whole
+     * response must be taken within 30 s. */
+    lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, 30);
     lws_callback_on_writable(wsi);
     return;
 fail:
