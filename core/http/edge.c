@@ -70,6 +70,7 @@ static edge_listener_t listeners[2];
 static int nlisteners;
 static uv_timer_t sweep_timer;
 static int sweep_running;
+static int stopped; /* ess__edge_stop ran: nothing more goes to lws */
 
 static void conn_on_io(uv_poll_t *p, int status, int events);
 
@@ -127,7 +128,11 @@ static void free_conn(uv_handle_t *h)
 static void drop(edge_conn_t *c)
 {
     unlink_conn(c);
+    /* uv_close stops the poll at once, so the descriptor can go now: an
+     * accept() out of descriptors gets this one back immediately. */
     uv_close((uv_handle_t *)&c->poll, free_conn);
+    close(c->fd);
+    c->fd = -1;
 }
 
 /* Once our poll handle is closed the descriptor belongs to lws: libuv
@@ -137,7 +142,7 @@ static void adopt(uv_handle_t *h)
 {
     edge_conn_t *c = h->data;
     edge_listener_t *l = c->l;
-    if (l->app->lws == NULL || l->app->draining) {
+    if (stopped || l->app->lws == NULL || l->app->draining) {
         free_conn(h);
         return;
     }
@@ -558,6 +563,7 @@ static void close_listen(uv_handle_t *h)
 
 void ess__edge_stop(void)
 {
+    stopped = 1;
     while (bodies) {
         edge_body_t *b = bodies;
         bodies = b->next;
