@@ -79,7 +79,8 @@ static struct lws_vhost *vhost(ess_app_t *app, const char *name, int fake_port,
 
 int ess_server_start(ess_app_t *app, char *err, size_t errlen)
 {
-    lws_set_log_level(getenv("ESS_LWS_LOG") ? atoi(getenv("ESS_LWS_LOG")) : (LLL_ERR | LLL_WARN), lws_logger);
+    lws_set_log_level(getenv("ESS_LWS_LOG") ? atoi(getenv("ESS_LWS_LOG")) : (LLL_ERR | LLL_WARN),
+                      lws_logger);
 
     void *loops[1] = {app->loop};
     struct lws_context_creation_info info;
@@ -102,7 +103,8 @@ int ess_server_start(ess_app_t *app, char *err, size_t errlen)
         return ESS_EIO;
     }
     struct lws_vhost *internal = vhost(app, "internal", CONTEXT_PORT_NO_LISTEN, internal_protocols);
-    struct lws_vhost *public = vhost(app, "public", CONTEXT_PORT_NO_LISTEN_SERVER, public_protocols);
+    struct lws_vhost *public =
+        vhost(app, "public", CONTEXT_PORT_NO_LISTEN_SERVER, public_protocols);
     if (internal == NULL || public == NULL) {
         snprintf(err, errlen, "cannot create the libwebsockets vhosts");
         return ESS_EIO;
