@@ -7,6 +7,7 @@
  */
 #include "ess.h"
 #include "app.h"
+#include "http/edge.h"
 #include "http/http.h"
 #include "metrics/metrics.h"
 #include "script/api.h"
@@ -15,8 +16,8 @@
 #include <string.h>
 #include <time.h>
 
-static const char *method_names[] = {"GET", "POST", "OPTIONS", "PUT", "PATCH", "DELETE", "CONNECT",
-                                     "HEAD", ":path"};
+static const char *method_names[] = {"GET",    "POST",    "OPTIONS", "PUT",  "PATCH",
+                                     "DELETE", "CONNECT", "HEAD",    ":path"};
 
 static uint64_t now_ns(void)
 {
@@ -54,8 +55,12 @@ static char *query_of(struct lws *wsi)
 }
 
 static const enum lws_token_indexes header_tokens[] = {
-    WSI_TOKEN_HTTP_AUTHORIZATION, WSI_TOKEN_HTTP_CONTENT_TYPE, WSI_TOKEN_HTTP_ACCEPT,
-    WSI_TOKEN_HTTP_USER_AGENT,    WSI_TOKEN_HOST,              WSI_TOKEN_HTTP_CONTENT_LENGTH,
+    WSI_TOKEN_HTTP_AUTHORIZATION,
+    WSI_TOKEN_HTTP_CONTENT_TYPE,
+    WSI_TOKEN_HTTP_ACCEPT,
+    WSI_TOKEN_HTTP_USER_AGENT,
+    WSI_TOKEN_HOST,
+    WSI_TOKEN_HTTP_CONTENT_LENGTH,
 };
 
 static void write_response(struct lws *wsi, ess_api_req_t *r, ess_api_response_t *resp)
@@ -65,8 +70,8 @@ static void write_response(struct lws *wsi, ess_api_req_t *r, ess_api_response_t
     r->status = resp->status;
     if (lws_add_http_common_headers(wsi, (unsigned)resp->status, resp->content_type,
                                     resp->status == 204 ? 0 : resp->body.len, &p, end) ||
-        lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (const unsigned char *)"close",
-                                     5, &p, end))
+        lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (const unsigned char *)"close", 5,
+                                     &p, end))
         goto fail;
     for (size_t off = 0; off < resp->headers.len;) {
         const char *name = resp->headers.data + off;
@@ -75,8 +80,7 @@ static void write_response(struct lws *wsi, ess_api_req_t *r, ess_api_response_t
         char hn[128];
         snprintf(hn, sizeof hn, "%s:", name);
         if (lws_add_http_header_by_name(wsi, (const unsigned char *)hn,
-                                        (const unsigned char *)value, (int)strlen(value), &p,
-                                        end))
+                                        (const unsigned char *)value, (int)strlen(value), &p, end))
             goto fail;
     }
     if (lws_finalize_write_http_header(wsi, start, &p, end))
@@ -86,6 +90,9 @@ static void write_response(struct lws *wsi, ess_api_req_t *r, ess_api_response_t
     r->route = ess_xstrdup(resp->route);
     r->phase = 1;
     ess_buf_free(&resp->headers);
+    /* A client that stops reading cannot hold the connection: the whole
+     * response must be taken within 30 s. */
+    lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, 30);
     lws_callback_on_writable(wsi);
     return;
 fail:
@@ -93,8 +100,7 @@ fail:
     ess_buf_free(&resp->headers);
     if (resp->status != 500 || strcmp(resp->route, "error") != 0) {
         /* Headers that do not fit (a handler's huge header): a plain 500. */
-        ess_log_error("api: the response headers do not fit in %zu bytes",
-                      sizeof buf - LWS_PRE);
+        ess_log_error("api: the response headers do not fit in %zu bytes", sizeof buf - LWS_PRE);
         resp->status = 500;
         ess_buf_append(&resp->body, "{\"detail\":\"Internal Server Error\"}", 34);
         snprintf(resp->content_type, sizeof resp->content_type, "application/json");
@@ -204,6 +210,14 @@ int ess__api_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
         char cl[32];
         if (lws_hdr_copy(wsi, cl, sizeof cl, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0)
             r->expect_body = strtoll(cl, NULL, 10);
+        /* edge.c read the body and took its Content-Length out of the
+         * head (lws 4.1 cannot be given both). */
+        char *body = NULL;
+        size_t body_len = 0;
+        if (ess__edge_take_body(lws_get_socket_fd(wsi), &body, &body_len)) {
+            ess_buf_append(&r->body, body, body_len);
+            free(body);
+        }
         app->api_inflight++;
         /* lws has decoded %00 in the path: the C string would stop there. */
         if (in != NULL && memchr(in, '\0', len) != NULL)
@@ -248,8 +262,8 @@ int ess__api_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
             uint8_t *buf = ess_xmalloc(LWS_PRE + chunk);
             memcpy(buf + LWS_PRE, r->resp.data + r->resp_sent, chunk);
             int last = r->resp_sent + chunk == r->resp.len;
-            int n = lws_write(wsi, buf + LWS_PRE, chunk,
-                              last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP);
+            int n =
+                lws_write(wsi, buf + LWS_PRE, chunk, last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP);
             free(buf);
             if (n < 0)
                 return -1;
@@ -287,8 +301,7 @@ int ess__api_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
         }
         req_free(r);
         return 0;
-    default:
-        break;
+    default: break;
     }
     return lws_callback_http_dummy(wsi, reason, user, in, len);
 }

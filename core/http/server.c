@@ -1,10 +1,13 @@
 /*
  * The lws context on our libuv loop and its two vhosts. Owns the context's
- * lifetime and the drain sequence; the request and connection handling
- * live in api.c (internal) and ws.c (public).
+ * lifetime and the drain sequence. The listen sockets are essd's own
+ * (edge.c): lws gets each connection once its request head is complete
+ * and checked, so the vhosts do not listen. The request and connection
+ * handling live in api.c (internal) and ws.c (public).
  */
 #include "http/server.h"
 #include "ess.h"
+#include "http/edge.h"
 #include "http/http.h"
 #include "util/log.h"
 
@@ -28,25 +31,41 @@ static void lws_logger(int level, const char *line)
     size_t n = strlen(line);
     while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
         n--;
+    /* lws 4.1 logs every adoption with a read buffer at error level. */
+    if (strstr(line, "adopt_socket_readbuf:") != NULL)
+        level = LLL_DEBUG;
     if (level & LLL_ERR)
         ess_log_warn("lws: %.*s", (int)n, line);
     else
         ess_log_debug("lws: %.*s", (int)n, line);
 }
 
-static struct lws_vhost *vhost(ess_app_t *app, const char *name, const ess_listen_t *at,
-                               const struct lws_protocols *protocols, size_t max_header)
+/* lws stores a head in a table with some overhead per header: room for
+ * twice what edge.c lets through. */
+static unsigned short header_table_bytes(const ess_app_t *app)
+{
+    long n = (long)app->cfg->max_header_bytes * 2 + 1024;
+    return (unsigned short)(n > 65535 ? 65535 : n);
+}
+
+static struct lws_vhost *vhost(ess_app_t *app, const char *name, int fake_port,
+                               const struct lws_protocols *protocols)
 {
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);
     info.vhost_name = name;
-    info.port = at->port;
-    info.iface = at->host[0] ? at->host : NULL;
+    /* edge.c listens and adopts. lws picks a connection's vhost again from
+     * its Host header among the vhosts with the same port number: the two
+     * "no listen" values keep each connection on the vhost it was given
+     * (with one value, "Host: internal" on the public port reached the
+     * internal API). */
+    info.port = fake_port;
     info.protocols = protocols;
     info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
     info.keepalive_timeout = 30;
     info.timeout_secs = 30;
-    info.max_http_header_data = (unsigned short)(max_header > 65535 ? 65535 : max_header);
+    info.timeout_secs_ah_idle = 10;
+    info.max_http_header_data = header_table_bytes(app);
     if (protocols == public_protocols && app->cfg->ping_interval_s > 0) {
         /* Ping a connection idle for the interval; hang up after twice that
          * with no valid traffic (a dead peer). */
@@ -60,7 +79,8 @@ static struct lws_vhost *vhost(ess_app_t *app, const char *name, const ess_liste
 
 int ess_server_start(ess_app_t *app, char *err, size_t errlen)
 {
-    lws_set_log_level(getenv("ESS_LWS_LOG") ? atoi(getenv("ESS_LWS_LOG")) : (LLL_ERR | LLL_WARN), lws_logger);
+    lws_set_log_level(getenv("ESS_LWS_LOG") ? atoi(getenv("ESS_LWS_LOG")) : (LLL_ERR | LLL_WARN),
+                      lws_logger);
 
     void *loops[1] = {app->loop};
     struct lws_context_creation_info info;
@@ -70,9 +90,10 @@ int ess_server_start(ess_app_t *app, char *err, size_t errlen)
     info.user = app;
     /* lws clears app->lws itself once the context is wholly destroyed. */
     info.pcontext = &app->lws;
-    info.max_http_header_data =
-        (unsigned short)(app->cfg->max_header_bytes > 65535 ? 65535 : app->cfg->max_header_bytes);
-    info.max_http_header_pool = 64;
+    info.max_http_header_data = header_table_bytes(app);
+    /* A table is held only while a complete request is served (edge.c
+     * reads the head), and tables are allocated as needed. */
+    info.max_http_header_pool = 256;
     info.fd_limit_per_thread = (unsigned int)(app->cfg->max_connections + 64);
     info.pt_serv_buf_size = 32 * 1024;
     info.timeout_secs = 30;
@@ -81,18 +102,35 @@ int ess_server_start(ess_app_t *app, char *err, size_t errlen)
         snprintf(err, errlen, "cannot create the libwebsockets context (libuv event lib)");
         return ESS_EIO;
     }
-    if (!vhost(app, "internal", &app->cfg->internal_listen, internal_protocols,
-               (size_t)app->cfg->max_header_bytes)) {
-        snprintf(err, errlen, "cannot listen on internal %s:%d", app->cfg->internal_listen.host,
-                 app->cfg->internal_listen.port);
+    struct lws_vhost *internal = vhost(app, "internal", CONTEXT_PORT_NO_LISTEN, internal_protocols);
+    struct lws_vhost *public =
+        vhost(app, "public", CONTEXT_PORT_NO_LISTEN_SERVER, public_protocols);
+    if (internal == NULL || public == NULL) {
+        snprintf(err, errlen, "cannot create the libwebsockets vhosts");
         return ESS_EIO;
     }
-    if (!vhost(app, "public", &app->cfg->public_listen, public_protocols,
-               (size_t)app->cfg->max_header_bytes)) {
-        snprintf(err, errlen, "cannot listen on public %s:%d", app->cfg->public_listen.host,
-                 app->cfg->public_listen.port);
+    /* The internal listener first: a probe must reach it even when the
+     * public port is misconfigured. Bodies on the public port are read
+     * only to be dropped (its plain-HTTP answer is a 404). */
+    ess_edge_listen_t in = {"internal",
+                            app->cfg->internal_listen.host,
+                            app->cfg->internal_listen.port,
+                            1,
+                            (size_t)app->cfg->max_header_bytes,
+                            (long long)app->cfg->max_body_bytes,
+                            256,
+                            internal};
+    ess_edge_listen_t pub = {"public",
+                             app->cfg->public_listen.host,
+                             app->cfg->public_listen.port,
+                             0,
+                             (size_t)app->cfg->max_header_bytes,
+                             4096,
+                             4096,
+                             public};
+    if (ess__edge_listen(app, &in, err, errlen) != ESS_OK ||
+        ess__edge_listen(app, &pub, err, errlen) != ESS_OK)
         return ESS_EIO;
-    }
     ess_log_info("listening: public %s:%d, internal %s:%d",
                  app->cfg->public_listen.host[0] ? app->cfg->public_listen.host : "0.0.0.0",
                  app->cfg->public_listen.port,
@@ -119,6 +157,7 @@ void ess_server_drain(ess_app_t *app, void (*done)(ess_app_t *app))
         return;
     draining_app = app;
     drain_done = done;
+    ess__edge_stop();
     lws_context_deprecate(app->lws, deprecated_cb);
 }
 
@@ -127,6 +166,7 @@ void ess_server_destroy(ess_app_t *app)
     /* On a foreign loop the first call starts closing lws's handles; the
      * loop must run for them to close, and a call after that (when lws has
      * not already cleared app->lws through pcontext) frees what remains. */
+    ess__edge_stop();
     if (app->lws != NULL)
         lws_context_destroy(app->lws);
 }

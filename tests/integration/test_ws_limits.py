@@ -6,6 +6,7 @@ client never crash essd."""
 import os
 import socket
 import sys
+import time
 import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -64,9 +65,21 @@ try:
     socks = []
     for k in keys[:3]:
         socks.append(WebSocket("127.0.0.1", e.public_port, create_es(e, k)[1]))
-    ws = WebSocket("127.0.0.1", e.public_port, create_es(e, keys[3])[1])
-    fr = ws.recv(timeout=10)
-    t.eq(fr[:2], ("close", 1013), "connection over the limit closes 1013")
+    for n, k in ((4, keys[3]), (5, keys[4])):
+        ws = WebSocket("127.0.0.1", e.public_port, create_es(e, k)[1])
+        fr = ws.recv(timeout=10)
+        t.eq(fr[:2], ("close", 1013), "connection %d, over the limit, closes 1013" % n)
+        ws.close()
+    # The limit counts live connections: with one of the three closed, a
+    # new one is served (it is not closed 1013).
+    socks.pop().close()
+    time.sleep(0.5)
+    ws = WebSocket("127.0.0.1", e.public_port, create_es(e, keys[4])[1])
+    try:
+        fr = ws.recv(timeout=2)
+    except OSError:
+        fr = None  # nothing to read: open and waiting for messages
+    t.check(fr is None or fr[0] != "close", "a slot freed is served again: %r" % (fr,))
     ws.close()
     for w in socks:
         w.close()

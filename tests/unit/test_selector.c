@@ -1,5 +1,6 @@
 /* Unit tests for gateway/selector: the start selector and its close reasons. */
 #include "ess_test.h"
+#include <stdint.h>
 #include "ess.h"
 #include "gateway/selector.h"
 
@@ -29,7 +30,12 @@ static void test_ordinal_and_timestamp(void)
         CHECK_EQ_INT(sel.ordinal, 0);
         CHECK_EQ_INT(parse(src, "12345", &sel, reason), ESS_OK);
         CHECK_EQ_INT(sel.ordinal, 12345);
+        /* The largest value is kept exactly, not clamped or wrapped. */
+        sel.kind = ESS_SEL_NONE;
+        sel.ordinal = 0;
         CHECK_EQ_INT(parse(src, "9223372036854775807", &sel, reason), ESS_OK);
+        CHECK_EQ_INT(sel.kind, ESS_SEL_ORDINAL);
+        CHECK(sel.ordinal == INT64_MAX);
     }
     CHECK_EQ_INT(parse(4, "1746019980000", &sel, reason), ESS_OK);
     CHECK_EQ_INT(sel.kind, ESS_SEL_TIMESTAMP);
