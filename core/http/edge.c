@@ -181,8 +181,15 @@ static void strip_content_length(edge_conn_t *c)
     c->len = w;
 }
 
+static void reply(edge_conn_t *c, const ess_req_head_t *h, int status, const char *detail);
+
 static void hand_to_lws(edge_conn_t *c)
 {
+    if (c->l->app->draining) {
+        /* A request completed after SIGTERM: answered, never dropped. */
+        reply(c, NULL, 503, "the server is shutting down");
+        return;
+    }
     strip_content_length(c);
     unlink_conn(c);
     uv_poll_stop(&c->poll);
@@ -561,6 +568,34 @@ static void close_listen(uv_handle_t *h)
     l->fd = -1;
 }
 
+static void close_listeners(void)
+{
+    for (int i = 0; i < nlisteners; i++) {
+        edge_listener_t *l = &listeners[i];
+        if (l->active) {
+            l->active = 0;
+            uv_close((uv_handle_t *)&l->poll, close_listen);
+        }
+    }
+}
+
+void ess__edge_drain(void)
+{
+    close_listeners();
+    for (int i = 0; i < nlisteners; i++) {
+        edge_conn_t *next;
+        for (edge_conn_t *c = listeners[i].head; c != NULL; c = next) {
+            next = c->next;
+            if (c->state != READING)
+                continue; /* already answering */
+            if (c->head_len)
+                reply(c, NULL, 503, "the server is shutting down");
+            else
+                drop(c); /* no whole request yet: nothing to answer */
+        }
+    }
+}
+
 void ess__edge_stop(void)
 {
     stopped = 1;
@@ -574,11 +609,8 @@ void ess__edge_stop(void)
         edge_listener_t *l = &listeners[i];
         while (l->head)
             drop(l->head);
-        if (l->active) {
-            l->active = 0;
-            uv_close((uv_handle_t *)&l->poll, close_listen);
-        }
     }
+    close_listeners();
     if (sweep_running) {
         sweep_running = 0;
         uv_close((uv_handle_t *)&sweep_timer, NULL);

@@ -43,6 +43,13 @@ int ess__edge_listen(ess_app_t *app, const ess_edge_listen_t *how, char *err, si
  */
 int ess__edge_take_body(int fd, char **data, size_t *len);
 
+/**
+ * SIGTERM: close the listen sockets; a request whose head is complete but
+ * not yet handed to lws (its body still arriving) is answered 503, and a
+ * connection without a whole head is dropped.
+ */
+void ess__edge_drain(void);
+
 /** Close the listen sockets and drop connections not yet handed to lws. */
 void ess__edge_stop(void);
 

@@ -157,7 +157,7 @@ void ess_server_drain(ess_app_t *app, void (*done)(ess_app_t *app))
         return;
     draining_app = app;
     drain_done = done;
-    ess__edge_stop();
+    ess__edge_drain();
     lws_context_deprecate(app->lws, deprecated_cb);
 }
 
