@@ -68,26 +68,28 @@ static int rate_paused;
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: ess-cat [--url URL] [--stream-port P] [--lb] STREAM\n"
-            "               [--from first|last|next|OFFSET|timestamp:MS|datetime:STRING]\n"
-            "               [--count N] [--format raw|json] [--quiet]\n"
-            "               [--fanout SUBS] [--rate MSGS_PER_S] [--credit CHUNKS] [--heartbeat S]\n"
-            "               [--credit-window BYTES] [--latency]\n"
-            "       ess-cat [--url URL] [--stream-port P] --publish [--create] STREAM < lines\n"
-            "       ess-cat [--url URL] [--stream-port P] --publish [--create] STREAM --generate N\n"
-            "               [--rate MSGS_PER_S] [--size BYTES]\n"
-            "       ess-cat [--url URL] [--stream-port P] --delete|--exists STREAM\n"
-            "--count is per subscription; --fanout opens SUBS subscriptions (only the summary\n"
-            "is printed); --rate reads slowly by pausing credit; --credit-window keeps about\n"
-            "BYTES of chunks outstanding instead of --credit chunks (as essd does). --format json prints\n"
-            "{\"offset\":N,\"timestamp\":MS,\"body\":\"...\"} per message, or \"body_base64\" for a\n"
-            "body that is not UTF-8. --latency prints only the summary, with p50/p99/max of\n"
-            "now minus the \"t\":<ns since the epoch> member of each body (same host).\n"
-            "--generate publishes N JSON bodies of about --size bytes (default 250), each\n"
-            "stamped with \"t\" when it is sent, at --rate (default: as fast as confirmed).\n"
-            "URL defaults to $ESS_AMQP_URL, "
-            "$ESS_AMPQ_URL or amqp://guest:guest@127.0.0.1:5672/\n");
+    fprintf(
+        f, "usage: ess-cat [--url URL] [--stream-port P] [--lb] STREAM\n"
+           "               [--from first|last|next|OFFSET|timestamp:MS|datetime:STRING]\n"
+           "               [--count N] [--format raw|json] [--quiet]\n"
+           "               [--fanout SUBS] [--rate MSGS_PER_S] [--credit CHUNKS] [--heartbeat S]\n"
+           "               [--credit-window BYTES] [--latency]\n"
+           "       ess-cat [--url URL] [--stream-port P] --publish [--create] STREAM < lines\n"
+           "       ess-cat [--url URL] [--stream-port P] --publish [--create] STREAM --generate N\n"
+           "               [--rate MSGS_PER_S] [--size BYTES]\n"
+           "       ess-cat [--url URL] [--stream-port P] --delete|--exists STREAM\n"
+           "--count is per subscription; --fanout opens SUBS subscriptions (only the summary\n"
+           "is printed); --rate reads slowly by pausing credit; --credit-window keeps about\n"
+           "BYTES of chunks outstanding instead of --credit chunks (as essd does). --format json\n"
+           "prints {\"offset\":N,\"timestamp\":MS,\"body\":\"...\"} per message, or\n"
+           "\"body_base64\" for a body that is not UTF-8. --latency prints only the summary,\n"
+           "with p50/p99/max of now minus the \"t\":<ns since the epoch> member of each\n"
+           "body (same host).\n"
+           "--generate publishes N JSON bodies of about --size bytes (default 250), each\n"
+           "stamped with \"t\" when it is sent, at --rate (default: as fast as confirmed).\n"
+           "URL defaults to $ESS_AMQP_URL, "
+           "$ESS_AMPQ_URL or amqp://guest:guest@127.0.0.1:5672/;\n"
+           "P defaults to $ESS_STREAM_PORT or 5552\n");
 }
 
 static void on_closed(void *ud)
@@ -624,6 +626,15 @@ static int parse_args(int argc, char **argv)
         A.url = getenv("ESS_AMPQ_URL");
     if (A.url == NULL)
         A.url = "amqp://guest:guest@127.0.0.1:5672/";
+    /* ESS_STREAM_PORT, as for essd; --stream-port overrides it. */
+    const char *sp = getenv("ESS_STREAM_PORT");
+    if (sp != NULL && *sp != '\0') {
+        char *end;
+        long p = strtol(sp, &end, 10);
+        if (*end != '\0' || p <= 0 || p > 65535)
+            return -1;
+        A.port = (int)p;
+    }
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
