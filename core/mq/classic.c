@@ -12,10 +12,8 @@
  * declaring streams (amqp091.c), URL parsing (url.c).
  */
 #include "mq/classic.h"
+#include "mq/rabbitmq_c.h"
 
-#include <amqp.h>
-#include <amqp_framing.h>
-#include <amqp_tcp_socket.h>
 #include <stdlib.h>
 #include <string.h>
 
