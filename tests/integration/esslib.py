@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 
 BUILD = os.environ.get("ESS_BUILD_DIR") or os.path.join(os.path.dirname(__file__), "..", "..", "build")
 SOURCE = os.environ.get("ESS_SOURCE_DIR") or os.path.join(os.path.dirname(__file__), "..", "..")
@@ -26,7 +27,7 @@ ESSD = os.path.join(BUILD, "essd")  # tests may point this elsewhere
 #                         arguments, e.g. "podman exec NAME rabbitmqctl";
 #                         default: scripts/broker ctl
 AMQP_URL = os.environ.get("ESS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-AMQP_PORT = int(AMQP_URL.rsplit("@", 1)[-1].split("/", 1)[0].rpartition(":")[2] or 5672)
+AMQP_PORT = urllib.parse.urlsplit(AMQP_URL).port or 5672
 STREAM_PORT = int(os.environ.get("ESS_TEST_STREAM_PORT") or 5552)
 BROKER_CTL = (os.environ.get("ESS_TEST_BROKER_CTL", "").split()
               or [os.path.join(SOURCE, "scripts", "broker"), "ctl"])

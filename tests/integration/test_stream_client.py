@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 
 BUILD = os.environ.get("ESS_BUILD_DIR", "build")
 SOURCE = os.environ.get("ESS_SOURCE_DIR", os.path.dirname(os.path.dirname(os.path.dirname(
@@ -25,7 +26,7 @@ SOURCE = os.environ.get("ESS_SOURCE_DIR", os.path.dirname(os.path.dirname(os.pat
 CAT = os.path.join(BUILD, "ess-cat")
 PUBLISH = os.path.join(BUILD, "ess-publish")
 AMQP_URL = os.environ.get("ESS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-AMQP_PORT = int(AMQP_URL.rsplit("@", 1)[-1].split("/", 1)[0].rpartition(":")[2] or 5672)
+AMQP_PORT = urllib.parse.urlsplit(AMQP_URL).port or 5672
 STREAM_PORT = int(os.environ.get("ESS_TEST_STREAM_PORT") or 5552)
 BROKER_CTL = (os.environ.get("ESS_TEST_BROKER_CTL", "").split()
               or [os.path.join(SOURCE, "scripts", "broker"), "ctl"])
