@@ -631,8 +631,10 @@ static int parse_args(int argc, char **argv)
     if (sp != NULL && *sp != '\0') {
         char *end;
         long p = strtol(sp, &end, 10);
-        if (*end != '\0' || p <= 0 || p > 65535)
+        if (*end != '\0' || p <= 0 || p > 65535) {
+            fprintf(stderr, "ess-cat: ESS_STREAM_PORT: expected a port 1..65535, got \"%s\"\n", sp);
             return -1;
+        }
         A.port = (int)p;
     }
     for (int i = 1; i < argc; i++) {

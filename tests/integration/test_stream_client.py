@@ -288,6 +288,12 @@ def main():
         p = subprocess.run([CAT, "--stream-port", "1", stream, "--from", "first"],
                            capture_output=True, timeout=60)
         check(p.returncode == 1 and b"cannot connect" in p.stderr, "unreachable broker: exit 1")
+        p = subprocess.run([CAT, stream, "--from", "first"], capture_output=True, timeout=60,
+                           env=dict(os.environ, ESS_STREAM_PORT="1"))
+        check(p.returncode == 1 and b"cannot connect" in p.stderr, "ESS_STREAM_PORT=1: exit 1")
+        p = subprocess.run([CAT, stream, "--from", "first"], capture_output=True, timeout=60,
+                           env=dict(os.environ, ESS_STREAM_PORT="x"))
+        check(p.returncode == 2 and b"ESS_STREAM_PORT" in p.stderr, "bad ESS_STREAM_PORT: exit 2")
 
         # Errors the user sees.
         rc, _, err = read(TAG + "-missing", "first", 1, timeout=30)
