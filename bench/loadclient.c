@@ -19,8 +19,13 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#if defined(__has_include) && __has_include(<rabbitmq-c/amqp.h>)
+#include <rabbitmq-c/amqp.h> /* rabbitmq-c >= 0.12 (0.15 warns on the old names) */
+#include <rabbitmq-c/tcp_socket.h>
+#else
 #include <amqp.h>
 #include <amqp_tcp_socket.h>
+#endif
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>

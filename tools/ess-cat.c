@@ -89,7 +89,8 @@ static void usage(FILE *f)
         "--generate publishes N JSON bodies of about --size bytes (default 250), each\n"
         "stamped with \"t\" when it is sent, at --rate (default: as fast as confirmed).\n"
         "URL defaults to $ESS_AMQP_URL, "
-        "$ESS_AMPQ_URL or amqp://guest:guest@127.0.0.1:5672/\n");
+        "$ESS_AMPQ_URL or amqp://guest:guest@127.0.0.1:5672/;\n"
+        "P defaults to $ESS_STREAM_PORT or 5552\n");
 }
 
 static void on_closed(void *ud)
@@ -626,6 +627,17 @@ static int parse_args(int argc, char **argv)
         A.url = getenv("ESS_AMPQ_URL");
     if (A.url == NULL)
         A.url = "amqp://guest:guest@127.0.0.1:5672/";
+    /* ESS_STREAM_PORT, as for essd; --stream-port overrides it. */
+    const char *sp = getenv("ESS_STREAM_PORT");
+    if (sp != NULL && *sp != '\0') {
+        char *end;
+        long p = strtol(sp, &end, 10);
+        if (*end != '\0' || p <= 0 || p > 65535) {
+            fprintf(stderr, "ess-cat: ESS_STREAM_PORT: expected a port 1..65535, got \"%s\"\n", sp);
+            return -1;
+        }
+        A.port = (int)p;
+    }
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;

@@ -7,10 +7,8 @@
  * loop (all calls block). URL parsing is mq/url.c's.
  */
 #include "mq/amqp091.h"
+#include "mq/rabbitmq_c.h"
 
-#include <amqp.h>
-#include <amqp_framing.h>
-#include <amqp_tcp_socket.h>
 #include <stdarg.h>
 #include <string.h>
 #include <sys/time.h>

@@ -14,6 +14,7 @@
  * declaring streams (amqp091.c), URL parsing (url.c).
  */
 #include "mq/classic.h"
+#include "mq/rabbitmq_c.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -15,7 +15,7 @@
 #ifndef ESS_MQ_CLASSIC_INTERNAL_H
 #define ESS_MQ_CLASSIC_INTERNAL_H
 
-#include <amqp.h>
+#include "mq/rabbitmq_c.h"
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>

@@ -11,14 +11,12 @@
  * the loop's ess_classic_sub_t. Not here: callbacks, acks policy and the
  * public API (classic.c).
  */
-#include <amqp.h>
-#include <amqp_framing.h>
-#include <amqp_tcp_socket.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ess.h"
 #include "mq/classic_internal.h"
+#include "mq/rabbitmq_c.h"
 #include "mq/url.h"
 #include "util/log.h"
 

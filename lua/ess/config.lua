@@ -316,7 +316,8 @@ local SCHEMA = {
                 return (find(s, "^amqps?://[^%s%c]+$")) ~= nil
             end), { "ESS_AMPQ_URL", "ESS_AMQP_URL" }, "url"),
         int("stream_port", 5552, 1, 65535,
-            "Port of the RabbitMQ stream protocol on the host of broker.url (version 2)."),
+            "Port of the RabbitMQ stream protocol on the host of broker.url (version 2).",
+            "ESS_STREAM_PORT"),
         int("version", 2, 1, 2, "1 = classic queues (no history), 2 = RabbitMQ streams."),
         leaf("load_balancer_mode", "boolean", false,
             "The broker is behind a load balancer: ignore advertised stream hosts.", check_bool),

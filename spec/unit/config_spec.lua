@@ -210,6 +210,7 @@ describe("ess.config", function()
                 "events.example.com" },
             { "ESS_INGRESS_SECURE", "yes", "ingress", "secure", true },
             { "ESS_MESSAGE_STATS_INTERVAL", "5", "log", "message_stats_interval", 5 },
+            { "ESS_STREAM_PORT", "5572", "broker", "stream_port", 5572 },
             { "ESS_PUBLIC_LISTEN", "127.0.0.1:18080", "public", "listen", "127.0.0.1:18080" },
             { "ESS_INTERNAL_LISTEN", "[::1]:18081", "internal", "listen", "[::1]:18081" },
             { "ESS_DATABASE_PATH", "/tmp/x.db", "database", "path", "/tmp/x.db" },

@@ -14,11 +14,25 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 
 BUILD = os.environ.get("ESS_BUILD_DIR") or os.path.join(os.path.dirname(__file__), "..", "..", "build")
 SOURCE = os.environ.get("ESS_SOURCE_DIR") or os.path.join(os.path.dirname(__file__), "..", "..")
 ESSD = os.path.join(BUILD, "essd")  # tests may point this elsewhere
+# The broker under test. scripts/test uses the project's own (the defaults);
+# scripts/test-matrix points the same tests at another one:
+#   ESS_TEST_AMQP_URL     AMQP 0-9-1 URL
+#   ESS_TEST_STREAM_PORT  stream protocol port on the same host
+#   ESS_TEST_BROKER_CTL   command (split on spaces) that takes rabbitmqctl's
+#                         arguments, e.g. "podman exec NAME rabbitmqctl";
+#                         default: scripts/broker ctl
 AMQP_URL = os.environ.get("ESS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+AMQP_PORT = urllib.parse.urlsplit(AMQP_URL).port or 5672
+STREAM_PORT = int(os.environ.get("ESS_TEST_STREAM_PORT") or 5552)
+BROKER_CTL = (os.environ.get("ESS_TEST_BROKER_CTL", "").split()
+              or [os.path.join(SOURCE, "scripts", "broker"), "ctl"])
+# For the built tools (ess-cat, ess-publish) and essd: the same broker.
+BROKER_ENV = {"ESS_AMQP_URL": AMQP_URL, "ESS_STREAM_PORT": str(STREAM_PORT)}
 
 
 def free_port():
@@ -49,6 +63,7 @@ class Essd:
             "ESS_INTERNAL_LISTEN": "127.0.0.1:%d" % self.internal_port,
             "ESS_DATABASE_PATH": self.db,
             "ESS_AMQP_URL": AMQP_URL,
+            "ESS_STREAM_PORT": str(STREAM_PORT),
             "ESS_LUA_PATH": os.path.join(SOURCE, "lua"),
         })
         e.update(self.extra_env)
@@ -283,7 +298,7 @@ def unique(prefix="it4"):
 def tool(path, *args, stdin=None, timeout=300, check=True):
     """Run a built tool; return CompletedProcess (bytes). Raises on failure when check."""
     r = subprocess.run([path, *map(str, args)], input=stdin, capture_output=True, timeout=timeout,
-                       env=dict(os.environ, ESS_AMQP_URL=AMQP_URL))
+                       env=dict(os.environ, **BROKER_ENV))
     if check and r.returncode != 0:
         raise RuntimeError("%s %s exited %d: %s" % (os.path.basename(path), " ".join(map(str, args)),
                                                     r.returncode, r.stderr.decode(errors="replace")))
@@ -323,7 +338,7 @@ def delete_stream(name):
 
 
 def broker_ctl(*args, timeout=120):
-    return subprocess.run([BROKER, "ctl", *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([*BROKER_CTL, *args], capture_output=True, text=True, timeout=timeout)
 
 
 def broker_connections():
@@ -355,7 +370,7 @@ def wait_broker(tries=120):
         try:
             a = StreamAdmin()
             a.close()
-            socket.create_connection(("127.0.0.1", 5672), timeout=2).close()
+            socket.create_connection(("127.0.0.1", AMQP_PORT), timeout=2).close()
             return True
         except (OSError, ConnectionError, RuntimeError, struct.error):
             time.sleep(0.5)
@@ -424,7 +439,8 @@ class StreamAdmin:
     """A minimal RabbitMQ stream-protocol client (port 5552): create, delete,
     publish. Enough for tests that need a thousand streams in seconds."""
 
-    def __init__(self, host="127.0.0.1", port=5552, user="guest", password="guest", vhost="/"):
+    def __init__(self, host="127.0.0.1", port=None, user="guest", password="guest", vhost="/"):
+        port = port or STREAM_PORT
         self.params = (host, port, user, password, vhost)
         self.sock = socket.create_connection((host, port), timeout=30)
         self.corr = 0

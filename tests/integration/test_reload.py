@@ -15,7 +15,7 @@ import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(__file__))
-from esslib import BUILD, SOURCE, Checker, Essd, WebSocket  # noqa: E402
+from esslib import BROKER_ENV, BUILD, SOURCE, Checker, Essd, WebSocket, broker_ctl  # noqa: E402
 
 t = Checker()
 work = tempfile.mkdtemp(prefix="ess-reload-")
@@ -49,7 +49,8 @@ def set_marker(marker):
 def publish(n, rate=0):
     args = [os.path.join(BUILD, "ess-publish"), "--routing-key", stream, "--count", str(n),
             "--format", "text", "--rate", str(rate)]
-    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=dict(os.environ, **BROKER_ENV))
 
 
 def read_frames(ws, n, deadline_s=60):
@@ -73,7 +74,8 @@ def parse(frame):
 
 
 r = subprocess.run([os.path.join(BUILD, "ess-publish"), "--routing-key", stream, "--count", "1",
-                    "--declare", "--format", "text"], capture_output=True, text=True, timeout=60)
+                    "--declare", "--format", "text"], capture_output=True, text=True, timeout=60,
+                   env=dict(os.environ, **BROKER_ENV))
 t.eq(r.returncode, 0, "declare stream: " + r.stderr)
 
 e = Essd(config=cfg, env={"ESS_LUA_PATH": lua}).start()
@@ -179,6 +181,5 @@ try:
     ws.close()
 finally:
     t.eq(e.stop(), 0, "essd stops cleanly")
-    subprocess.run([os.path.join(SOURCE, "scripts", "broker"), "ctl", "delete_queue", stream],
-                   capture_output=True, timeout=60)
+    broker_ctl("delete_queue", stream, timeout=60)
 t.done()

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Integration test of the stream client through ess-cat, against the real
-RabbitMQ on 127.0.0.1 (stream port 5552).
+RabbitMQ on 127.0.0.1 (stream port 5552, or the broker that
+ESS_TEST_AMQP_URL, ESS_TEST_STREAM_PORT and ESS_TEST_BROKER_CTL name, as in
+esslib.py).
 
 200,000 messages are published with `ess-cat --publish`, then read back:
 exactly once and in order from first; from offset 12,345 exactly; from a
@@ -16,13 +18,20 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 
 BUILD = os.environ.get("ESS_BUILD_DIR", "build")
 SOURCE = os.environ.get("ESS_SOURCE_DIR", os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))))
 CAT = os.path.join(BUILD, "ess-cat")
 PUBLISH = os.path.join(BUILD, "ess-publish")
-BROKER = os.path.join(SOURCE, "scripts", "broker")
+AMQP_URL = os.environ.get("ESS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+AMQP_PORT = urllib.parse.urlsplit(AMQP_URL).port or 5672
+STREAM_PORT = int(os.environ.get("ESS_TEST_STREAM_PORT") or 5552)
+BROKER_CTL = (os.environ.get("ESS_TEST_BROKER_CTL", "").split()
+              or [os.path.join(SOURCE, "scripts", "broker"), "ctl"])
+# ess-cat and ess-publish inherit these: the broker under test.
+os.environ.update(ESS_AMQP_URL=AMQP_URL, ESS_STREAM_PORT=str(STREAM_PORT))
 N = 200_000
 TAG = "essA-it-%d-%d" % (os.getpid(), int(time.time()))
 
@@ -99,7 +108,7 @@ def delete(stream):
 
 def wait_broker(up, limit_s=90):
     for _ in range(limit_s * 2):
-        if port_open(5552) == up:
+        if port_open(STREAM_PORT) == up:
             return True
         time.sleep(0.5)
     return False
@@ -109,8 +118,8 @@ def main():
     if not os.access(CAT, os.X_OK):
         print("FAIL ess-cat not built at", CAT)
         return 1
-    if not port_open(5552):
-        print("FAIL no RabbitMQ stream listener on 127.0.0.1:5552 (scripts/broker start)")
+    if not port_open(STREAM_PORT):
+        print("FAIL no RabbitMQ stream listener on 127.0.0.1:%d (scripts/broker start)" % STREAM_PORT)
         return 1
     stream = TAG
     try:
@@ -224,9 +233,9 @@ def main():
         r = Reader(stream, "first", total + extra)
         check(r.subscribed.wait(30), "restart: subscribed")
         time.sleep(1)  # let it fill the pipe; correctness does not depend on it
-        subprocess.run([BROKER, "ctl", "stop_app"], capture_output=True, timeout=120)
+        subprocess.run([*BROKER_CTL, "stop_app"], capture_output=True, timeout=120)
         check(wait_broker(False, 60), "broker stopped")
-        subprocess.run([BROKER, "ctl", "start_app"], capture_output=True, timeout=180)
+        subprocess.run([*BROKER_CTL, "start_app"], capture_output=True, timeout=180)
         check(wait_broker(True, 120), "broker started again")
         rc = 1
         for _ in range(60):  # the stream may need a moment to elect its leader
@@ -279,11 +288,17 @@ def main():
         p = subprocess.run([CAT, "--stream-port", "1", stream, "--from", "first"],
                            capture_output=True, timeout=60)
         check(p.returncode == 1 and b"cannot connect" in p.stderr, "unreachable broker: exit 1")
+        p = subprocess.run([CAT, stream, "--from", "first"], capture_output=True, timeout=60,
+                           env=dict(os.environ, ESS_STREAM_PORT="1"))
+        check(p.returncode == 1 and b"cannot connect" in p.stderr, "ESS_STREAM_PORT=1: exit 1")
+        p = subprocess.run([CAT, stream, "--from", "first"], capture_output=True, timeout=60,
+                           env=dict(os.environ, ESS_STREAM_PORT="x"))
+        check(p.returncode == 2 and b"ESS_STREAM_PORT" in p.stderr, "bad ESS_STREAM_PORT: exit 2")
 
         # Errors the user sees.
         rc, _, err = read(TAG + "-missing", "first", 1, timeout=30)
         check(rc == 2 and "does not exist" in err, "missing stream: exit 2 with a clear message")
-        p = subprocess.run([CAT, "--url", "amqp://guest:wrong@127.0.0.1:5672/", stream, "--from",
+        p = subprocess.run([CAT, "--url", "amqp://guest:wrong@127.0.0.1:%d/" % AMQP_PORT, stream, "--from",
                             "first", "--count", "1"], capture_output=True, timeout=30)
         check(p.returncode == 2 and b"login refused" in p.stderr, "wrong password: exit 2")
         p = subprocess.run([CAT, stream, "--from", "nonsense"], capture_output=True, timeout=30)

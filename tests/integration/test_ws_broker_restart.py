@@ -25,7 +25,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from esslib import (AMQP_URL, CAT, PUBLISH, Checker, Essd, broker_ctl, create_es,  # noqa: E402
+from esslib import (BROKER_ENV, CAT, PUBLISH, Checker, Essd, broker_ctl, create_es,  # noqa: E402
                     delete_stream, metrics, recv_close, unique, ws_open, sanitizer_report, wait_broker, wait_ready)
 
 t = Checker()
@@ -84,7 +84,7 @@ class Publisher(threading.Thread):
         self.proc = None
 
     def run(self):
-        env = dict(os.environ, ESS_AMQP_URL=AMQP_URL)
+        env = dict(os.environ, **BROKER_ENV)
         for _ in range(60):
             count = 4000  # 2 s per run at 2,000 msg/s
             self.proc = subprocess.Popen([PUBLISH, "--routing-key", self.stream, "--count", str(count),
@@ -116,7 +116,7 @@ def stream_offsets(stream, idle_s=3, limit_s=60):
     """Offsets the stream holds: ess-cat from the first message until nothing
     new has come for idle_s seconds (bounded by limit_s), then SIGINT."""
     p = subprocess.Popen([CAT, stream, "--from", "first", "--format", "json"], stdout=subprocess.PIPE,
-                         stderr=subprocess.DEVNULL, env=dict(os.environ, ESS_AMQP_URL=AMQP_URL))
+                         stderr=subprocess.DEVNULL, env=dict(os.environ, **BROKER_ENV))
     offs = []
     last = [time.time()]
 
@@ -151,7 +151,7 @@ def main():
             f.write("broker:\n  reconnect_min_ms: 100\n  reconnect_max_ms: 1000\n")
         try:
             r = subprocess.run([PUBLISH, "--routing-key", stream, "--declare", "--count", "0"],
-                               capture_output=True, timeout=60, env=dict(os.environ, ESS_AMQP_URL=AMQP_URL))
+                               capture_output=True, timeout=60, env=dict(os.environ, **BROKER_ENV))
             t.eq(r.returncode, 0, "stream declared")
             with Essd(config=cfg) as e:
                 t.check(wait_ready(e), "essd ready (broker reachable)")

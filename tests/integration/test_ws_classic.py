@@ -38,7 +38,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from esslib import (sanitized,  # noqa: E402
-    AMQP_URL, PUBLISH, Checker, Essd, broker_ctl, create_es, free_port,  # noqa: E402
+    AMQP_PORT, BROKER_ENV, PUBLISH, Checker, Essd, broker_ctl, create_es, free_port,  # noqa: E402
                     recv_close, sanitizer_report, unique, vm_rss_kib, wait_broker, ws_open)
 
 t = Checker()
@@ -64,7 +64,7 @@ def publish(key, count, fmt="json", poison=False, size=None):
         args.append("--poison")
     if size:
         args += ["--size", str(size)]
-    r = subprocess.run(args, capture_output=True, timeout=300, env=dict(os.environ, ESS_AMQP_URL=AMQP_URL))
+    r = subprocess.run(args, capture_output=True, timeout=300, env=dict(os.environ, **BROKER_ENV))
     return r.returncode, r.stderr.decode(errors="replace")
 
 
@@ -232,7 +232,7 @@ def recv_seqs(ws, n, fmt):
 
 
 def essd_amqp_ports(pid):
-    """Local ports of essd's established TCP connections to port 5672."""
+    """Local ports of essd's established TCP connections to the AMQP port."""
     inodes = set()
     for fd in os.listdir("/proc/%d/fd" % pid):
         try:
@@ -250,7 +250,7 @@ def essd_amqp_ports(pid):
             continue
         for row in rows:
             p = row.split()
-            if len(p) > 9 and p[9] in inodes and p[3] == "01" and int(p[2].rsplit(":", 1)[1], 16) == 5672:
+            if len(p) > 9 and p[9] in inodes and p[3] == "01" and int(p[2].rsplit(":", 1)[1], 16) == AMQP_PORT:
                 ports.add(int(p[1].rsplit(":", 1)[1], 16))
     return ports
 
@@ -316,7 +316,7 @@ def slow(e):
     sampler.start()
     pub = subprocess.Popen([PUBLISH, "--routing-key", key, "--count", str(SLOW_TOTAL), "--size", str(SLOW_SIZE)],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           env=dict(os.environ, ESS_AMQP_URL=AMQP_URL))
+                           env=dict(os.environ, **BROKER_ENV))
     ready_max, unacked_max = 0, 0
     # Watch the queue while the client reads nothing (bounded: about 60 s),
     # until the publisher is done and the broker holds most of the messages.
