@@ -8,7 +8,8 @@ against the Kubernetes manifests run by `podman kube play`.
 Checks, in order: the container runs as a non-root user on a read-only
 root with its health check passing; 1,000 messages published with
 ess-publish and an event stream POSTed reach ess-listen, every one
-enriched (by the ConfigMap's site.enrich hook, "site":"v1"); a live
+enriched (by the ConfigMap's site.enrich hook, "site":"v1"), and ess-cat
+reads the stream (the README's try-it lines); a live
 client sees a Lua change applied by the ConfigMap-style swap (a new
 ..<timestamp> folder, the ..data symlink renamed over, as kubelet does)
 in its next message, with no disconnect; SIGTERM closes it with 1001 and
@@ -53,6 +54,8 @@ def http(port, method, path, body=None):
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
+    except OSError as e:
+        return 0, repr(e)
 
 
 def wait_ready(port, seconds=90):
@@ -69,7 +72,7 @@ def wait_ready(port, seconds=90):
 
 def reloads(port):
     st, text = http(port, "GET", "/metrics")
-    for line in text.splitlines():
+    for line in text.splitlines() if st == 200 else []:
         if line.startswith("ess_reloads_total "):
             return int(float(line.split()[1]))
     return -1
@@ -118,6 +121,7 @@ def main():
     ap.add_argument("--public", type=int, required=True)
     ap.add_argument("--internal", type=int, required=True)
     ap.add_argument("--amqp", required=True)
+    ap.add_argument("--stream-port", type=int, default=5562)
     ap.add_argument("--count", type=int, default=1000)
     a = ap.parse_args()
     t = Checker()
@@ -164,6 +168,11 @@ def main():
     t.eq(len(enriched), a.count, "every message enriched by ess.enrich and site.enrich (v1)")
     offsets = [int(ln.split()[0].split("=")[1]) for ln in lines]
     t.eq(offsets, list(range(offsets[0], offsets[0] + a.count)) if offsets else [], "offsets in order, none missing")
+
+    r = tool("ess-cat", key, "--url", a.amqp, "--stream-port", str(a.stream_port), "--from", "first",
+             "--count", "5", "--format", "json")
+    t.check(r.returncode == 0 and len(r.stdout.splitlines()) == 5,
+            "ess-cat reads the stream directly: %s" % (r.stdout[-200:] + r.stderr))
 
     # -- a live client across a ConfigMap-style swap
     path = loc.split(str(a.public), 1)[1]
@@ -230,7 +239,10 @@ def main():
         podman("pod", "start", a.pod)
     else:
         podman("start", name)
-    t.check(wait_ready(a.internal), "essd ready again after the restart")
+    if not t.check(wait_ready(a.internal), "essd ready again after the restart"):
+        r = podman("ps", "-a", "--filter", "name=" + name, "--format", "{{.Names}} {{.Status}}", check=False)
+        print("smoke: %s\n%s" % (r.stdout.strip(), podman("logs", "--tail", "30", name, check=False).stderr),
+              file=sys.stderr)
     st, body = http(a.internal, "GET", "/event-stream/")
     listed = [e for e in json.loads(body).get("event_streams", [])] if st == 200 else []
     t.check(any(e.get("id") == es["id"] and e.get("routing_key") == key for e in listed),
