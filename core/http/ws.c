@@ -12,6 +12,7 @@
 #include "gateway/session.h"
 #include "http/http.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 _Static_assert(LWS_PRE <= ESS_OUT_HEADROOM, "output blocks need LWS_PRE bytes of headroom");
@@ -29,23 +30,41 @@ static void want_write(void *conn)
 
 static const ess_session_transport_t transport = {want_write};
 
-/* The value of a query parameter, or NULL. lws gives "name=value" fragments,
- * decoded in place ("2025-04-30T13%3A33" arrives as "2025-04-30T13:33"). */
-static const char *query_arg(struct lws *wsi, const char *name, char *buf, int len)
+/* The query's selector parameters, read from every fragment lws parsed:
+ * lws splits the query at each literal '&' or ';' and percent-decodes each
+ * "name=value" in place ("2025-04-30T13%3A33" arrives as "2025-04-30T13:33",
+ * '+' as a space). All fragments are read, whatever their number or length
+ * (the edge bounds both: at most 88 with the headers, and the head's size),
+ * into one buffer as large as all of them. A name given more than once is
+ * counted, and counts as several selectors. */
+static char *query_args(struct lws *wsi, ess_session_request_t *req)
 {
-    size_t nl = strlen(name);
-    for (int i = 0; i < 32; i++) {
-        int n = lws_hdr_copy_fragment(wsi, buf, len, WSI_TOKEN_HTTP_URI_ARGS, i);
+    int total = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS);
+    if (total <= 0)
+        return NULL;
+    char *buf = ess_xmalloc((size_t)total + 1);
+    char *p = buf;
+    size_t left = (size_t)total + 1;
+    for (int i = 0; left > 0; i++) {
+        int n = lws_hdr_copy_fragment(wsi, p, (int)left, WSI_TOKEN_HTTP_URI_ARGS, i);
         if (n < 0)
-            return NULL;
-        if ((size_t)n >= nl + 1 && memcmp(buf, name, nl) == 0 && buf[nl] == '=')
-            return buf + nl + 1;
+            break;
+        for (int k = 3; k < ESS_SEL_SOURCES; k++) {
+            size_t nl = strlen(ess_selector_names[k]);
+            if ((size_t)n >= nl + 1 && memcmp(p, ess_selector_names[k], nl) == 0 && p[nl] == '=') {
+                if (req->selector[k] == NULL)
+                    req->selector[k] = p + nl + 1;
+                req->count[k]++;
+            }
+        }
+        p += n + 1;
+        left -= (size_t)n + 1;
     }
-    return NULL;
+    return buf;
 }
 
-/* A request header by name, NULL when absent, "" when too long for buf. */
-static const char *header(struct lws *wsi, const char *name, char *buf, int len)
+/* A request header by name, NULL when absent; the value is allocated. */
+static char *header(struct lws *wsi, const char *name)
 {
     char lname[64];
     size_t n = strlen(name);
@@ -56,24 +75,32 @@ static const char *header(struct lws *wsi, const char *name, char *buf, int len)
     int hl = lws_hdr_custom_length(wsi, lname, (int)n + 1);
     if (hl < 0)
         return NULL;
-    if (hl >= len || lws_hdr_custom_copy(wsi, buf, len, lname, (int)n + 1) < 0)
-        return "";
+    char *buf = ess_xmalloc((size_t)hl + 1);
+    if (lws_hdr_custom_copy(wsi, buf, hl + 1, lname, (int)n + 1) < 0)
+        buf[0] = '\0';
     return buf;
 }
 
 static ess_session_t *open_session(ess_app_t *app, struct lws *wsi)
 {
-    char path[512];
-    if (lws_hdr_copy(wsi, path, sizeof path, WSI_TOKEN_GET_URI) < 0)
+    int plen = lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI);
+    char *path = ess_xmalloc(plen > 0 ? (size_t)plen + 1 : 1);
+    if (plen <= 0 || lws_hdr_copy(wsi, path, plen + 1, WSI_TOKEN_GET_URI) < 0)
         path[0] = '\0';
-    char bufs[ESS_SEL_SOURCES][300];
     ess_session_request_t req = {.path = path};
+    char *hdrs[3];
     /* The first three selector sources are headers, the last three query arguments. */
+    for (int i = 0; i < 3; i++) {
+        req.selector[i] = hdrs[i] = header(wsi, ess_selector_names[i]);
+        req.count[i] = hdrs[i] != NULL;
+    }
+    char *args = query_args(wsi, &req);
+    ess_session_t *s = ess_session_open(app, &req, &transport, wsi);
     for (int i = 0; i < 3; i++)
-        req.selector[i] = header(wsi, ess_selector_names[i], bufs[i], sizeof bufs[i]);
-    for (int i = 3; i < ESS_SEL_SOURCES; i++)
-        req.selector[i] = query_arg(wsi, ess_selector_names[i], bufs[i], sizeof bufs[i]);
-    return ess_session_open(app, &req, &transport, wsi);
+        free(hdrs[i]);
+    free(args);
+    free(path);
+    return s;
 }
 
 /* lws 4.1's libuv back end kills the socket before a close frame queued by
