@@ -10,8 +10,8 @@
 #include <string.h>
 
 const char *const ess_selector_names[ESS_SEL_SOURCES] = {
-    "X-StreamOffsetFromOrdinal",   "X-StreamOffsetFromTimestamp", "X-StreamOffsetFromDatetime",
-    "stream_from_ordinal",         "stream_from_timestamp",       "stream_from_datetime",
+    "X-StreamOffsetFromOrdinal", "X-StreamOffsetFromTimestamp", "X-StreamOffsetFromDatetime",
+    "stream_from_ordinal",       "stream_from_timestamp",       "stream_from_datetime",
 };
 
 int ess_parse_u63(const char *s, uint64_t *out)
@@ -49,13 +49,15 @@ static void clip(char *dst, size_t cap, const char *s, size_t n)
             dst[i] = '?';
 }
 
-int ess_selector_parse(const char *const values[ESS_SEL_SOURCES], int64_t now_ms,
-                       ess_selector_t *out, char *reason, size_t reason_len)
+int ess_selector_parse(const char *const values[ESS_SEL_SOURCES],
+                       const unsigned counts[ESS_SEL_SOURCES], int64_t now_ms, ess_selector_t *out,
+                       char *reason, size_t reason_len)
 {
-    int which = -1, count = 0;
+    int which = -1;
+    unsigned count = 0;
     for (int i = 0; i < ESS_SEL_SOURCES; i++) {
         if (values[i] != NULL) {
-            count++;
+            count += counts && counts[i] > 1 ? counts[i] : 1;
             if (which < 0)
                 which = i;
         }
@@ -88,8 +90,8 @@ int ess_selector_parse(const char *const values[ESS_SEL_SOURCES], int64_t now_ms
     uint64_t n;
     int rc = ess_parse_u63(v, &n);
     if (rc != ESS_OK) {
-        const char *why = v[0] == '\0'   ? "is empty"
-                          : v[0] == '-'  ? "must not be negative"
+        const char *why = v[0] == '\0'        ? "is empty"
+                          : v[0] == '-'       ? "must not be negative"
                           : rc == ESS_ETOOBIG ? "is too large"
                                               : "is not an integer";
         snprintf(reason, reason_len, "%s %s: '%s'", name, why, shown);

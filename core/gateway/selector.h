@@ -28,10 +28,13 @@ extern const char *const ess_selector_names[ESS_SEL_SOURCES];
 
 /**
  * Choose the selector from values[i] (NULL when absent) for each of
- * ess_selector_names. Returns ESS_OK, or ESS_EINVAL with a close reason
- * (at most 123 bytes, for close code 1002) in reason.
+ * ess_selector_names; counts[i] is how many times each was given (NULL:
+ * once when non-NULL), and a name given twice is two selectors. Returns
+ * ESS_OK, or ESS_EINVAL with a close reason (at most 123 bytes, for close
+ * code 1002) in reason.
  */
-int ess_selector_parse(const char *const values[ESS_SEL_SOURCES], int64_t now_ms,
+int ess_selector_parse(const char *const values[ESS_SEL_SOURCES],
+                       const unsigned counts[ESS_SEL_SOURCES], int64_t now_ms,
                        ess_selector_t *out, char *reason, size_t reason_len);
 
 /** Parse a decimal integer 0..INT64_MAX with nothing else around it. */

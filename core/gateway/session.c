@@ -154,7 +154,9 @@ static void open_session(ess_session_t *s, const ess_session_request_t *req)
     const char *path = req->path ? req->path : "";
     const char *uuid =
         strncmp(path, prefix, sizeof prefix - 1) == 0 ? path + sizeof prefix - 1 : "";
-    size_t ulen = strcspn(uuid, "/?");
+    /* The uuid is the whole rest of the path: "/event-stream/<uuid>/extra"
+     * names no event stream. */
+    size_t ulen = strlen(uuid);
 
     if (app->draining) {
         ess_session_close(s, 1001, "the server is shutting down", 0);
@@ -165,7 +167,7 @@ static void open_session(ess_session_t *s, const ess_session_request_t *req)
         return;
     }
     char reason[124];
-    if (ess_selector_parse(req->selector, wall_ms(), &s->sel, reason, sizeof reason) != ESS_OK) {
+    if (ess_selector_parse(req->selector, req->count, wall_ms(), &s->sel, reason, sizeof reason) != ESS_OK) {
         ess_session_close(s, 1002, reason, 0);
         return;
     }

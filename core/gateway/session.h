@@ -20,8 +20,10 @@ typedef struct ess_session_s ess_session_t;
 /** What the upgrade request asked for, parsed by the transport. */
 typedef struct {
     const char *path; /* the request path ("/event-stream/<uuid>") */
-    /* Each of ess_selector_names, or NULL when absent ("" when too long). */
+    /* Each of ess_selector_names, or NULL when absent (the first one given). */
     const char *selector[ESS_SEL_SOURCES];
+    /* How many times each was given (a repeated query parameter is several). */
+    unsigned count[ESS_SEL_SOURCES];
 } ess_session_request_t;
 
 /** The transport's side: how a session asks to be written. */

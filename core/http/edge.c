@@ -11,6 +11,7 @@
  */
 #include "http/edge.h"
 #include "ess.h"
+#include "http/http.h"
 #include "http/reqcheck.h"
 #include "metrics/metrics.h"
 #include "util/log.h"
@@ -157,6 +158,7 @@ static void adopt(uv_handle_t *h)
     }
     /* lws copies the bytes; on failure it closes the descriptor itself
      * (a stashed body is dropped when the descriptor number is reused). */
+    ess__ws_guard_fd(c->fd, !l->how.internal);
     lws_adopt_socket_vhost_readbuf(l->how.vhost, c->fd, c->buf, c->len);
     c->fd = -1;
     free_conn(h);
@@ -437,6 +439,7 @@ static void on_accept(uv_poll_t *p, int status, int events)
         if (l->npending >= l->how.max_pending && l->head)
             drop(l->head);
         forget_body(fd); /* left by an earlier connection on this number */
+        ess__ws_guard_fd(fd, 0); /* likewise a frame check (ws.c) */
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         edge_conn_t *c = ess_xcalloc(1, sizeof *c);

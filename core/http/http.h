@@ -32,6 +32,10 @@ int ess__api_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
 int ess__ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                      size_t len);
 
+/* The edge hands a socket to lws: check the frames read from it when it is
+ * on the public listener (ws.c, the client frame check); forget it else. */
+void ess__ws_guard_fd(int fd, int public);
+
 struct ess_session_s;
 
 /* The public WebSocket per-connection data (lws allocates it, ws.c fills it). */

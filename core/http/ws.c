@@ -11,8 +11,17 @@
 #include "app.h"
 #include "gateway/session.h"
 #include "http/http.h"
+#include "http/wsguard.h"
+#include "util/log.h"
 
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 _Static_assert(LWS_PRE <= ESS_OUT_HEADROOM, "output blocks need LWS_PRE bytes of headroom");
 
@@ -29,23 +38,41 @@ static void want_write(void *conn)
 
 static const ess_session_transport_t transport = {want_write};
 
-/* The value of a query parameter, or NULL. lws gives "name=value" fragments,
- * decoded in place ("2025-04-30T13%3A33" arrives as "2025-04-30T13:33"). */
-static const char *query_arg(struct lws *wsi, const char *name, char *buf, int len)
+/* The query's selector parameters, read from every fragment lws parsed:
+ * lws splits the query at each literal '&' or ';' and percent-decodes each
+ * "name=value" in place ("2025-04-30T13%3A33" arrives as "2025-04-30T13:33",
+ * '+' as a space). All fragments are read, whatever their number or length
+ * (the edge bounds both: at most 88 with the headers, and the head's size),
+ * into one buffer as large as all of them. A name given more than once is
+ * counted, and counts as several selectors. */
+static char *query_args(struct lws *wsi, ess_session_request_t *req)
 {
-    size_t nl = strlen(name);
-    for (int i = 0; i < 32; i++) {
-        int n = lws_hdr_copy_fragment(wsi, buf, len, WSI_TOKEN_HTTP_URI_ARGS, i);
+    int total = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS);
+    if (total <= 0)
+        return NULL;
+    char *buf = ess_xmalloc((size_t)total + 1);
+    char *p = buf;
+    size_t left = (size_t)total + 1;
+    for (int i = 0; left > 0; i++) {
+        int n = lws_hdr_copy_fragment(wsi, p, (int)left, WSI_TOKEN_HTTP_URI_ARGS, i);
         if (n < 0)
-            return NULL;
-        if ((size_t)n >= nl + 1 && memcmp(buf, name, nl) == 0 && buf[nl] == '=')
-            return buf + nl + 1;
+            break;
+        for (int k = 3; k < ESS_SEL_SOURCES; k++) {
+            size_t nl = strlen(ess_selector_names[k]);
+            if ((size_t)n >= nl + 1 && memcmp(p, ess_selector_names[k], nl) == 0 && p[nl] == '=') {
+                if (req->selector[k] == NULL)
+                    req->selector[k] = p + nl + 1;
+                req->count[k]++;
+            }
+        }
+        p += n + 1;
+        left -= (size_t)n + 1;
     }
-    return NULL;
+    return buf;
 }
 
-/* A request header by name, NULL when absent, "" when too long for buf. */
-static const char *header(struct lws *wsi, const char *name, char *buf, int len)
+/* A request header by name, NULL when absent; the value is allocated. */
+static char *header(struct lws *wsi, const char *name)
 {
     char lname[64];
     size_t n = strlen(name);
@@ -56,24 +83,147 @@ static const char *header(struct lws *wsi, const char *name, char *buf, int len)
     int hl = lws_hdr_custom_length(wsi, lname, (int)n + 1);
     if (hl < 0)
         return NULL;
-    if (hl >= len || lws_hdr_custom_copy(wsi, buf, len, lname, (int)n + 1) < 0)
-        return "";
+    char *buf = ess_xmalloc((size_t)hl + 1);
+    if (lws_hdr_custom_copy(wsi, buf, hl + 1, lname, (int)n + 1) < 0)
+        buf[0] = '\0';
     return buf;
 }
 
 static ess_session_t *open_session(ess_app_t *app, struct lws *wsi)
 {
-    char path[512];
-    if (lws_hdr_copy(wsi, path, sizeof path, WSI_TOKEN_GET_URI) < 0)
+    int plen = lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI);
+    char *path = ess_xmalloc(plen > 0 ? (size_t)plen + 1 : 1);
+    if (plen <= 0 || lws_hdr_copy(wsi, path, plen + 1, WSI_TOKEN_GET_URI) < 0)
         path[0] = '\0';
-    char bufs[ESS_SEL_SOURCES][300];
     ess_session_request_t req = {.path = path};
+    char *hdrs[3];
     /* The first three selector sources are headers, the last three query arguments. */
+    for (int i = 0; i < 3; i++) {
+        req.selector[i] = hdrs[i] = header(wsi, ess_selector_names[i]);
+        req.count[i] = hdrs[i] != NULL;
+    }
+    char *args = query_args(wsi, &req);
+    ess_session_t *s = ess_session_open(app, &req, &transport, wsi);
     for (int i = 0; i < 3; i++)
-        req.selector[i] = header(wsi, ess_selector_names[i], bufs[i], sizeof bufs[i]);
-    for (int i = 3; i < ESS_SEL_SOURCES; i++)
-        req.selector[i] = query_arg(wsi, ess_selector_names[i], bufs[i], sizeof bufs[i]);
-    return ess_session_open(app, &req, &transport, wsi);
+        free(hdrs[i]);
+    free(args);
+    free(path);
+    return s;
+}
+
+/* ---- The client frame check ------------------------------------------------
+ * lws 4.1 accepts unmasked client frames, and answers a control frame over
+ * 125 bytes, bad UTF-8 and other protocol errors by dropping the socket
+ * (its close frame is lost on the libuv back end, see write_close). It has
+ * no hook before its own parsing, so essd sees the bytes where lws reads
+ * them: recv() is defined here, over the system call, and every byte read
+ * from a public connection's socket on the loop thread goes through
+ * wsguard.c first. The edge registers each public socket as it hands it to
+ * lws (its head never passes through recv), so the parser starts at the
+ * first frame byte, and clears the number at each accept (a socket lws
+ * closed without an established WebSocket leaves its entry until then). On a violation lws gets only the bytes before the
+ * offending frame, the session closes with the guard's code (1002 or 1007)
+ * and reason through the hand-written close frame, and what the client
+ * sends afterwards is read and dropped (end of input once the close frame
+ * is out). Other threads (the classic client) and other sockets pass
+ * straight through. */
+typedef struct {
+    ess_wsguard_t g;
+    struct lws *wsi; /* set while the WebSocket is established */
+    ess_ws_pss_t *pss;
+} guard_t;
+
+static guard_t **guards; /* by descriptor; loop thread only */
+static int nguards;
+static pthread_t guard_thread;
+static atomic_int guard_on;
+
+void ess__ws_guard_fd(int fd, int public)
+{
+    if (fd < 0)
+        return;
+    if (!atomic_load(&guard_on)) {
+        guard_thread = pthread_self();
+        atomic_store(&guard_on, 1);
+    }
+    if (fd >= nguards) {
+        if (!public)
+            return;
+        int n = nguards ? nguards : 256;
+        while (n <= fd)
+            n *= 2;
+        guards = ess_xrealloc(guards, (size_t)n * sizeof *guards);
+        memset(guards + nguards, 0, (size_t)(n - nguards) * sizeof *guards);
+        nguards = n;
+    }
+    free(guards[fd]);
+    guards[fd] = NULL;
+    if (public) {
+        guards[fd] = ess_xcalloc(1, sizeof **guards);
+        ess_wsguard_init(&guards[fd]->g);
+    }
+}
+
+static guard_t *guard_of(int fd)
+{
+    if (!atomic_load_explicit(&guard_on, memory_order_relaxed) ||
+        !pthread_equal(pthread_self(), guard_thread) || fd < 0 || fd >= nguards)
+        return NULL;
+    return guards[fd];
+}
+
+static void guard_violation(guard_t *gd)
+{
+    if (gd->pss && gd->pss->session)
+        ess_session_close(gd->pss->session, gd->g.code, gd->g.reason, 0);
+}
+
+ssize_t recv(int fd, void *buf, size_t len, int flags)
+{
+    ssize_t n = syscall(SYS_recvfrom, fd, buf, len, flags, NULL, NULL);
+    if (n <= 0 || (flags & MSG_PEEK))
+        return n;
+    guard_t *gd = guard_of(fd);
+    if (gd == NULL)
+        return n;
+    if (gd->g.code) {
+        /* After a violation: dropped; end of input once the close is out. */
+        if (gd->pss && gd->pss->close_sent && gd->wsi && !lws_send_pipe_choked(gd->wsi))
+            return 0;
+        errno = EAGAIN;
+        return -1;
+    }
+    size_t ok = ess_wsguard_feed(&gd->g, buf, (size_t)n);
+    if (gd->g.code) {
+        ess_log_info("public WebSocket: %s (closing %d)", gd->g.reason, gd->g.code);
+        guard_violation(gd);
+    }
+    if (ok == 0) {
+        errno = EAGAIN;
+        return -1;
+    }
+    return (ssize_t)ok;
+}
+
+static void guard_attach(struct lws *wsi, ess_ws_pss_t *pss)
+{
+    guard_t *gd = guard_of(lws_get_socket_fd(wsi));
+    if (gd == NULL)
+        return;
+    gd->wsi = wsi;
+    gd->pss = pss;
+    if (gd->g.code)
+        guard_violation(gd);
+}
+
+static void guard_detach(struct lws *wsi)
+{
+    int fd = lws_get_socket_fd(wsi);
+    guard_t *gd = guard_of(fd);
+    if (gd && gd->wsi == wsi) {
+        free(gd);
+        guards[fd] = NULL;
+    }
 }
 
 /* lws 4.1's libuv back end kills the socket before a close frame queued by
@@ -165,6 +315,7 @@ int ess__ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *us
         app->ws_open++;
         pss->counted = 1;
         pss->session = open_session(app, wsi);
+        guard_attach(wsi, pss);
         return 0;
     case LWS_CALLBACK_SERVER_WRITEABLE: return pss->session ? writeable(wsi, pss) : -1;
     case LWS_CALLBACK_RECEIVE:
@@ -175,6 +326,7 @@ int ess__ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *us
             ess_session_close(pss->session, 1009, "frame too large", 0);
         return 0;
     case LWS_CALLBACK_CLOSED:
+        guard_detach(wsi);
         ess_session_closed(pss->session);
         pss->session = NULL;
         if (pss->counted) {

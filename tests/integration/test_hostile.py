@@ -885,10 +885,136 @@ def edge_case():
     check_output(e, "edge essd")
 
 
+
+# --- WebSocket selectors and frames (issue 12 cases 6 and 14) -----------------
+
+def ws_first(e, path, what, headers=None):
+    """Open path; return the first frame, or ("close", code, reason)."""
+    try:
+        ws = esslib.ws_open(e, path, headers=headers, timeout=10)
+    except (OSError, ConnectionError) as ex:
+        T.check(False, "%s: handshake: %r" % (what, ex))
+        return None
+    try:
+        return ws.recv(timeout=8)
+    except (OSError, ConnectionError) as ex:
+        return ("error", repr(ex))
+    finally:
+        ws.close()
+
+
+def expect_offset(e, path, offset, what):
+    f = ws_first(e, path, what)
+    T.check(f is not None and f[0] == 1 and (b'"ess_offset":%d,' % offset) in f[1],
+            "%s: the first frame is offset %d, got %r" % (what, offset, f and f[:3]))
+
+
+def expect_close(ws_or_frame, code, what, reason_part=None):
+    if isinstance(ws_or_frame, esslib.WebSocket):
+        _, close = esslib.recv_close(ws_or_frame, timeout=8)
+        ws_or_frame.sock.close()
+        got = close and (close[0], close[1])
+    else:
+        f = ws_or_frame
+        got = (f[1], f[2]) if f and f[0] == "close" else f
+    T.check(got is not None and got[0] == code and (reason_part is None or reason_part in got[1]),
+            "%s: close %d%s, got %r" % (what, code, " (%s)" % reason_part if reason_part else "", got))
+
+
+def ws_selector_cases(e, path):
+    """#12 case 6: a selector after long or many query parameters, or with a
+    long value, is read, never silently dropped for live mode. Case 14: a
+    repeated selector is two selectors; a path past the uuid is unknown."""
+    base = path + "?"
+    expect_offset(e, base + "pad=" + "x" * 400 + "&stream_from_ordinal=0", 0, "a 400-byte parameter first")
+    expect_offset(e, base + "pad=" + "x" * 3000 + "&stream_from_ordinal=2", 2, "a 3,000-byte parameter first")
+    expect_offset(e, base + "".join("p%d=1&" % i for i in range(60)) + "stream_from_ordinal=1", 1,
+                  "60 parameters first")
+    expect_offset(e, base + "stream_from_ordinal=" + "0" * 400 + "3", 3, "a 401-byte ordinal value")
+    expect_offset(e, base + "a=1;stream_from_ordinal=%34", 4, "';' separator and a percent-encoded digit")
+    expect_close(ws_first(e, base + "stream_from_datetime=" + "9" * 600, "a 600-byte date"), 1002,
+                 "a 600-byte date value", "stream_from_datetime")
+    expect_close(ws_first(e, base + "pad=" + "x" * 400 + "&stream_from_ordinal=-1", "late bad value"), 1002,
+                 "a bad ordinal after a 400-byte parameter", "must not be negative")
+    expect_close(ws_first(e, base + "stream_from_ordinal=0&stream_from_ordinal=3", "repeated"), 1002,
+                 "stream_from_ordinal given twice", "only one")
+    expect_close(ws_first(e, base + "stream_from_timestamp=1&pad=" + "y" * 500 + "&stream_from_timestamp=2",
+                          "repeated"), 1002, "stream_from_timestamp given twice around a long one", "only one")
+    expect_close(ws_first(e, path + "/extra", "extra"), 1000, "/event-stream/<uuid>/extra", "unknown")
+    expect_close(ws_first(e, path + "/", "slash"), 1000, "/event-stream/<uuid>/", "unknown")
+    # An unread selector is still one: with a header, it is two.
+    expect_close(ws_first(e, base + "pad=" + "x" * 400 + "&stream_from_ordinal=0", "header+query",
+                          headers={"X-StreamOffsetFromOrdinal": "1"}), 1002, "a header and a late query selector",
+                 "only one")
+
+
+def ws_frame_cases(e, path):
+    """#12 case 14: RFC 6455 violations by the client are closed with a
+    close frame (1002, or 1007 for bad UTF-8), never accepted or dropped bare."""
+    cases = [
+        ("an unmasked text frame", frame(1, b"unmasked", mask=False), 1002),
+        ("an unmasked empty ping", frame(9, b"", mask=False), 1002),
+        ("a 200-byte ping", frame(9, b"p" * 200), 1002),
+        ("a fragmented ping", frame(9, b"ping", fin=False), 1002),
+        ("invalid UTF-8 in a text frame", frame(1, b"\xff\xfe\xc0\xaf"), 1007),
+        ("invalid UTF-8 across fragments", frame(1, b"ok \xe2\x82", fin=False) + frame(0, b"x"), 1007),
+        ("UTF-8 cut at the end of a message", frame(1, b"ok \xe2\x82"), 1007),
+        ("a reserved opcode", frame(3, b"x"), 1002),
+        ("RSV bits without an extension", frame(2, b"x", rsv=4), 1002),
+        ("a continuation with nothing to continue", frame(0, b"x"), 1002),
+        ("a new text frame inside a fragmented one", frame(1, b"a", fin=False) + frame(1, b"b"), 1002),
+        ("a one-byte close payload", frame(8, b"\x03"), 1002),
+    ]
+    for what, raw, code in cases:
+        try:
+            ws = esslib.ws_open(e, path, timeout=10)
+        except (OSError, ConnectionError) as ex:
+            T.check(False, "%s: handshake: %r" % (what, ex))
+            continue
+        # A valid frame first: essd reads on past it.
+        ws.sock.sendall(frame(1, "caf\u00e9 ok".encode()) + frame(9, b"hi") + raw)
+        expect_close(ws, code, what)
+    # Valid traffic is not refused: split UTF-8 across fragments, pings, pongs.
+    ws = esslib.ws_open(e, path, timeout=10)
+    ws.sock.sendall(frame(1, b"\xe2\x82", fin=False) + frame(9, b"mid") + frame(0, b"\xac!") +
+                    frame(10, b"pong") + frame(2, b"\xff\xfe"))
+    try:
+        f = ws.recv(timeout=2)
+    except OSError:
+        f = None  # nothing to say: still open
+    T.check(f is None, "valid client frames: the connection stays open, got %r" % (f,))
+    ws.close()
+
+
+def ws_hostile_case():
+    stream = esslib.unique("hostile-ws")
+    admin = stream_admin()
+    admin.create(stream)
+    admin.publish(stream, [b'{"n":%d}' % i for i in range(5)])
+    e = Essd(env=SAN_ENV)
+    e.start()
+    try:
+        esslib.wait_ready(e)
+        _, path = esslib.create_es(e, stream)
+        ws_selector_cases(e, path)
+        ws_frame_cases(e, path)
+        T.eq(e.request("GET", "/health/live")[0], 200, "ws cases: alive at the end")
+    finally:
+        rc = e.stop()
+        admin.delete(stream)
+        admin.close()
+    T.eq(rc, 0, "ws-cases essd exit status")
+    check_output(e, "ws-cases essd")
+
+
 def main():
     t0 = time.time()
     if os.environ.get("HOSTILE_ONLY") == "edge":
         edge_case()
+        T.done()
+        return
+    if os.environ.get("HOSTILE_ONLY") == "ws":
+        ws_hostile_case()
         T.done()
         return
     stream = esslib.unique("hostile")
@@ -920,6 +1046,7 @@ def main():
     db_fault_case()
     token_case()
     edge_case()
+    ws_hostile_case()
     print("hostile: %d API requests (%d answered, %d 5xx), %d WebSocket attempts (%d upgraded), "
           "statuses %s, %.1f s" % (stats["api"], stats["api_answered"], stats["api_5xx"], stats["ws"],
                                    stats["ws_101"], dict(sorted(stats["status"].items())), time.time() - t0))

@@ -8,7 +8,7 @@ static int parse(int which, const char *v, ess_selector_t *sel, char *reason)
 {
     const char *values[ESS_SEL_SOURCES] = {0};
     values[which] = v;
-    return ess_selector_parse(values, 1700000000000, sel, reason, 124);
+    return ess_selector_parse(values, NULL, 1700000000000, sel, reason, 124);
 }
 
 static void test_none(void)
@@ -16,7 +16,7 @@ static void test_none(void)
     const char *values[ESS_SEL_SOURCES] = {0};
     ess_selector_t sel;
     char reason[124];
-    CHECK_EQ_INT(ess_selector_parse(values, 0, &sel, reason, sizeof reason), ESS_OK);
+    CHECK_EQ_INT(ess_selector_parse(values, NULL, 0, &sel, reason, sizeof reason), ESS_OK);
     CHECK_EQ_INT(sel.kind, ESS_SEL_NONE);
 }
 
@@ -60,10 +60,14 @@ static void test_rejects_name_the_selector(void)
         const char *v;
         const char *want;
     } cases[] = {
-        {3, "-1", "must not be negative"},   {3, "", "is empty"},
-        {3, "abc", "is not an integer"},     {3, "1.5", "is not an integer"},
-        {3, " 1", "is not an integer"},      {3, "9223372036854775808", "is too large"},
-        {4, "99999999999999999999999", "is too large"}, {0, "+1", "is not an integer"},
+        {3, "-1", "must not be negative"},
+        {3, "", "is empty"},
+        {3, "abc", "is not an integer"},
+        {3, "1.5", "is not an integer"},
+        {3, " 1", "is not an integer"},
+        {3, "9223372036854775808", "is too large"},
+        {4, "99999999999999999999999", "is too large"},
+        {0, "+1", "is not an integer"},
         {1, "0x10", "is not an integer"},
     };
     for (size_t i = 0; i < ESS_ARRAY_SIZE(cases); i++) {
@@ -81,10 +85,25 @@ static void test_two_selectors(void)
     const char *values[ESS_SEL_SOURCES] = {"1", NULL, NULL, NULL, "2", NULL};
     ess_selector_t sel;
     char reason[124];
-    CHECK_EQ_INT(ess_selector_parse(values, 0, &sel, reason, sizeof reason), ESS_EINVAL);
+    CHECK_EQ_INT(ess_selector_parse(values, NULL, 0, &sel, reason, sizeof reason), ESS_EINVAL);
     CHECK(strstr(reason, "only one") != NULL);
     const char *same[ESS_SEL_SOURCES] = {"1", NULL, NULL, "1", NULL, NULL};
-    CHECK_EQ_INT(ess_selector_parse(same, 0, &sel, reason, sizeof reason), ESS_EINVAL);
+    CHECK_EQ_INT(ess_selector_parse(same, NULL, 0, &sel, reason, sizeof reason), ESS_EINVAL);
+}
+
+/* ?stream_from_ordinal=0&stream_from_ordinal=3 (issue 12 case 14): one
+ * name given twice is two selectors, not the first one. */
+static void test_repeated_selector(void)
+{
+    const char *values[ESS_SEL_SOURCES] = {NULL, NULL, NULL, "0", NULL, NULL};
+    unsigned counts[ESS_SEL_SOURCES] = {0, 0, 0, 2, 0, 0};
+    ess_selector_t sel;
+    char reason[124];
+    CHECK_EQ_INT(ess_selector_parse(values, counts, 0, &sel, reason, sizeof reason), ESS_EINVAL);
+    CHECK(strstr(reason, "only one") != NULL);
+    counts[3] = 1;
+    CHECK_EQ_INT(ess_selector_parse(values, counts, 0, &sel, reason, sizeof reason), ESS_OK);
+    CHECK_EQ_INT(sel.kind, ESS_SEL_ORDINAL);
 }
 
 static void test_long_value_clipped(void)
@@ -101,4 +120,4 @@ static void test_long_value_clipped(void)
 
 ESS_TEST_MAIN(ESS_TEST(test_none), ESS_TEST(test_ordinal_and_timestamp), ESS_TEST(test_datetime),
               ESS_TEST(test_rejects_name_the_selector), ESS_TEST(test_two_selectors),
-              ESS_TEST(test_long_value_clipped))
+              ESS_TEST(test_repeated_selector), ESS_TEST(test_long_value_clipped))
