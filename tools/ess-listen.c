@@ -275,8 +275,9 @@ static void print_message(listen_t *L, int binary)
     if (off >= 0) {
         if (L->last_offset >= 0 && off <= L->last_offset) {
             L->regress++;
-            fprintf(stderr, "ess-listen: error: offset %lld after %lld (repeated or out of order)\n",
-                    off, L->last_offset);
+            fprintf(stderr,
+                    "ess-listen: error: offset %lld after %lld (repeated or out of order)\n", off,
+                    L->last_offset);
         } else if (L->last_offset >= 0 && off > L->last_offset + 1) {
             L->gaps++;
             fprintf(stderr,
@@ -528,7 +529,7 @@ int main(int argc, char **argv)
                 L.exit_status = 1;
             break;
         }
-        long long from = L.reason_resume >= 0  ? L.reason_resume
+        long long from = L.reason_resume >= 0 ? L.reason_resume
                          : L.last_offset >= 0 ? L.last_offset + 1
                                               : -1;
         if (from >= 0) {
@@ -546,8 +547,8 @@ int main(int argc, char **argv)
         else
             fprintf(stderr, "ess-listen: %s; ", L.error[0] ? L.error : "connection lost");
         if (from >= 0)
-            fprintf(stderr, "reconnecting in %u ms from offset %lld (attempt %d)\n", delay_ms,
-                    from, failures);
+            fprintf(stderr, "reconnecting in %u ms from offset %lld (attempt %d)\n", delay_ms, from,
+                    failures);
         else
             fprintf(stderr, "reconnecting in %u ms with the first selector (attempt %d)\n",
                     delay_ms, failures);
