@@ -8,8 +8,17 @@
  * enrichment: offset and timestamp are read from the enriched JSON members
  * or the text suffix when present, "-" otherwise.
  *
+ * With --reconnect it survives a replica or network loss: after any close
+ * other than a final one (1000, 1002, 1009) or a lost or refused
+ * connection it connects again with stream_from_ordinal = the last offset
+ * received + 1 (or the offset a 1001/1008 reason names), with bounded
+ * retries and exponential backoff. It checks that offsets increase; a
+ * jump is reported as information on stderr, not as a loss, because
+ * stream offsets are not contiguous across segments (docs/brokers.md).
+ *
  * Exit status: 0 on a close with 1000 or when --count is reached, 1 on any
- * other close or a lost connection, 2 on a bad argument or a connection
+ * other close, a lost connection (after the retries with --reconnect) or
+ * an offset that did not increase, 2 on a bad argument or a connection
  * that could not be made (refused, bad handshake).
  */
 #include <getopt.h>
@@ -19,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <libwebsockets.h>
 
@@ -34,6 +44,8 @@ typedef struct {
     const char *sel_value; /* as given */
     unsigned long long count;
     int header;
+    int reconnect;   /* --reconnect */
+    int max_retries; /* consecutive failed attempts before giving up */
 } opts_t;
 
 typedef struct {
@@ -49,6 +61,12 @@ typedef struct {
     size_t len, cap;
     unsigned long long messages, bytes;
     struct timespec t0;
+    long long last_offset;      /* last offset received, -1 before any */
+    long long reason_resume;    /* N from a reason's "stream_from_ordinal=N", or -1 */
+    unsigned long long gaps;    /* offset jumps (information) */
+    unsigned long long regress; /* offsets that did not increase (errors) */
+    unsigned long long attempt_messages;
+    int count_reached;
 } listen_t;
 
 static volatile sig_atomic_t interrupted;
@@ -56,7 +74,7 @@ static volatile sig_atomic_t interrupted;
 static void usage(FILE *f)
 {
     fprintf(f, "usage: ess-listen LOCATION [-o ORDINAL | -t TIMESTAMP_MS | -d DATETIME]\n"
-               "                  [--count N] [--header]\n"
+               "                  [--count N] [--header] [--reconnect [--max-retries N]]\n"
                "  LOCATION       ws://host[:port]/event-stream/UUID (wss:// with TLS)\n"
                "  -o, --ordinal  start at that stream offset (integer >= 0)\n"
                "  -t, --timestamp start at the first message at or after ms since the epoch\n"
@@ -64,6 +82,9 @@ static void usage(FILE *f)
                "  --count N      stop after N messages (default: until the server closes)\n"
                "  --header       send the selector as an X-StreamOffsetFrom* header instead of\n"
                "                 a stream_from_* query parameter\n"
+               "  --reconnect    after a close other than 1000/1002/1009 or a lost or refused\n"
+               "                 connection, connect again from the last offset received + 1\n"
+               "  --max-retries N  consecutive failed attempts before giving up (default 10)\n"
                "Prints one line per message: offset, timestamp, type, bytes and body; then the\n"
                "close code and reason and the statistics. Exit 0 on a 1000 close or --count,\n"
                "1 on another close, 2 on a bad argument or a failed connection.\n");
@@ -94,11 +115,14 @@ static int parse_args(int argc, char **argv, opts_t *o)
         {"datetime", required_argument, NULL, 'd'},
         {"count", required_argument, NULL, 'c'},
         {"header", no_argument, NULL, 'H'},
+        {"reconnect", no_argument, NULL, 'R'},
+        {"max-retries", required_argument, NULL, 'M'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     int c, selectors = 0;
     memset(o, 0, sizeof *o);
+    o->max_retries = 10;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":o:t:d:h", longs, NULL)) != -1) {
         switch (c) {
@@ -126,6 +150,12 @@ static int parse_args(int argc, char **argv, opts_t *o)
             o->count = strtoull(optarg, NULL, 10);
             break;
         case 'H': o->header = 1; break;
+        case 'R': o->reconnect = 1; break;
+        case 'M':
+            if (!all_digits(optarg) || strlen(optarg) > 6)
+                return bad_args("--max-retries needs an integer 0..999999", optarg);
+            o->max_retries = atoi(optarg);
+            break;
         case 'h': usage(stdout); exit(0);
         case ':': return bad_args("missing value for", argv[optind - 1]);
         default: return bad_args("unknown option", argv[optind - 1]);
@@ -242,6 +272,22 @@ static void print_message(listen_t *L, int binary)
             ts = text_suffix(L->msg, L->len, "timestamp: ");
         }
     }
+    if (off >= 0) {
+        if (L->last_offset >= 0 && off <= L->last_offset) {
+            L->regress++;
+            fprintf(stderr,
+                    "ess-listen: error: offset %lld after %lld (repeated or out of order)\n", off,
+                    L->last_offset);
+        } else if (L->last_offset >= 0 && off > L->last_offset + 1) {
+            L->gaps++;
+            fprintf(stderr,
+                    "ess-listen: info: offsets %lld..%lld absent (a stream segment boundary, "
+                    "not a lost message)\n",
+                    L->last_offset + 1, off - 1);
+        }
+        if (off > L->last_offset)
+            L->last_offset = off;
+    }
     fputs("offset=", stdout);
     print_num(off);
     fputs(" timestamp=", stdout);
@@ -294,11 +340,13 @@ static int on_event(struct lws *wsi, enum lws_callback_reasons reason, void *use
         if (!lws_is_final_fragment(wsi) || lws_remaining_packet_payload(wsi) > 0)
             break;
         L->messages++;
+        L->attempt_messages++;
         L->bytes += L->len;
         print_message(L, lws_frame_is_binary(wsi));
         if (L->o.count && L->messages >= L->o.count) {
             static const char done[] = "count reached";
             L->exit_status = 0;
+            L->count_reached = 1;
             lws_close_reason(wsi, LWS_CLOSE_STATUS_NORMAL, (unsigned char *)done, sizeof done - 1);
             return -1;
         }
@@ -314,12 +362,52 @@ static int on_event(struct lws *wsi, enum lws_callback_reasons reason, void *use
             memcpy(L->close_reason, p + 2, rl);
         L->close_reason[rl] = '\0';
         L->exit_status = L->close_code == 1000 ? 0 : 1;
+        const char *r = strstr(L->close_reason, "stream_from_ordinal=");
+        L->reason_resume = r ? strtoll(r + 20, NULL, 10) : -1;
         break;
     }
     case LWS_CALLBACK_CLIENT_CLOSED: L->done = 1; break;
     default: break;
     }
     return 0;
+}
+
+/* The request path: base plus the selector as a query parameter (unless
+ * it goes as a header). */
+static int build_path(const opts_t *o, const char *base, char *full, size_t cap)
+{
+    int n = snprintf(full, cap, "%s", base);
+    if (n < 0 || (size_t)n >= cap)
+        return ESS_ETOOBIG;
+    if (o->sel_name && !o->header) {
+        char esc[700];
+        if (query_escape(o->sel_value, esc, sizeof esc) != ESS_OK ||
+            (size_t)snprintf(full + n, cap - (size_t)n, "%c%s=%s", strchr(base, '?') ? '&' : '?',
+                             o->sel_name, esc) >= cap - (size_t)n)
+            return ESS_ETOOBIG;
+    }
+    return ESS_OK;
+}
+
+/* Whether --reconnect tries again after this attempt: not after a close
+ * that will not change (1000: deleted, unknown, replaced, POISON; 1002: a
+ * bad selector; 1009: a frame too large). */
+static int resumable(const listen_t *L)
+{
+    if (L->close_code < 0)
+        return 1; /* lost, refused or timed out */
+    return L->close_code != 1000 && L->close_code != 1002 && L->close_code != 1009;
+}
+
+/* 100 ms doubling up to 5 s, with +-25 % jitter. */
+static unsigned backoff_ms(int failures)
+{
+    unsigned d = 100;
+    for (int i = 1; i < failures && d < 5000; i++)
+        d *= 2;
+    if (d > 5000)
+        d = 5000;
+    return d - d / 4 + (unsigned)(rand() % (int)(d / 2 + 1));
 }
 
 static void on_signal(int sig)
@@ -366,21 +454,15 @@ int main(int argc, char **argv)
     }
 
     /* lws_parse_uri drops the leading '/' of the path. */
-    char full[2048];
-    int n = snprintf(full, sizeof full, "/%s", path);
-    if (n < 0 || (size_t)n >= sizeof full) {
+    char base[2048], full[2048], resume_value[24];
+    int n = snprintf(base, sizeof base, "/%s", path);
+    if (n < 0 || (size_t)n >= sizeof base) {
         free(loc);
         return bad_args("location too long", NULL);
     }
-    if (L.o.sel_name && !L.o.header) {
-        char esc[700];
-        if (query_escape(L.o.sel_value, esc, sizeof esc) != ESS_OK ||
-            (size_t)snprintf(full + n, sizeof full - (size_t)n, "%c%s=%s",
-                             strchr(full, '?') ? '&' : '?', L.o.sel_name,
-                             esc) >= sizeof full - (size_t)n) {
-            free(loc);
-            return bad_args("selector value too long", NULL);
-        }
+    if (build_path(&L.o, base, full, sizeof full) != ESS_OK) {
+        free(loc);
+        return bad_args("selector value too long", NULL);
     }
 
     lws_set_log_level(LLL_ERR, NULL);
@@ -403,29 +485,81 @@ int main(int argc, char **argv)
 
     char hostport[300];
     snprintf(hostport, sizeof hostport, "%s:%d", host, port);
-    struct lws_client_connect_info ci;
-    memset(&ci, 0, sizeof ci);
-    ci.context = L.ctx;
-    ci.address = host;
-    ci.port = port;
-    ci.path = full;
-    ci.host = hostport;
-    ci.origin = hostport;
-    ci.ssl_connection = tls ? LCCSCF_USE_SSL : 0;
-    ci.protocol = NULL;
-    if (lws_client_connect_via_info(&ci) == NULL && !L.done) {
-        snprintf(L.error, sizeof L.error, "cannot start the connection");
-        L.exit_status = 2;
-        L.done = 1;
-    }
-
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
-    /* Bounded by the server: it closes, or lws times the connection out. */
-    while (!L.done && !interrupted)
-        if (lws_service(L.ctx, 0) < 0)
+    L.last_offset = -1;
+    int failures = 0, ever_established = 0;
+    for (;;) {
+        L.done = 0;
+        L.established = 0;
+        L.close_code = -1;
+        L.close_reason[0] = '\0';
+        L.error[0] = '\0';
+        L.exit_status = 1; /* a connection lost without a close frame */
+        L.reason_resume = -1;
+        L.attempt_messages = 0;
+        struct lws_client_connect_info ci;
+        memset(&ci, 0, sizeof ci);
+        ci.context = L.ctx;
+        ci.address = host;
+        ci.port = port;
+        ci.path = full;
+        ci.host = hostport;
+        ci.origin = hostport;
+        ci.ssl_connection = tls ? LCCSCF_USE_SSL : 0;
+        ci.protocol = NULL;
+        if (lws_client_connect_via_info(&ci) == NULL && !L.done) {
+            snprintf(L.error, sizeof L.error, "cannot start the connection");
+            L.exit_status = 2;
+            L.done = 1;
+        }
+        /* Bounded by the server: it closes, or lws times the connection out. */
+        while (!L.done && !interrupted)
+            if (lws_service(L.ctx, 0) < 0)
+                break;
+        if (L.established)
+            ever_established = 1;
+        if (!L.o.reconnect || interrupted || L.count_reached || !resumable(&L))
             break;
+        /* A connection that delivered something resets the retry count. */
+        failures = L.attempt_messages ? 1 : failures + 1;
+        if (failures > L.o.max_retries) {
+            fprintf(stderr, "ess-listen: giving up after %d failed attempts\n", L.o.max_retries);
+            if (L.exit_status == 0)
+                L.exit_status = 1;
+            break;
+        }
+        long long from = L.reason_resume >= 0 ? L.reason_resume
+                         : L.last_offset >= 0 ? L.last_offset + 1
+                                              : -1;
+        if (from >= 0) {
+            snprintf(resume_value, sizeof resume_value, "%lld", from);
+            L.o.sel_value = resume_value;
+            L.o.sel_name = "stream_from_ordinal";
+            L.o.sel_hdr = "x-streamoffsetfromordinal:";
+        }
+        if (build_path(&L.o, base, full, sizeof full) != ESS_OK)
+            break; /* cannot happen: an ordinal is shorter than any accepted value */
+        unsigned delay_ms = backoff_ms(failures);
+        if (L.close_code >= 0)
+            fprintf(stderr, "ess-listen: closed code=%d reason=\"%s\"; ", L.close_code,
+                    L.close_reason);
+        else
+            fprintf(stderr, "ess-listen: %s; ", L.error[0] ? L.error : "connection lost");
+        if (from >= 0)
+            fprintf(stderr, "reconnecting in %u ms from offset %lld (attempt %d)\n", delay_ms, from,
+                    failures);
+        else
+            fprintf(stderr, "reconnecting in %u ms with the first selector (attempt %d)\n",
+                    delay_ms, failures);
+        for (unsigned waited = 0; waited < delay_ms && !interrupted; waited += 10)
+            usleep(10000);
+        if (interrupted)
+            break;
+    }
     lws_context_destroy(L.ctx);
+    if (L.exit_status == 2 && ever_established)
+        L.exit_status = 1; /* lost later, not a connection that never worked */
 
     if (L.error[0])
         fprintf(stderr, "ess-listen: %s\n", L.error);
@@ -435,6 +569,12 @@ int main(int argc, char **argv)
         printf("closed: connection lost without a close frame (1006)\n");
     if (interrupted)
         L.exit_status = 0;
+    if (L.gaps)
+        fprintf(stderr, "ess-listen: info: %llu offset gaps (not losses)\n", L.gaps);
+    if (L.regress) {
+        fprintf(stderr, "ess-listen: error: %llu offsets did not increase\n", L.regress);
+        L.exit_status = 1;
+    }
     print_stats(&L);
     free(L.msg);
     free(loc);

@@ -201,7 +201,7 @@ void ess_gateway_stop(ess_app_t *app, void (*done)(ess_app_t *app))
     size_t n;
     ess_session_t **v = snapshot(g, 1, 0, &n);
     for (size_t i = 0; i < n; i++)
-        ess_session_close(v[i], 1001, "the server is shutting down", 0);
+        ess_session_close_resumable(v[i], 1001, "the server is shutting down");
     free(v);
     uv_close((uv_handle_t *)&g->timer, timer_closed);
 }

@@ -273,24 +273,34 @@ int ess_session_close_due(const ess_session_t *s, int *code, const char **reason
     return 1;
 }
 
+void ess_session_close_resumable(ess_session_t *s, int code, const char *what)
+{
+    char reason[124];
+    int n;
+    if (!s->has_offsets) /* no offsets to resume from in Version 1 */
+        n = snprintf(reason, sizeof reason, "%s", what);
+    else if (s->delivered) {
+        unsigned long long last = (unsigned long long)s->last_offset;
+        n = snprintf(reason, sizeof reason,
+                     "%s; last delivered offset %llu (resume with stream_from_ordinal=%llu)", what,
+                     last, last + 1);
+        if (n < 0 || (size_t)n >= sizeof reason) /* 19-digit offsets: keep the offset */
+            n = snprintf(reason, sizeof reason, "%s; last delivered offset %llu", what, last);
+    } else
+        n = snprintf(reason, sizeof reason, "%s; nothing delivered", what);
+    (void)n;
+    if (code == 1008)
+        ess_log_warn("session %s: %s", s->uuid, reason);
+    ess_session_close(s, code, reason, 0);
+}
+
 void ess_session_check_stall(ess_session_t *s, uint64_t now_ms)
 {
     if (s->closing || s->out.head == NULL)
         return;
     if (now_ms - s->last_progress_ms < (uint64_t)s->app->cfg->stall_timeout_s * 1000)
         return;
-    char reason[124];
-    if (!s->has_offsets) /* no offsets to resume from in Version 1 */
-        snprintf(reason, sizeof reason, "client stalled");
-    else if (s->delivered)
-        snprintf(
-            reason, sizeof reason,
-            "client stalled; last delivered offset %llu (resume with stream_from_ordinal=%llu)",
-            (unsigned long long)s->last_offset, (unsigned long long)s->last_offset + 1);
-    else
-        snprintf(reason, sizeof reason, "client stalled; nothing delivered");
-    ess_log_warn("session %s: %s", s->uuid, reason);
-    ess_session_close(s, 1008, reason, 0);
+    ess_session_close_resumable(s, 1008, "client stalled");
 }
 
 void ess_session_closed(ess_session_t *s)

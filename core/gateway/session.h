@@ -60,6 +60,15 @@ void ess_session_closed(ess_session_t *s);
  */
 void ess_session_close(ess_session_t *s, int code, const char *reason, int flush);
 
+/**
+ * Close without flushing, with a reason that carries the resume offset:
+ * "<what>; last delivered offset N (resume with stream_from_ordinal=N+1)",
+ * "<what>; nothing delivered" before the first frame, "<what>" in Version 1
+ * (no offsets). N is the last offset handed to the socket, so frames the
+ * client received end exactly there. The 1008 stall and the 1001 shutdown.
+ */
+void ess_session_close_resumable(ess_session_t *s, int code, const char *what);
+
 /** Close the session if it has made no progress for too long (called every second). */
 void ess_session_check_stall(ess_session_t *s, uint64_t now_ms);
 

@@ -1,0 +1,125 @@
+"""Loss of the broker node that leads a stream (issue 14, item 2), on the
+3-node cluster of scripts/cluster (read from .var/cluster/endpoints.json).
+
+A stream is declared through node 1, so node 1 leads it and nodes 2 and 3
+hold replicas. ess-publish publishes to it through node 3 (AMQP 0-9-1,
+publisher confirms) at 1,000 msg/s; a client reads it from offset 0
+through essd replica 2 (whose stream client talks to node 2). Node 1 is
+SIGKILLed in the middle, then started again. Checks: the client's
+connection is never closed, and the offsets it received are exactly the
+stream's offsets (as ess-cat reads them from node 3 afterwards), each once.
+
+The publisher is not expected to survive: ess-publish does not reconnect
+(item 2's publisher reconnect is not done); what it published is what the
+stream holds, and that is what the client must receive.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE = os.path.join(HERE, "..", "..")
+with open(os.path.join(SOURCE, ".var", "cluster", "endpoints.json")) as f:
+    EP = json.load(f)
+# esslib's tools talk to the node that is not killed.
+os.environ["ESS_TEST_AMQP_URL"] = EP["brokers"][2]["amqp"]
+os.environ["ESS_TEST_STREAM_PORT"] = str(EP["brokers"][2]["stream_port"])
+sys.path.insert(0, os.path.join(SOURCE, "tests", "integration"))
+from esslib import BROKER_ENV, LISTEN, PUBLISH, Checker, cat_read, unique  # noqa: E402
+
+CLUSTER = os.path.join(SOURCE, "scripts", "cluster")
+t = Checker()
+replica = EP["replicas"][1]
+
+
+def api(method, path, body=None):
+    import urllib.request
+    req = urllib.request.Request(replica["internal"] + path, method=method,
+                                 data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return r.status, json.loads(r.read() or b"null")
+
+
+def leader(stream):
+    r = subprocess.run([CLUSTER, "ctl", "2", "-q", "list_queues", "name", "leader", "--formatter",
+                        "json"], capture_output=True, text=True, timeout=60)
+    for q in json.loads(r.stdout or "[]"):
+        if q["name"] == stream:
+            return q.get("leader")
+    return None
+
+
+key = unique("clnl")
+subprocess.run([PUBLISH, "--routing-key", key, "--count", "1", "--declare", "--url",
+                EP["brokers"][0]["amqp"]], check=True, capture_output=True, timeout=60)
+t.eq(leader(key), EP["brokers"][0]["node"], "node 1 leads the stream")
+st, body = api("POST", "/event-stream/", {"routing_key": key})
+t.eq(st, 201, "POST on replica 2")
+loc = "%s/event-stream/%s" % (replica["public"], body["location"].rsplit("/", 1)[1])
+
+work = os.path.join(SOURCE, ".var", "cluster", "test-" + key)
+os.makedirs(work, exist_ok=True)
+out = open(os.path.join(work, "listen.out"), "wb")
+err = open(os.path.join(work, "listen.err"), "wb")
+listen = subprocess.Popen([LISTEN, loc, "-o", "0"], stdout=out, stderr=err)
+pub = subprocess.Popen([PUBLISH, "--routing-key", key, "--count", "15000", "--rate", "1000",
+                        "--url", EP["brokers"][2]["amqp"]], env=dict(os.environ, **BROKER_ENV),
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+t0 = time.time()
+try:
+    time.sleep(5)
+    subprocess.run([CLUSTER, "node-kill", "1"], check=True, timeout=30)
+    killed = time.time() - t0
+    try:
+        pub_out = pub.communicate(timeout=90)[0].decode(errors="replace")
+    except subprocess.TimeoutExpired:
+        pub.kill()
+        pub_out = pub.communicate()[0].decode(errors="replace")
+    print("ess-publish (exit %s): %s" % (pub.returncode, pub_out.strip()[-300:]))
+    new_leader = leader(key)
+    print("leader after the kill:", new_leader)
+    t.check(new_leader not in (None, EP["brokers"][0]["node"]), "a new leader: %r" % new_leader)
+    # Let the client catch up: stop it once its count has not moved for 3 s.
+    last_n, still = -1, 0
+    deadline = time.time() + 60
+    while time.time() < deadline and still < 6:
+        with open(out.name, "rb") as f:
+            n = sum(1 for x in f if x.startswith(b"offset="))
+        still = still + 1 if n == last_n else 0
+        last_n = n
+        time.sleep(0.5)
+    listen.send_signal(2)
+    listen.wait(20)
+    out.close()
+    err.close()
+    with open(out.name, encoding="utf-8", errors="replace") as f:
+        lines = f.read().splitlines()
+    offs = [int(x.split()[0][7:]) for x in lines if x.startswith("offset=")]
+    closed = [x for x in lines if x.startswith("closed:")]
+    stored = [m["offset"] for m in cat_read(key, len(offs))] if offs else []
+    more = None
+    try:
+        subprocess.run([os.path.join(os.path.dirname(LISTEN), "ess-cat"), key, "--from",
+                        str(offs[-1] + 1), "--count", "1"], capture_output=True, timeout=5,
+                       env=dict(os.environ, **BROKER_ENV))
+        more = "a message after the last one received"
+    except subprocess.TimeoutExpired:
+        pass
+    t.eq(more, None, "nothing in the stream after the client's last offset")
+    print("killed node 1 at %.1f s; stream holds %d messages; client got %d" %
+          (killed, len(stored), len(offs)))
+    t.eq(closed, [], "the client stayed connected")
+    t.eq(len(offs), len(set(offs)), "no offset twice")
+    t.check(offs == stored, "every offset once, in order: %d received, %d stored, missing %r" %
+            (len(offs), len(stored), sorted(set(stored) - set(offs))[:10]))
+finally:
+    for p in (listen, pub):
+        if p.poll() is None:
+            p.kill()
+            p.wait(5)
+    subprocess.run([CLUSTER, "node-start", "1"], timeout=300)
+
+t.done()
