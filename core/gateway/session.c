@@ -38,6 +38,7 @@ struct ess_session_s {
     int delivered; /* at least one frame written */
     uint64_t last_offset;
     uint64_t msgs_in, msgs_out, bytes_out;
+    int replay_checked; /* the first message was compared with the ordinal selector */
 
     int closing;
     int flush;
@@ -106,9 +107,29 @@ static int enrich(void *ctx, const ess_hook_msg_t *m, ess_hook_emit_fn emit, voi
     return ess_hooks_enrich(s->app->vm, &s->hook_es, m, emit, emit_ud);
 }
 
+/* Replay truncated by retention: an ordinal selector that points before
+ * the stream's first retained message starts at that message. Offsets
+ * skip one value where a segment begins with a tracking chunk (AMQP 0-9-1
+ * writers), so a first offset of ordinal + 1 is such a boundary (or one
+ * removed message: the two cannot be told apart without StreamStats);
+ * ordinal + 2 or more can only be retention. Once per connection. */
+static void check_replay_start(ess_session_t *s, const ess_source_msg_t *msg)
+{
+    s->replay_checked = 1;
+    if (s->sel.kind != ESS_SEL_ORDINAL || !msg->has_offset || msg->offset < s->sel.ordinal + 2 ||
+        s->sel.ordinal + 2 < s->sel.ordinal)
+        return;
+    ess_metrics.replay_truncated++;
+    ess_log_warn("session %s: replay truncated by retention: asked for offset %llu, the first "
+                 "message still in the stream is at offset %llu",
+                 s->uuid, (unsigned long long)s->sel.ordinal, (unsigned long long)msg->offset);
+}
+
 static void on_message(void *ud, const ess_source_msg_t *msg)
 {
     ess_session_t *s = ud;
+    if (!s->replay_checked)
+        check_replay_start(s, msg);
     s->msgs_in++;
     ess_metrics.msgs_in++;
     int was_empty = s->out.head == NULL;

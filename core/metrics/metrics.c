@@ -79,6 +79,9 @@ void ess_metrics_render(ess_buf_t *o, int64_t event_streams)
           (int64_t)m->bytes_out);
     gauge(o, "ess_credit_stalls_total", "Times a subscription was paused for its budget.",
           "counter", (int64_t)m->credit_stalls);
+    gauge(o, "ess_replay_truncated_total",
+          "Replays whose ordinal selector pointed before the first retained message.", "counter",
+          (int64_t)m->replay_truncated);
     gauge(o, "ess_subscriptions", "Live broker subscriptions.", "gauge", m->subscriptions);
     gauge(o, "ess_enrich_errors_total", "Enrichment script errors.", "counter",
           (int64_t)m->enrich_errors);

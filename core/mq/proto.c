@@ -247,6 +247,16 @@ int ess_proto_enc_delete(ess_proto_buf_t *b, uint32_t corr, const char *stream)
     return finish(b, at);
 }
 
+int ess_proto_enc_stream_stats(ess_proto_buf_t *b, uint32_t corr, const char *stream)
+{
+    if (!str_ok(stream))
+        return ESS_EINVAL;
+    size_t at = begin(b, ESS_PROTO_STREAM_STATS, 1);
+    put_u32(b, corr);
+    put_str(b, stream);
+    return finish(b, at);
+}
+
 int ess_proto_enc_subscribe(ess_proto_buf_t *b, uint32_t corr, uint8_t sub_id, const char *stream,
                             const ess_proto_offset_t *off, uint16_t credit,
                             const ess_proto_kv_t *props, size_t n)
@@ -589,6 +599,18 @@ int ess_proto_decode(const uint8_t *frame, size_t len, ess_proto_frame_t *out)
             out->u.versions.count = rd_count(&r, 6);
             out->u.versions.p = take(&r, (size_t)out->u.versions.count * 6);
             break;
+        case ESS_PROTO_STREAM_STATS:
+            /* An error answer (no such stream) may end after the code. */
+            if (r.left == 0 && out->code != ESS_PROTO_OK)
+                break;
+            out->u.stats.count = rd_count(&r, 2 + 8);
+            out->u.stats.p = r.p;
+            for (uint32_t i = 0; i < out->u.stats.count && !r.err; i++) {
+                rd_str(&r);
+                rd_u64(&r);
+            }
+            out->u.stats.len = r.err ? 0 : (size_t)(r.p - out->u.stats.p);
+            break;
         default: break;
         }
         return r.err;
@@ -642,6 +664,24 @@ int ess_proto_kv_at(const uint8_t *p, size_t len, uint32_t i, ess_proto_str_t *k
         *value = rd_str(&r);
     }
     return r.err;
+}
+
+int ess_proto_stats_get(const ess_proto_frame_t *f, const char *name, int64_t *value)
+{
+    if (f == NULL || name == NULL || value == NULL ||
+        f->key != (ESS_PROTO_STREAM_STATS | ESS_PROTO_RESPONSE))
+        return ESS_EINVAL;
+    rd_t r = {f->u.stats.p, f->u.stats.len, 0};
+    size_t n = strlen(name);
+    for (uint32_t k = 0; k < f->u.stats.count && !r.err; k++) {
+        ess_proto_str_t key = rd_str(&r);
+        uint64_t v = rd_u64(&r);
+        if (!r.err && key.p && key.len == n && memcmp(key.p, name, n) == 0) {
+            *value = (int64_t)v;
+            return ESS_OK;
+        }
+    }
+    return r.err ? r.err : ESS_ENOTFOUND;
 }
 
 int ess_proto_mech_at(const ess_proto_frame_t *f, uint32_t i, ess_proto_str_t *mech)

@@ -38,6 +38,7 @@ enum {
     ESS_PROTO_CLOSE = 0x0016,
     ESS_PROTO_HEARTBEAT = 0x0017,
     ESS_PROTO_EXCHANGE_VERSIONS = 0x001b,
+    ESS_PROTO_STREAM_STATS = 0x001c, /* 3.11+: check the broker's version before sending */
     ESS_PROTO_RESPONSE = 0x8000,
 };
 
@@ -151,6 +152,9 @@ size_t ess_proto_publish_size(size_t n, size_t total);
 int ess_proto_enc_exchange_versions(ess_proto_buf_t *b, uint32_t corr, const uint16_t *triples,
                                     size_t n);
 
+/** StreamStats request (0x1c, RabbitMQ 3.11+; 3.10 closes the connection on it). */
+int ess_proto_enc_stream_stats(ess_proto_buf_t *b, uint32_t corr, const char *stream);
+
 /**
  * Frame splitter. Looks at the start of a receive buffer: returns ESS_OK and
  * sets *frame_len (the whole frame including its 4-byte size) when a complete
@@ -209,6 +213,11 @@ typedef struct {
             uint32_t count;
             const uint8_t *p; /* count * (key, min, max) uint16 triples */
         } versions;
+        struct { /* StreamStats response */
+            uint32_t count;
+            const uint8_t *p; /* validated [string key, int64 value] pairs */
+            size_t len;
+        } stats;
     } u;
 } ess_proto_frame_t;
 
@@ -249,6 +258,11 @@ uint64_t ess_proto_confirm_id(const ess_proto_frame_t *f, uint32_t i);
 uint64_t ess_proto_error_id(const ess_proto_frame_t *f, uint32_t i, uint16_t *code);
 /** Look up the (min, max) versions of key in an ExchangeCommandVersions response. */
 int ess_proto_version_of(const ess_proto_frame_t *f, uint16_t key, uint16_t *min, uint16_t *max);
+
+/** The value of the StreamStats statistic `name` (e.g. "committed_chunk_id"):
+ *  ESS_OK, ESS_ENOTFOUND when the response has no such key, ESS_EINVAL when
+ *  f is not a StreamStats response. */
+int ess_proto_stats_get(const ess_proto_frame_t *f, const char *name, int64_t *value);
 
 /** Map a broker response code to an ESS_* code (1 -> ESS_OK). */
 int ess_proto_code_to_ess(uint16_t code);

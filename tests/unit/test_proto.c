@@ -547,6 +547,67 @@ static void test_publish_encoding(void)
     ess_proto_buf_free(&b);
 }
 
+/* StreamStats (0x1c): the request on the wire, the 4.0.5 answer, an error
+ * answer, and every truncation of the answer (an error, never a read past
+ * the end). */
+static void test_stream_stats(void)
+{
+    ess_proto_buf_t b = {0};
+    CHECK_EQ_INT(ess_proto_enc_stream_stats(&b, 9, "ab"), ESS_OK);
+    static const uint8_t want[] = {0, 0, 0, 12, 0x00, 0x1c, 0, 1, 0, 0, 0, 9, 0, 2, 'a', 'b'};
+    CHECK_EQ_INT(b.len, sizeof want);
+    CHECK(memcmp(b.data, want, sizeof want) == 0);
+    CHECK_EQ_INT(ess_proto_enc_stream_stats(&b, 9, NULL), ESS_EINVAL);
+    ess_proto_buf_free(&b);
+
+    /* key 0x801c, v1, corr 9, code 1, 3 entries, as RabbitMQ 4.0.5 answers */
+    uint8_t f[128];
+    size_t n = 0;
+    const uint8_t head[] = {0x80, 0x1c, 0, 1, 0, 0, 0, 9, 0, 1, 0, 0, 0, 3};
+    memcpy(f, head, sizeof head);
+    n = sizeof head;
+    const char *names[] = {"first_chunk_id", "committed_chunk_id", "last_chunk_id"};
+    const uint64_t vals[] = {18000, 19512, 19513};
+    for (int i = 0; i < 3; i++) {
+        size_t l = strlen(names[i]);
+        f[n++] = 0;
+        f[n++] = (uint8_t)l;
+        memcpy(f + n, names[i], l);
+        n += l;
+        for (int k = 7; k >= 0; k--)
+            f[n++] = (uint8_t)(vals[i] >> (8 * k));
+    }
+    ess_proto_frame_t fr;
+    CHECK_EQ_INT(ess_proto_decode(f, n, &fr), ESS_OK);
+    CHECK_EQ_INT(fr.key, ESS_PROTO_STREAM_STATS | ESS_PROTO_RESPONSE);
+    CHECK_EQ_INT(fr.corr, 9);
+    CHECK_EQ_INT(fr.u.stats.count, 3);
+    int64_t v = 0;
+    CHECK_EQ_INT(ess_proto_stats_get(&fr, "first_chunk_id", &v), ESS_OK);
+    CHECK_EQ_INT(v, 18000);
+    CHECK_EQ_INT(ess_proto_stats_get(&fr, "committed_chunk_id", &v), ESS_OK);
+    CHECK_EQ_INT(v, 19512);
+    CHECK_EQ_INT(ess_proto_stats_get(&fr, "last_chunk_id", &v), ESS_OK);
+    CHECK_EQ_INT(v, 19513);
+    CHECK_EQ_INT(ess_proto_stats_get(&fr, "last_chunk", &v), ESS_ENOTFOUND);
+    for (size_t cut = 0; cut < n; cut++)
+        CHECK(ess_proto_decode(f, cut, &fr) != ESS_OK);
+    /* a negative count */
+    uint8_t neg[sizeof head];
+    memcpy(neg, head, sizeof head);
+    neg[10] = 0xff;
+    CHECK_EQ_INT(ess_proto_decode(neg, sizeof neg, &fr), ESS_EPROTO);
+    /* "stream does not exist": the answer ends after the code */
+    const uint8_t err[] = {0x80, 0x1c, 0, 1, 0, 0, 0, 9, 0, 2};
+    CHECK_EQ_INT(ess_proto_decode(err, sizeof err, &fr), ESS_OK);
+    CHECK_EQ_INT(fr.code, ESS_PROTO_STREAM_NOT_EXIST);
+    CHECK_EQ_INT(ess_proto_stats_get(&fr, "first_chunk_id", &v), ESS_ENOTFOUND);
+    /* not a StreamStats answer */
+    const uint8_t other[] = {0x80, 0x0b, 0, 1, 0, 0, 0, 9, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1};
+    CHECK_EQ_INT(ess_proto_decode(other, sizeof other, &fr), ESS_OK);
+    CHECK_EQ_INT(ess_proto_stats_get(&fr, "first_chunk_id", &v), ESS_EINVAL);
+}
+
 static void test_encoder_errors(void)
 {
     ess_proto_buf_t b = {0};
@@ -715,4 +776,5 @@ ESS_TEST_MAIN(ESS_TEST(test_handshake_frames), ESS_TEST(test_stream_admin_frames
               ESS_TEST(test_encoders_match_wire), ESS_TEST(test_subscribe_offset_specs),
               ESS_TEST(test_publish_encoding), ESS_TEST(test_encoder_errors),
               ESS_TEST(test_truncated_everywhere), ESS_TEST(test_split_two_frames_and_limits),
-              ESS_TEST(test_forged_lengths), ESS_TEST(test_code_names), ESS_TEST(test_buf))
+              ESS_TEST(test_forged_lengths), ESS_TEST(test_code_names), ESS_TEST(test_buf),
+              ESS_TEST(test_stream_stats))
