@@ -65,8 +65,14 @@ static struct {
     uint64_t count; /* per client */
     double rate, seconds;
     int size;
-} O = {.host = "127.0.0.1", .offset = "first", .login = "guest", .clients = 1, .timeout_s = 60,
-       .prefetch = 2000, .size = 250, .path = "/ws"};
+} O = {.host = "127.0.0.1",
+       .offset = "first",
+       .login = "guest",
+       .clients = 1,
+       .timeout_s = 60,
+       .prefetch = 2000,
+       .size = 250,
+       .path = "/ws"};
 
 static conn_t *C;
 static int ep;
@@ -112,7 +118,8 @@ static void flush_out(conn_t *c)
         memmove(c->wbuf, c->wbuf + n, c->wlen - (size_t)n);
         c->wlen -= (size_t)n;
     }
-    struct epoll_event ev = {.events = EPOLLIN | (c->wlen ? EPOLLOUT : 0), .data.u32 = (uint32_t)c->idx};
+    struct epoll_event ev = {.events = EPOLLIN | (c->wlen ? EPOLLOUT : 0),
+                             .data.u32 = (uint32_t)c->idx};
     epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
 }
 
@@ -208,11 +215,12 @@ static void on_connected(conn_t *c)
         return;
     }
     char req[1024];
-    int n = snprintf(req, sizeof req,
-                     "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n%s\r\n",
-                     c->path, O.host, O.port,
-                     strcmp(O.mode, "stomp") == 0 ? "Sec-WebSocket-Protocol: v12.stomp\r\n" : "");
+    int n = snprintf(
+        req, sizeof req,
+        "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n%s\r\n",
+        c->path, O.host, O.port,
+        strcmp(O.mode, "stomp") == 0 ? "Sec-WebSocket-Protocol: v12.stomp\r\n" : "");
     c->state = ST_HANDSHAKE;
     put(c, req, (size_t)n);
     flush_out(c);
@@ -288,7 +296,8 @@ static void on_stomp(conn_t *c, const unsigned char *p, size_t n)
             c->unacked = 0;
         }
     } else if (n >= 5 && memcmp(p, "ERROR", 5) == 0) {
-        fprintf(stderr, "loadclient: STOMP ERROR: %.*s\n", (int)(n > 300 ? 300 : n), (const char *)p);
+        fprintf(stderr, "loadclient: STOMP ERROR: %.*s\n", (int)(n > 300 ? 300 : n),
+                (const char *)p);
         finish(c, ST_FAILED);
     }
 }
@@ -342,8 +351,10 @@ static void parse(conn_t *c)
         pos = (size_t)(e - c->rbuf) + 4;
         if (strcmp(O.mode, "stomp") == 0) {
             char cn[256];
-            snprintf(cn, sizeof cn, "CONNECT\naccept-version:1.2\nhost:/\nlogin:%s\npasscode:%s\nheart-beat:0,0\n\n",
-                     O.login, O.login);
+            snprintf(
+                cn, sizeof cn,
+                "CONNECT\naccept-version:1.2\nhost:/\nlogin:%s\npasscode:%s\nheart-beat:0,0\n\n",
+                O.login, O.login);
             put_stomp(c, cn);
             flush_out(c);
             c->state = ST_STOMP_CONN;
@@ -470,17 +481,20 @@ static void report(int64_t t0)
     }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    double cpu = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
-                 ru.ru_stime.tv_usec / 1e6;
+    double cpu = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
+                 (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
     double span = t_last > t0 ? (double)(t_last - t0) / 1e9 : 0;
     double span1 = t_last > t_first ? (double)(t_last - t_first) / 1e9 : 0;
     printf("{\"mode\":\"%s\",\"clients\":%d,\"opened\":%d,\"failed\":%d,\"frames\":%" PRIu64
            ",\"bytes\":%" PRIu64 ",\"min_frames_per_client\":%" PRIu64 ",",
-           O.mode, n, n_ready, n - n_ready, total_frames, total_bytes, min_frames == UINT64_MAX ? 0 : min_frames);
-    printf("\"elapsed_s\":%.6f,\"msgs_per_s\":%.1f,\"msgs_per_s_after_first\":%.1f,\"mb_per_s\":%.2f,"
-           "\"client_cpu_s\":%.3f,",
-           span, span > 0 ? (double)total_frames / span : 0, span1 > 0 ? (double)total_frames / span1 : 0,
-           span > 0 ? (double)total_bytes / span / 1e6 : 0, cpu);
+           O.mode, n, n_ready, n - n_ready, total_frames, total_bytes,
+           min_frames == UINT64_MAX ? 0 : min_frames);
+    printf(
+        "\"elapsed_s\":%.6f,\"msgs_per_s\":%.1f,\"msgs_per_s_after_first\":%.1f,\"mb_per_s\":%.2f,"
+        "\"client_cpu_s\":%.3f,",
+        span, span > 0 ? (double)total_frames / span : 0,
+        span1 > 0 ? (double)total_frames / span1 : 0,
+        span > 0 ? (double)total_bytes / span / 1e6 : 0, cpu);
     pct_json("open_ms", open, no, 1e6, ",");
     pct_json("first_msg_ms", first, nf, 1e6, ",");
     pct_json("latency_us", lat, nlat, 1e3, ",");
@@ -588,12 +602,16 @@ static int run_trivial(void)
     /* A body like essd's: the publisher's JSON plus the enrichment. */
     char body[1024];
     int bl = snprintf(body, sizeof body,
-                      "{\"type\":\"MerchantProcessingCharge\",\"seq\":1,\"t\":0,\"merchant_kind\":\"DATA_MANAGER\","
+                      "{\"type\":\"MerchantProcessingCharge\",\"seq\":1,\"t\":0,\"merchant_kind\":"
+                      "\"DATA_MANAGER\","
                       "\"pad\":\"%.*s\",\"ess_offset\":123456,\"ess_timestamp\":1764300000000}",
                       O.size > 150 ? O.size - 150 : 1,
-                      "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
-                      "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
-                      "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+                      "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+                      "xxxxxxxxxxxxxxxxxxxx"
+                      "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+                      "xxxxxxxxxxxxxxxxxxxx"
+                      "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+                      "xxxxxxxxxxxxxxxxxxxx");
     size_t fl = (size_t)bl + (bl < 126 ? 2 : 4);
     size_t per = 262144 / fl;
     unsigned char *chunk = malloc(per * fl);
@@ -625,8 +643,9 @@ static int run_trivial(void)
             if (strstr(req, "\r\n\r\n"))
                 break;
         }
-        const char *resp = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                           "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+        const char *resp =
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
         send(fd, resp, strlen(resp), MSG_NOSIGNAL);
         uint64_t left = O.count;
         while (left) {
@@ -694,7 +713,8 @@ static int run_pub(void)
         fprintf(stderr, "loadclient: pub: cannot connect\n");
         return 2;
     }
-    amqp_rpc_reply_t r = amqp_login(conn, "/", 0, 131072, 0, AMQP_SASL_METHOD_PLAIN, O.login, O.login);
+    amqp_rpc_reply_t r =
+        amqp_login(conn, "/", 0, 131072, 0, AMQP_SASL_METHOD_PLAIN, O.login, O.login);
     if (r.reply_type != AMQP_RESPONSE_NORMAL) {
         fprintf(stderr, "loadclient: pub: login failed\n");
         return 2;
@@ -721,13 +741,14 @@ static int run_pub(void)
         if (due > sent + 1 && (int64_t)(due - sent) > behind_max)
             behind_max = (int64_t)(due - sent);
         while (sent < due) {
-            int n = snprintf(body, sizeof body,
-                             "{\"type\":\"MerchantProcessingCharge\",\"seq\":%" PRIu64 ",\"t\":%" PRId64
-                             ",\"merchant_kind\":\"DATA_MANAGER\",\"pad\":\"%.*s\"}",
-                             sent, now_ns(CLOCK_REALTIME), padn, pad);
+            int n =
+                snprintf(body, sizeof body,
+                         "{\"type\":\"MerchantProcessingCharge\",\"seq\":%" PRIu64 ",\"t\":%" PRId64
+                         ",\"merchant_kind\":\"DATA_MANAGER\",\"pad\":\"%.*s\"}",
+                         sent, now_ns(CLOCK_REALTIME), padn, pad);
             amqp_bytes_t b = {.len = (size_t)n, .bytes = body};
-            if (amqp_basic_publish(conn, 1, amqp_cstring_bytes(""), amqp_cstring_bytes(O.stream), 0, 0, &props, b) !=
-                AMQP_STATUS_OK) {
+            if (amqp_basic_publish(conn, 1, amqp_cstring_bytes(""), amqp_cstring_bytes(O.stream), 0,
+                                   0, &props, b) != AMQP_STATUS_OK) {
                 fprintf(stderr, "loadclient: pub: publish failed\n");
                 return 2;
             }
@@ -750,23 +771,26 @@ static int run_pub(void)
     amqp_channel_close(conn, 1, AMQP_REPLY_SUCCESS);
     amqp_connection_close(conn, AMQP_REPLY_SUCCESS);
     amqp_destroy_connection(conn);
-    printf("{\"mode\":\"pub\",\"published\":%" PRIu64 ",\"seconds\":%.3f,\"rate\":%.1f,\"max_behind\":%" PRId64
-           ",\"confirmed\":%" PRIu64 ",\"confirmed_after_s\":%.3f,\"confirmed_rate\":%.1f}\n",
+    printf("{\"mode\":\"pub\",\"published\":%" PRIu64
+           ",\"seconds\":%.3f,\"rate\":%.1f,\"max_behind\":%" PRId64 ",\"confirmed\":%" PRIu64
+           ",\"confirmed_after_s\":%.3f,\"confirmed_rate\":%.1f}\n",
            sent, secs, (double)sent / secs, behind_max, acked, csecs, (double)acked / csecs);
     return 0;
 }
 
 static void usage(void)
 {
-    fprintf(stderr,
-            "usage: loadclient ess     --port P (--path P | --paths-file F) [--clients N] [--count N]\n"
-            "                          [--timeout S] [--latency] [--hold] [--rcvbuf B]\n"
-            "       loadclient stomp   --port P [--path /ws] (--stream S | --paths-file STREAMS) [--offset first|next|N] [--clients N] [--count N]\n"
-            "                          [--prefetch N] [--timeout S] [--latency] [--hold]\n"
-            "       loadclient trivial --port P --count N [--clients N] [--size B]\n"
-            "       loadclient pub     --stream S --rate R --seconds D [--size B] [--port 5672]\n"
-            "--count is per client; --hold prints HOLDING when all are open (and have --count\n"
-            "messages) and waits for a line or EOF on stdin before closing.\n");
+    fprintf(
+        stderr,
+        "usage: loadclient ess     --port P (--path P | --paths-file F) [--clients N] [--count N]\n"
+        "                          [--timeout S] [--latency] [--hold] [--rcvbuf B]\n"
+        "       loadclient stomp   --port P [--path /ws] (--stream S | --paths-file STREAMS) "
+        "[--offset first|next|N] [--clients N] [--count N]\n"
+        "                          [--prefetch N] [--timeout S] [--latency] [--hold]\n"
+        "       loadclient trivial --port P --count N [--clients N] [--size B]\n"
+        "       loadclient pub     --stream S --rate R --seconds D [--size B] [--port 5672]\n"
+        "--count is per client; --hold prints HOLDING when all are open (and have --count\n"
+        "messages) and waits for a line or EOF on stdin before closing.\n");
     exit(2);
 }
 

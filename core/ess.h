@@ -13,29 +13,28 @@
 
 /* Result codes: 0 on success, a negative ESS_E* value on failure. */
 #define ESS_OK 0
-#define ESS_ENOMEM (-1)     /* only where the caller can recover; see ess_xmalloc */
-#define ESS_EINVAL (-2)     /* bad argument or malformed input */
-#define ESS_ETRUNC (-3)     /* input ended early: more bytes are needed */
-#define ESS_ETOOBIG (-4)    /* input exceeds a configured or protocol limit */
-#define ESS_ENOTFOUND (-5)  /* the named thing does not exist */
-#define ESS_EIO (-6)        /* an I/O or database error */
-#define ESS_ECORRUPT (-7)   /* stored data failed an integrity check */
-#define ESS_EPROTO (-8)     /* the peer broke the protocol */
-#define ESS_EAUTH (-9)      /* authentication refused */
-#define ESS_ESTATE (-10)    /* call not valid in the current state */
-#define ESS_ESCRIPT (-11)   /* a Lua script failed */
-#define ESS_ECONN (-12)     /* connection lost or refused */
+#define ESS_ENOMEM (-1)    /* only where the caller can recover; see ess_xmalloc */
+#define ESS_EINVAL (-2)    /* bad argument or malformed input */
+#define ESS_ETRUNC (-3)    /* input ended early: more bytes are needed */
+#define ESS_ETOOBIG (-4)   /* input exceeds a configured or protocol limit */
+#define ESS_ENOTFOUND (-5) /* the named thing does not exist */
+#define ESS_EIO (-6)       /* an I/O or database error */
+#define ESS_ECORRUPT (-7)  /* stored data failed an integrity check */
+#define ESS_EPROTO (-8)    /* the peer broke the protocol */
+#define ESS_EAUTH (-9)     /* authentication refused */
+#define ESS_ESTATE (-10)   /* call not valid in the current state */
+#define ESS_ESCRIPT (-11)  /* a Lua script failed */
+#define ESS_ECONN (-12)    /* connection lost or refused */
 
 /** A short static description of an ESS_E* code; never NULL. */
 const char *ess_strerror(int code);
 
-#define ESS_ASSERT(expr)                                                          \
-    do {                                                                          \
-        if (!(expr)) {                                                            \
-            fprintf(stderr, "essd: assertion failed: %s (%s:%d)\n", #expr,        \
-                    __FILE__, __LINE__);                                          \
-            abort();                                                              \
-        }                                                                         \
+#define ESS_ASSERT(expr)                                                                           \
+    do {                                                                                           \
+        if (!(expr)) {                                                                             \
+            fprintf(stderr, "essd: assertion failed: %s (%s:%d)\n", #expr, __FILE__, __LINE__);    \
+            abort();                                                                               \
+        }                                                                                          \
     } while (0)
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))

@@ -34,8 +34,8 @@ extern const char *const ess_selector_names[ESS_SEL_SOURCES];
  * code 1002) in reason.
  */
 int ess_selector_parse(const char *const values[ESS_SEL_SOURCES],
-                       const unsigned counts[ESS_SEL_SOURCES], int64_t now_ms,
-                       ess_selector_t *out, char *reason, size_t reason_len);
+                       const unsigned counts[ESS_SEL_SOURCES], int64_t now_ms, ess_selector_t *out,
+                       char *reason, size_t reason_len);
 
 /** Parse a decimal integer 0..INT64_MAX with nothing else around it. */
 int ess_parse_u63(const char *s, uint64_t *out);

@@ -188,7 +188,8 @@ static void open_session(ess_session_t *s, const ess_session_request_t *req)
         return;
     }
     char reason[124];
-    if (ess_selector_parse(req->selector, req->count, wall_ms(), &s->sel, reason, sizeof reason) != ESS_OK) {
+    if (ess_selector_parse(req->selector, req->count, wall_ms(), &s->sel, reason, sizeof reason) !=
+        ESS_OK) {
         ess_session_close(s, 1002, reason, 0);
         return;
     }

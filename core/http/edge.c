@@ -438,7 +438,7 @@ static void on_accept(uv_poll_t *p, int status, int events)
         }
         if (l->npending >= l->how.max_pending && l->head)
             drop(l->head);
-        forget_body(fd); /* left by an earlier connection on this number */
+        forget_body(fd);         /* left by an earlier connection on this number */
         ess__ws_guard_fd(fd, 0); /* likewise a frame check (ws.c) */
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);

@@ -17,14 +17,14 @@ typedef struct {
     ess_buf_t body;      /* request body */
     int64_t expect_body; /* Content-Length, or 0 */
     int too_large;
-    int refuse;          /* 400 (NUL in the path) or 411 (chunked body); closes after */
+    int refuse; /* 400 (NUL in the path) or 411 (chunked body); closes after */
     int status;
-    ess_buf_t resp;      /* response body */
+    ess_buf_t resp; /* response body */
     size_t resp_sent;
-    int phase;           /* 0 reading, 1 headers sent and body being written,
-                          * 2 could not answer (close), 3 done (closing) */
+    int phase; /* 0 reading, 1 headers sent and body being written,
+                * 2 could not answer (close), 3 done (closing) */
     uint64_t start_ns;
-    char *route;         /* owned: route label for metrics */
+    char *route; /* owned: route label for metrics */
 } ess_api_req_t;
 
 int ess__api_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,

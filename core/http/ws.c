@@ -121,12 +121,11 @@ static ess_session_t *open_session(ess_app_t *app, struct lws *wsi)
  * wsguard.c first. The edge registers each public socket as it hands it to
  * lws (its head never passes through recv), so the parser starts at the
  * first frame byte, and clears the number at each accept (a socket lws
- * closed without an established WebSocket leaves its entry until then). On a violation lws gets only the bytes before the
- * offending frame, the session closes with the guard's code (1002 or 1007)
- * and reason through the hand-written close frame, and what the client
- * sends afterwards is read and dropped (end of input once the close frame
- * is out). Other threads (the classic client) and other sockets pass
- * straight through. */
+ * closed without an established WebSocket leaves its entry until then). On a violation lws gets
+ * only the bytes before the offending frame, the session closes with the guard's code (1002 or
+ * 1007) and reason through the hand-written close frame, and what the client sends afterwards is
+ * read and dropped (end of input once the close frame is out). Other threads (the classic client)
+ * and other sockets pass straight through. */
 typedef struct {
     ess_wsguard_t g;
     struct lws *wsi; /* set while the WebSocket is established */

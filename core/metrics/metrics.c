@@ -64,8 +64,9 @@ static void gauge(ess_buf_t *o, const char *name, const char *help, const char *
 void ess_metrics_render(ess_buf_t *o, int64_t event_streams)
 {
     const ess_metrics_t *m = &ess_metrics;
-    ess_buf_appendf(o, "# HELP ess_build_info Build information.\n# TYPE ess_build_info gauge\n"
-                       "ess_build_info{version=\"%s\"} 1\n",
+    ess_buf_appendf(o,
+                    "# HELP ess_build_info Build information.\n# TYPE ess_build_info gauge\n"
+                    "ess_build_info{version=\"%s\"} 1\n",
                     ESS_VERSION);
     gauge(o, "ess_event_streams", "Event streams in the registry.", "gauge", event_streams);
     gauge(o, "ess_websocket_connections", "Open WebSocket connections.", "gauge", m->ws_open);

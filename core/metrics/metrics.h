@@ -13,14 +13,14 @@
 #include "util/buf.h"
 
 typedef struct {
-    int64_t ws_open;          /* gauge */
+    int64_t ws_open; /* gauge */
     uint64_t ws_accepted;
-    uint64_t msgs_in;         /* from the broker */
-    uint64_t msgs_out;        /* frames sent to clients */
+    uint64_t msgs_in;  /* from the broker */
+    uint64_t msgs_out; /* frames sent to clients */
     uint64_t bytes_out;
-    uint64_t credit_stalls;   /* times a subscription was paused for its budget */
+    uint64_t credit_stalls;    /* times a subscription was paused for its budget */
     uint64_t replay_truncated; /* ordinal selectors that started after retention removed them */
-    int64_t subscriptions;    /* gauge */
+    int64_t subscriptions;     /* gauge */
     uint64_t enrich_errors;
     uint64_t reloads_ok;
     uint64_t reloads_failed;

@@ -80,9 +80,9 @@ typedef struct {
     int reconnect_min_ms;   /* 0 = 100 */
     int reconnect_max_ms;   /* 0 = 5000 */
     int initial_credit;     /* chunks kept outstanding per subscription, 0 = 3 (at most 1000) */
-    size_t credit_window_bytes; /* > 0: after the first chunk, keep about this many bytes
-                                 * outstanding (1 to 1000 chunks, by their average size)
-                                 * instead of initial_credit chunks */
+    size_t credit_window_bytes;  /* > 0: after the first chunk, keep about this many bytes
+                                  * outstanding (1 to 1000 chunks, by their average size)
+                                  * instead of initial_credit chunks */
     const char *connection_name; /* shown in the management UI; NULL = "essd" */
 } ess_stream_client_opts_t;
 

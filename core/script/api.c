@@ -193,9 +193,9 @@ static int l_ready(lua_State *L)
     /* Messages still flow (unenriched) when the enrich hook fails, so this
      * is reported, not made a readiness failure. */
     if (ess_hooks_failing_streak >= 100)
-        lua_pushfstring(L, "failing: the last %d messages raised errors; they are sent unenriched",
-                        (int)(ess_hooks_failing_streak > 1000000000 ? 1000000000
-                                                                     : ess_hooks_failing_streak));
+        lua_pushfstring(
+            L, "failing: the last %d messages raised errors; they are sent unenriched",
+            (int)(ess_hooks_failing_streak > 1000000000 ? 1000000000 : ess_hooks_failing_streak));
     else
         lua_pushboolean(L, 1);
     lua_setfield(L, -2, "enrich");

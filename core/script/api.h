@@ -40,8 +40,7 @@ typedef struct {
  * error becomes a logged 500 with a JSON body and no trace. The caller
  * frees resp->body and resp->headers with ess_buf_free.
  */
-void ess_script_api_handle(ess_app_t *app, const ess_api_request_t *req,
-                           ess_api_response_t *resp);
+void ess_script_api_handle(ess_app_t *app, const ess_api_request_t *req, ess_api_response_t *resp);
 
 /**
  * Build the `core` table the API handlers receive and keep it in the VM.

@@ -563,7 +563,8 @@ int ess_hooks_route(ess_vm_t *vm, ess_hook_es_t *es, ess_route_t *out)
     if (lua_istable(L, -1)) {
         char mode[16] = "";
         copy_field(L, "mode", mode, sizeof mode);
-        if (strcmp(mode, "stream") == 0 && copy_field(L, "stream", out->stream, sizeof out->stream)) {
+        if (strcmp(mode, "stream") == 0 &&
+            copy_field(L, "stream", out->stream, sizeof out->stream)) {
             rc = ESS_OK;
         } else if (strcmp(mode, "classic") == 0 &&
                    copy_field(L, "exchange", out->exchange, sizeof out->exchange) &&
@@ -584,14 +585,17 @@ int ess_hooks_selftest(ess_vm_t *vm, char *err, size_t errlen)
         "{\"message_type\":\"MerchantProcessingCharge\",\"ess_selftest\":true}",
         "accountserver.MerchantProcessingCharge|timestamp: \"2025-04-30T13:33:00Z\"",
     };
-    ess_hook_es_t es = {.id = 1, .uuid = "selftest00000000000000", .routing_key = "selftest",
-                        .ref = LUA_NOREF};
+    ess_hook_es_t es = {
+        .id = 1, .uuid = "selftest00000000000000", .routing_key = "selftest", .ref = LUA_NOREF};
     ess_route_t route;
     int rc = ESS_OK;
     uint64_t errors = ess_metrics.enrich_errors;
     for (size_t i = 0; i < ESS_ARRAY_SIZE(bodies) && rc == ESS_OK; i++) {
-        ess_hook_msg_t m = {.body = (const uint8_t *)bodies[i], .len = strlen(bodies[i]),
-                            .offset = 42, .timestamp_ms = 1746019980000, .is_text = 1};
+        ess_hook_msg_t m = {.body = (const uint8_t *)bodies[i],
+                            .len = strlen(bodies[i]),
+                            .offset = 42,
+                            .timestamp_ms = 1746019980000,
+                            .is_text = 1};
         lua_State *L = vm->L;
         /* Call the hook directly so the error text reaches the caller. */
         lua_getfield(L, LUA_REGISTRYINDEX, ENRICH_KEY);
@@ -613,7 +617,8 @@ int ess_hooks_selftest(ess_vm_t *vm, char *err, size_t errlen)
             rc = ESS_ESCRIPT;
         } else {
             if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING) {
-                snprintf(err, errlen, "enrich returned a %s for a sample message (want a string or nil)",
+                snprintf(err, errlen,
+                         "enrich returned a %s for a sample message (want a string or nil)",
                          luaL_typename(L, -1));
                 rc = ESS_ESCRIPT;
             }

@@ -17,10 +17,10 @@ typedef struct {
     size_t len;
     uint64_t offset;
     int64_t timestamp_ms;
-    int is_text;               /* body is valid UTF-8 */
-    const uint8_t *app_props;  /* raw AMQP application-properties, or NULL */
+    int is_text;              /* body is valid UTF-8 */
+    const uint8_t *app_props; /* raw AMQP application-properties, or NULL */
     size_t app_props_len;
-    const uint8_t *raw;        /* protobuf: the original bytes (body is their text form) */
+    const uint8_t *raw; /* protobuf: the original bytes (body is their text form) */
     size_t raw_len;
     const char *protobuf_type; /* protobuf: the message type, or NULL */
     size_t protobuf_type_len;
@@ -31,7 +31,7 @@ typedef struct {
     int64_t id;
     const char *uuid;
     const char *routing_key;
-    int ref;          /* the es table in the VM of generation gen, or LUA_NOREF */
+    int ref; /* the es table in the VM of generation gen, or LUA_NOREF */
     uint64_t gen;
 } ess_hook_es_t;
 
@@ -56,10 +56,10 @@ int ess_hooks_enrich(ess_vm_t *vm, ess_hook_es_t *es, const ess_hook_msg_t *msg,
                      ess_hook_emit_fn emit, void *ud);
 
 typedef struct {
-    int classic;            /* 0: stream mode, 1: classic queue */
-    char stream[256];       /* stream mode: the stream name */
-    char exchange[256];     /* classic mode */
-    char routing_key[256];  /* classic mode */
+    int classic;           /* 0: stream mode, 1: classic queue */
+    char stream[256];      /* stream mode: the stream name */
+    char exchange[256];    /* classic mode */
+    char routing_key[256]; /* classic mode */
 } ess_route_t;
 
 /** Run the route hook for an event stream. ESS_OK or ESS_ESCRIPT (logged). */

@@ -105,21 +105,21 @@ static void defer_free(ess_app_t *app, ess_vm_t *vm, ess_config_t *cfg)
     uv_timer_start(&g->timer, bury, 0, 0);
 }
 
-#define KEEP_STR(field, name)                                                               \
-    do {                                                                                    \
-        if (strcmp(neu->field, old->field) != 0) {                                          \
-            char *t = neu->field;                                                           \
-            neu->field = old->field;                                                        \
-            old->field = t;                                                                 \
-            r->restart_required[r->nrestart++] = name;                                      \
-        }                                                                                   \
+#define KEEP_STR(field, name)                                                                      \
+    do {                                                                                           \
+        if (strcmp(neu->field, old->field) != 0) {                                                 \
+            char *t = neu->field;                                                                  \
+            neu->field = old->field;                                                               \
+            old->field = t;                                                                        \
+            r->restart_required[r->nrestart++] = name;                                             \
+        }                                                                                          \
     } while (0)
-#define KEEP_NUM(field, name)                                                               \
-    do {                                                                                    \
-        if (neu->field != old->field) {                                                     \
-            neu->field = old->field;                                                        \
-            r->restart_required[r->nrestart++] = name;                                      \
-        }                                                                                   \
+#define KEEP_NUM(field, name)                                                                      \
+    do {                                                                                           \
+        if (neu->field != old->field) {                                                            \
+            neu->field = old->field;                                                               \
+            r->restart_required[r->nrestart++] = name;                                             \
+        }                                                                                          \
     } while (0)
 
 /* Settings bound at start (sockets, files, the broker client) keep their

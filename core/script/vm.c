@@ -240,8 +240,7 @@ static void push_env(lua_State *L)
 
 int ess__config_from_table(lua_State *L, int idx, ess_config_t *cfg, char *err, size_t errlen);
 
-int ess_vm_load_config(ess_vm_t *vm, const char *path, ess_config_t **out, char *err,
-                       size_t errlen)
+int ess_vm_load_config(ess_vm_t *vm, const char *path, ess_config_t **out, char *err, size_t errlen)
 {
     lua_State *L = vm->L;
     int top = lua_gettop(L);

@@ -44,7 +44,8 @@ typedef enum {
 } ess_registry_event_t;
 
 /* Called after the change is committed; row is borrowed for the call. */
-typedef void (*ess_registry_listener_fn)(void *ud, ess_registry_event_t ev, const ess_es_row_t *row);
+typedef void (*ess_registry_listener_fn)(void *ud, ess_registry_event_t ev,
+                                         const ess_es_row_t *row);
 
 struct ess_registry_s {
     const ess_registry_ops_t *ops;

@@ -53,7 +53,7 @@ typedef struct {
     bool has_weekday, has_ampm, has_tzname, has_off;
     int64_t year, month, day, hour, minute, second, us;
     int weekday;
-    int tzname; /* token index of the zone name */
+    int tzname;      /* token index of the zone name */
     bool tzname_utc; /* validate() renamed the zone to "UTC" */
     int off_sign;
     int64_t off_h, off_m;
@@ -78,10 +78,10 @@ typedef struct {
     bool frac_nz; /* the fraction is not zero */
 } num_t;
 
-static const char *const JUMP[] = {" ",  ".",  ",",  ";", "-", "/",  "'",  "at", "on",
+static const char *const JUMP[] = {" ",   ".",  ",", ";", "-",  "/",  "'",  "at", "on",
                                    "and", "ad", "m", "t", "of", "st", "nd", "rd", "th"};
 static const char *const WEEKDAYS[][2] = {
-    {"mon", "monday"}, {"tue", "tuesday"}, {"wed", "wednesday"}, {"thu", "thursday"},
+    {"mon", "monday"}, {"tue", "tuesday"},  {"wed", "wednesday"}, {"thu", "thursday"},
     {"fri", "friday"}, {"sat", "saturday"}, {"sun", "sunday"}};
 static const char *const MONTHS[][3] = {
     {"jan", "january", NULL}, {"feb", "february", NULL}, {"mar", "march", NULL},
@@ -747,8 +747,8 @@ static int numeric(ps_t *ps, int *pidx, const num_t *v)
             idx += 2;
         }
         idx += 2;
-    } else if (idx + 1 < n && (teq(ps, idx + 1, '-') || teq(ps, idx + 1, '/') ||
-                               teq(ps, idx + 1, '.'))) {
+    } else if (idx + 1 < n &&
+               (teq(ps, idx + 1, '-') || teq(ps, idx + 1, '/') || teq(ps, idx + 1, '.'))) {
         /* 01-01[-01], 01-Jan[-01] */
         char sep = tp(ps, idx + 1)[0];
         if ((rc = ymd_append_str(ps, s, len, LBL_NONE)) != ESS_OK)
@@ -922,8 +922,7 @@ static int parse_tokens(ps_t *ps)
 
 /* ---- assembling the instant --------------------------------------------- */
 
-int ess_datetime_parse(const char *s, size_t len, int64_t now_ms, int64_t *out_ms,
-                       const char **err)
+int ess_datetime_parse(const char *s, size_t len, int64_t now_ms, int64_t *out_ms, const char **err)
 {
     ps_t ps;
     res_t *r = &ps.r;

@@ -247,8 +247,8 @@ static int value(cur_t *c)
 int ess_json_object(const char *s, size_t len, size_t *close, int *empty, const char **err,
                     size_t *at)
 {
-    cur_t c = {(const unsigned char *)s, (const unsigned char *)s + len,
-               (const unsigned char *)s, NULL};
+    cur_t c = {(const unsigned char *)s, (const unsigned char *)s + len, (const unsigned char *)s,
+               NULL};
     ws(&c);
     if (c.p >= c.end || *c.p != '{') {
         c.err = "not a JSON object";
@@ -302,9 +302,8 @@ size_t ess_json_number(char *dst, double v)
     return (size_t)snprintf(dst, 32, "%.17g", v);
 }
 
-int ess_json_splice(const char *s, size_t len, const char *first, const char *more,
-                    const char *mid, double a, double b, ess_buf_t *out, const char **err,
-                    size_t *at)
+int ess_json_splice(const char *s, size_t len, const char *first, const char *more, const char *mid,
+                    double a, double b, ess_buf_t *out, const char **err, size_t *at)
 {
     size_t close;
     int empty;

@@ -29,9 +29,8 @@ int ess_json_object(const char *s, size_t len, size_t *close, int *empty, const 
  * ess_json_object, and out is unchanged. Numbers print as the hook's int():
  * integral values (|v| < 2^63) exactly, NaN as null, others as %.17g.
  */
-int ess_json_splice(const char *s, size_t len, const char *first, const char *more,
-                    const char *mid, double a, double b, ess_buf_t *out, const char **err,
-                    size_t *at);
+int ess_json_splice(const char *s, size_t len, const char *first, const char *more, const char *mid,
+                    double a, double b, ess_buf_t *out, const char **err, size_t *at);
 
 /** Write v as ess_json_splice prints numbers; dst needs 32 bytes. Returns the length. */
 size_t ess_json_number(char *dst, double v);

@@ -33,10 +33,10 @@ int ess_log_enabled(ess_log_level_t level);
 
 void ess_log(ess_log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-#define ess_log_debug(...)                                                         \
-    do {                                                                           \
-        if (ess_log_enabled(ESS_LOG_DEBUG))                                        \
-            ess_log(ESS_LOG_DEBUG, __VA_ARGS__);                                   \
+#define ess_log_debug(...)                                                                         \
+    do {                                                                                           \
+        if (ess_log_enabled(ESS_LOG_DEBUG))                                                        \
+            ess_log(ESS_LOG_DEBUG, __VA_ARGS__);                                                   \
     } while (0)
 #define ess_log_info(...) ess_log(ESS_LOG_INFO, __VA_ARGS__)
 #define ess_log_warn(...) ess_log(ESS_LOG_WARN, __VA_ARGS__)

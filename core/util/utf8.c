@@ -52,4 +52,3 @@ int ess_utf8_valid(const uint8_t *s, size_t len)
     }
     return 1;
 }
-

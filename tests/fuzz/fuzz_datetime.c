@@ -20,8 +20,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static const int64_t nows[] = {INT64_C(1735689600000), 0, MIN_MS, MAX_MS, INT64_MIN,
-                                   INT64_MAX};
+    static const int64_t nows[] = {INT64_C(1735689600000), 0, MIN_MS, MAX_MS, INT64_MIN, INT64_MAX};
     const char *s = (const char *)data;
 
     for (size_t i = 0; i < ESS_ARRAY_SIZE(nows); i++) {

@@ -13,36 +13,35 @@
 static int ess_test_failures;
 static int ess_test_checks;
 
-#define CHECK(cond)                                                                \
-    do {                                                                           \
-        ess_test_checks++;                                                         \
-        if (!(cond)) {                                                             \
-            ess_test_failures++;                                                   \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                          \
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        ess_test_checks++;                                                                         \
+        if (!(cond)) {                                                                             \
+            ess_test_failures++;                                                                   \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);               \
+        }                                                                                          \
     } while (0)
 
-#define CHECK_EQ_INT(a, b)                                                         \
-    do {                                                                           \
-        long long ess_a_ = (long long)(a), ess_b_ = (long long)(b);                \
-        ess_test_checks++;                                                         \
-        if (ess_a_ != ess_b_) {                                                    \
-            ess_test_failures++;                                                   \
-            fprintf(stderr, "%s:%d: %s == %s failed: %lld != %lld\n", __FILE__,    \
-                    __LINE__, #a, #b, ess_a_, ess_b_);                             \
-        }                                                                          \
+#define CHECK_EQ_INT(a, b)                                                                         \
+    do {                                                                                           \
+        long long ess_a_ = (long long)(a), ess_b_ = (long long)(b);                                \
+        ess_test_checks++;                                                                         \
+        if (ess_a_ != ess_b_) {                                                                    \
+            ess_test_failures++;                                                                   \
+            fprintf(stderr, "%s:%d: %s == %s failed: %lld != %lld\n", __FILE__, __LINE__, #a, #b,  \
+                    ess_a_, ess_b_);                                                               \
+        }                                                                                          \
     } while (0)
 
-#define CHECK_EQ_STR(a, b)                                                         \
-    do {                                                                           \
-        const char *ess_a_ = (a), *ess_b_ = (b);                                   \
-        ess_test_checks++;                                                         \
-        if (ess_a_ == NULL || ess_b_ == NULL || strcmp(ess_a_, ess_b_) != 0) {     \
-            ess_test_failures++;                                                   \
-            fprintf(stderr, "%s:%d: %s == %s failed: \"%s\" != \"%s\"\n", __FILE__, \
-                    __LINE__, #a, #b, ess_a_ ? ess_a_ : "(null)",                  \
-                    ess_b_ ? ess_b_ : "(null)");                                   \
-        }                                                                          \
+#define CHECK_EQ_STR(a, b)                                                                         \
+    do {                                                                                           \
+        const char *ess_a_ = (a), *ess_b_ = (b);                                                   \
+        ess_test_checks++;                                                                         \
+        if (ess_a_ == NULL || ess_b_ == NULL || strcmp(ess_a_, ess_b_) != 0) {                     \
+            ess_test_failures++;                                                                   \
+            fprintf(stderr, "%s:%d: %s == %s failed: \"%s\" != \"%s\"\n", __FILE__, __LINE__, #a,  \
+                    #b, ess_a_ ? ess_a_ : "(null)", ess_b_ ? ess_b_ : "(null)");                   \
+        }                                                                                          \
     } while (0)
 
 typedef struct {
@@ -50,7 +49,10 @@ typedef struct {
     void (*fn)(void);
 } ess_test_case_t;
 
-#define ESS_TEST(fn) {#fn, fn}
+#define ESS_TEST(fn)                                                                               \
+    {                                                                                              \
+#fn, fn                                                                                    \
+    }
 
 static inline int ess_test_run(const ess_test_case_t *cases, size_t n)
 {
@@ -69,11 +71,11 @@ static inline int ess_test_run(const ess_test_case_t *cases, size_t n)
     return failed ? 1 : 0;
 }
 
-#define ESS_TEST_MAIN(...)                                                         \
-    int main(void)                                                                 \
-    {                                                                              \
-        static const ess_test_case_t cases[] = {__VA_ARGS__};                      \
-        return ess_test_run(cases, sizeof(cases) / sizeof(cases[0]));              \
+#define ESS_TEST_MAIN(...)                                                                         \
+    int main(void)                                                                                 \
+    {                                                                                              \
+        static const ess_test_case_t cases[] = {__VA_ARGS__};                                      \
+        return ess_test_run(cases, sizeof(cases) / sizeof(cases[0]));                              \
     }
 
 #endif

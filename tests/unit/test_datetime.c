@@ -28,8 +28,14 @@ typedef struct {
     size_t len;
 } reject_t;
 
-#define A(str, ms) {str, sizeof(str) - 1, ms}
-#define R(str) {str, sizeof(str) - 1}
+#define A(str, ms)                                                                                 \
+    {                                                                                              \
+        str, sizeof(str) - 1, ms                                                                   \
+    }
+#define R(str)                                                                                     \
+    {                                                                                              \
+        str, sizeof(str) - 1                                                                       \
+    }
 
 /* BEGIN ORACLE TABLE (tests/unit/datetime_oracle.py --update) */
 static const accept_t ACCEPT[] = {
@@ -158,14 +164,21 @@ static const reject_t REJECT[] = {
 };
 /* dateutil's answer, which we deliberately reject (docs/datetime.md) */
 static const reject_t DIFFER[] = {
-    R("13:33 +0299"), /* dateutil accepts: 1735725240000 */
+    R("13:33 +0299"),               /* dateutil accepts: 1735725240000 */
     R("2025-04-30T13:33:00+05:75"), /* dateutil accepts: 1745997480000 */
-    R("2025-04-30\x00""13:33"), /* dateutil rejects too */
-    R("2025-04-30\x00"""), /* dateutil accepts: 1745971200000 */
-    R("2025-04-30\xc2""\xa0""13:33"), /* dateutil accepts: 1746019980000 */
+    R("2025-04-30\x00"
+      "13:33"), /* dateutil rejects too */
+    R("2025-04-30\x00"
+      ""), /* dateutil accepts: 1745971200000 */
+    R("2025-04-30\xc2"
+      "\xa0"
+      "13:33"),                     /* dateutil accepts: 1746019980000 */
     R("0001-01-01T00:00:00+01:00"), /* dateutil accepts: -62135600400000 */
     R("9999-12-31T23:59:59-01:00"), /* dateutil accepts: 253402304399000 */
-    /* dateutil accepts: 1746019980000 */ R("2025-04-30T13:33:00                                                                                                                                                                                                                                                "),
+                                    /* dateutil accepts: 1746019980000 */
+    R("2025-04-30T13:33:00                                                                         "
+      "                                                                                            "
+      "                                                                           "),
 };
 /* END ORACLE TABLE */
 
@@ -259,9 +272,9 @@ static void test_reasons(void)
 /* What the string omits comes from now_ms: coarser fields from now, finer from the start. */
 static void test_omitted_fields_follow_now(void)
 {
-    CHECK_EQ_INT(parse_ok("13:33", NOW_2026), INT64_C(1795872780000));   /* today 13:33 */
+    CHECK_EQ_INT(parse_ok("13:33", NOW_2026), INT64_C(1795872780000));    /* today 13:33 */
     CHECK_EQ_INT(parse_ok("23:59:59", NOW_2026), INT64_C(1795910399000)); /* even if later */
-    CHECK_EQ_INT(parse_ok("Apr 30", NOW_2026), INT64_C(1777507200000));  /* this year */
+    CHECK_EQ_INT(parse_ok("Apr 30", NOW_2026), INT64_C(1777507200000));   /* this year */
     CHECK_EQ_INT(parse_ok("Apr 2025", NOW_2026), INT64_C(1743465600000)); /* the 1st */
     CHECK_EQ_INT(parse_ok("2025", NOW_2026), INT64_C(1735689600000));     /* January 1st */
     CHECK_EQ_INT(parse_ok("November", NOW_2026), INT64_C(1793491200000)); /* Nov 1st */
@@ -375,6 +388,6 @@ static void test_civil_round_trip(void)
 ESS_TEST_MAIN(ESS_TEST(test_accept_table), ESS_TEST(test_reject_table),
               ESS_TEST(test_deliberate_differences), ESS_TEST(test_reasons),
               ESS_TEST(test_omitted_fields_follow_now), ESS_TEST(test_day_from_now_checked),
-              ESS_TEST(test_two_digit_year_near_year_one),
-              ESS_TEST(test_length_is_exact), ESS_TEST(test_null_arguments),
-              ESS_TEST(test_civil_known_days), ESS_TEST(test_civil_round_trip))
+              ESS_TEST(test_two_digit_year_near_year_one), ESS_TEST(test_length_is_exact),
+              ESS_TEST(test_null_arguments), ESS_TEST(test_civil_known_days),
+              ESS_TEST(test_civil_round_trip))

@@ -39,12 +39,42 @@ static void test_valid_objects(void)
 static void test_invalid(void)
 {
     const char *bad[] = {
-        "", "   ", "[]", "\"x\"", "1", "{", "}", "{\"a\"}", "{\"a\":}", "{\"a\":1,}", "{,}",
-        "{\"a\":1 \"b\":2}", "{a:1}", "{'a':1}", "{\"a\":01}", "{\"a\":1.}", "{\"a\":.5}",
-        "{\"a\":+1}", "{\"a\":NaN}", "{\"a\":Infinity}", "{\"a\":0x10}", "{\"a\":tru}",
-        "{\"a\":\"\\x\"}", "{\"a\":\"\\u12\"}", "{\"a\":\"\\ud800\"}", "{\"a\":\"\\udc00x\"}",
-        "{\"a\":\"tab\there\"}", "{\"a\":\"\xc3\"}", "{\"a\":\"\xff\"}", "{} {}", "{}x",
-        "{\"a\":[1,2}", "{\"a\":[1,2,]}", "{\"a\":1}}", "{\"a\" 1}", "{\"a\":\"unterminated}",
+        "",
+        "   ",
+        "[]",
+        "\"x\"",
+        "1",
+        "{",
+        "}",
+        "{\"a\"}",
+        "{\"a\":}",
+        "{\"a\":1,}",
+        "{,}",
+        "{\"a\":1 \"b\":2}",
+        "{a:1}",
+        "{'a':1}",
+        "{\"a\":01}",
+        "{\"a\":1.}",
+        "{\"a\":.5}",
+        "{\"a\":+1}",
+        "{\"a\":NaN}",
+        "{\"a\":Infinity}",
+        "{\"a\":0x10}",
+        "{\"a\":tru}",
+        "{\"a\":\"\\x\"}",
+        "{\"a\":\"\\u12\"}",
+        "{\"a\":\"\\ud800\"}",
+        "{\"a\":\"\\udc00x\"}",
+        "{\"a\":\"tab\there\"}",
+        "{\"a\":\"\xc3\"}",
+        "{\"a\":\"\xff\"}",
+        "{} {}",
+        "{}x",
+        "{\"a\":[1,2}",
+        "{\"a\":[1,2,]}",
+        "{\"a\":1}}",
+        "{\"a\" 1}",
+        "{\"a\":\"unterminated}",
     };
     for (size_t i = 0; i < ESS_ARRAY_SIZE(bad); i++) {
         size_t close = 0, at = 0;
@@ -101,8 +131,8 @@ static const char *splice(const char *body, double a, double b, ess_buf_t *out)
     const char *err = NULL;
     size_t at = 0;
     out->len = 0;
-    if (ess_json_splice(body, strlen(body), "\"o\":", ",\"o\":", ",\"t\":", a, b, out, &err,
-                        &at) != ESS_OK)
+    if (ess_json_splice(body, strlen(body), "\"o\":", ",\"o\":", ",\"t\":", a, b, out, &err, &at) !=
+        ESS_OK)
         return NULL;
     ess_buf_append(out, "", 1);
     return out->data;
@@ -141,7 +171,8 @@ static void test_string_scan_alignment(void)
 static void test_splice(void)
 {
     ess_buf_t b = {0};
-    CHECK_EQ_STR(splice("{\"a\":1}", 7, 1700000000123.0, &b), "{\"a\":1,\"o\":7,\"t\":1700000000123}");
+    CHECK_EQ_STR(splice("{\"a\":1}", 7, 1700000000123.0, &b),
+                 "{\"a\":1,\"o\":7,\"t\":1700000000123}");
     CHECK_EQ_STR(splice("{}", 0, 0, &b), "{\"o\":0,\"t\":0}");
     CHECK_EQ_STR(splice("  { \n }  \n", 1, 2, &b), "  { \n \"o\":1,\"t\":2}  \n");
     CHECK_EQ_STR(splice("{\"x\":\"}\" } ", 3, 4, &b), "{\"x\":\"}\" ,\"o\":3,\"t\":4} ");

@@ -237,9 +237,12 @@ int main(void)
     if (mkdtemp(dir) == NULL)
         return 1;
     static const ess_test_case_t cases[] = {
-        ESS_TEST(test_crud_and_ids_not_reused), ESS_TEST(test_routing_keys_verbatim),
-        ESS_TEST(test_invalid_keys),           ESS_TEST(test_corrupt_file_refused_and_kept),
-        ESS_TEST(test_unwritable_refused),      ESS_TEST(test_exclusive_no_shm),
+        ESS_TEST(test_crud_and_ids_not_reused),
+        ESS_TEST(test_routing_keys_verbatim),
+        ESS_TEST(test_invalid_keys),
+        ESS_TEST(test_corrupt_file_refused_and_kept),
+        ESS_TEST(test_unwritable_refused),
+        ESS_TEST(test_exclusive_no_shm),
         ESS_TEST(test_writable_follows_writes),
     };
     int rc = ess_test_run(cases, ESS_ARRAY_SIZE(cases));

@@ -18,12 +18,12 @@ static void test_valid(void)
 static void test_invalid(void)
 {
     CHECK(!V("\x80"));
-    CHECK(!V("\xc3"));                  /* truncated */
-    CHECK(!V("abcdefgh\xc3"));          /* truncated after the fast path */
-    CHECK(!V("\xc0\xaf"));              /* overlong */
-    CHECK(!V("\xe0\x80\xaf"));          /* overlong */
-    CHECK(!V("\xed\xa0\x80"));          /* surrogate */
-    CHECK(!V("\xf4\x90\x80\x80"));      /* > U+10FFFF */
+    CHECK(!V("\xc3"));             /* truncated */
+    CHECK(!V("abcdefgh\xc3"));     /* truncated after the fast path */
+    CHECK(!V("\xc0\xaf"));         /* overlong */
+    CHECK(!V("\xe0\x80\xaf"));     /* overlong */
+    CHECK(!V("\xed\xa0\x80"));     /* surrogate */
+    CHECK(!V("\xf4\x90\x80\x80")); /* > U+10FFFF */
     CHECK(!V("\xf5\x80\x80\x80"));
     CHECK(!V("\xe2\x82"));
     CHECK(!V("\xe2\x28\xa1"));
