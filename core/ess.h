@@ -25,6 +25,7 @@
 #define ESS_ESTATE (-10)   /* call not valid in the current state */
 #define ESS_ESCRIPT (-11)  /* a Lua script failed */
 #define ESS_ECONN (-12)    /* connection lost or refused */
+#define ESS_ENOTSUP (-13)  /* the peer does not offer this (e.g. too old a broker) */
 
 /** A short static description of an ESS_E* code; never NULL. */
 const char *ess_strerror(int code);

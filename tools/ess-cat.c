@@ -1,12 +1,12 @@
 /*
  * ess-cat: read a RabbitMQ stream from a given position and print its
  * messages (raw, JSON lines, or only a summary), or publish stdin lines to
- * a stream with confirms. A thin command-line shell over the stream client
- * (mq/stream_client.h); it owns argument parsing and output formatting,
- * nothing of the protocol.
+ * a stream with confirms, or print a stream's StreamStats (--stats). A thin
+ * command-line shell over the stream client (mq/stream_client.h); it owns
+ * argument parsing and output formatting, nothing of the protocol.
  *
  * Exit status: 0 success, 1 connection or runtime error, 2 bad argument,
- * missing stream or refused login.
+ * missing stream or refused login, 3 --stats on a broker older than 3.11.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -32,6 +32,7 @@
 typedef struct {
     const char *url, *stream, *from, *format;
     int port, quiet, publish, create, delete_, exists, lb, fanout, credit, heartbeat, latency;
+    int stats, read_after; /* --stats; with --from or --count: read afterwards */
     long long credit_window;
     long long generate; /* --publish --generate N: N stamped bodies instead of stdin, at --rate */
     int size;
@@ -79,6 +80,7 @@ static void usage(FILE *f)
         "       ess-cat [--url URL] [--stream-port P] --publish [--create] STREAM --generate N\n"
         "               [--rate MSGS_PER_S] [--size BYTES]\n"
         "       ess-cat [--url URL] [--stream-port P] --delete|--exists STREAM\n"
+        "       ess-cat [--url URL] [--stream-port P] --stats STREAM [--from ... --count N ...]\n"
         "--count is per subscription; --fanout opens SUBS subscriptions (only the summary\n"
         "is printed); --rate reads slowly by pausing credit; --credit-window keeps about\n"
         "BYTES of chunks outstanding instead of --credit chunks (as essd does). --format json "
@@ -88,6 +90,9 @@ static void usage(FILE *f)
         "now minus the \"t\":<ns since the epoch> member of each body (same host).\n"
         "--generate publishes N JSON bodies of about --size bytes (default 250), each\n"
         "stamped with \"t\" when it is sent, at --rate (default: as fast as confirmed).\n"
+        "--stats prints the stream's StreamStats as one JSON line, or \"unsupported by this\n"
+        "broker (version X)\" (exit 3) when the broker is older than 3.11 (nothing is sent);\n"
+        "with --from or --count it then reads as usual on the same connection.\n"
         "URL defaults to $ESS_AMQP_URL, "
         "$ESS_AMPQ_URL or amqp://guest:guest@127.0.0.1:5672/;\n"
         "P defaults to $ESS_STREAM_PORT or 5552\n");
@@ -557,9 +562,44 @@ static void on_exists(int status, void *ud)
     finish(status == ESS_OK ? 0 : status_exit(status));
 }
 
+static ess_offset_spec_t from_spec;
+static int stats_exit;
+
+static void on_stats(int status, const ess_stream_stats_t *st, void *ud)
+{
+    const char *ver = ess_stream_client_broker_version(C);
+    if (status == ESS_OK) {
+        printf("{\"stream\":\"");
+        json_body((const uint8_t *)A.stream, strlen(A.stream));
+        printf("\",\"broker_version\":\"");
+        if (ver)
+            json_body((const uint8_t *)ver, strlen(ver));
+        printf("\",\"first_chunk_id\":%" PRId64 ",\"committed_chunk_id\":%" PRId64
+               ",\"last_chunk_id\":%" PRId64 "}\n",
+               st->first_chunk_id, st->committed_chunk_id, st->last_chunk_id);
+    } else if (status == ESS_ENOTSUP) {
+        printf("unsupported by this broker (version %s)\n", ver ? ver : "unknown");
+        stats_exit = 3;
+    } else {
+        fprintf(stderr, "ess-cat: %s: %s\n", A.stream, status_text(status));
+        stats_exit = status_exit(status);
+    }
+    fflush(stdout);
+    if (!A.read_after || (status != ESS_OK && status != ESS_ENOTSUP)) {
+        finish(stats_exit);
+        return;
+    }
+    if (start_readers(&from_spec) != 0) {
+        fprintf(stderr, "ess-cat: bad stream name\n");
+        finish(2);
+    }
+}
+
 static void start_work(void)
 {
-    if (A.exists) {
+    if (A.stats) {
+        ess_stream_stats(C, A.stream, on_stats, NULL);
+    } else if (A.exists) {
         ess_stream_exists(C, A.stream, on_exists, NULL);
     } else if (A.delete_) {
         ess_stream_delete_stream(C, A.stream, on_deleted, NULL);
@@ -651,6 +691,7 @@ static int parse_args(int argc, char **argv)
             i++;
         } else if (strcmp(a, "--from") == 0 && v) {
             A.from = v;
+            A.read_after = 1;
             i++;
         } else if (strcmp(a, "--count") == 0 && v) {
             char *end;
@@ -658,6 +699,7 @@ static int parse_args(int argc, char **argv)
             A.count = strtoll(v, &end, 10);
             if (errno || *end || end == v || A.count < 0)
                 return -1;
+            A.read_after = 1;
             i++;
         } else if (strcmp(a, "--format") == 0 && v) {
             if (strcmp(v, "raw") != 0 && strcmp(v, "json") != 0)
@@ -712,6 +754,8 @@ static int parse_args(int argc, char **argv)
             A.delete_ = 1;
         } else if (strcmp(a, "--exists") == 0) {
             A.exists = 1;
+        } else if (strcmp(a, "--stats") == 0) {
+            A.stats = 1;
         } else if (strcmp(a, "--lb") == 0) {
             A.lb = 1;
         } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
@@ -727,7 +771,7 @@ static int parse_args(int argc, char **argv)
     }
     if (A.stream == NULL || A.stream[0] == '\0' || strlen(A.stream) > 255)
         return -1;
-    if (A.publish + A.delete_ + A.exists > 1 || (A.generate && !A.publish))
+    if (A.publish + A.delete_ + A.exists + A.stats > 1 || (A.generate && !A.publish))
         return -1;
     return 0;
 }
@@ -739,7 +783,7 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    ess_offset_spec_t from;
+    ess_offset_spec_t from = {0};
     if (!A.publish && !A.delete_ && !A.exists && parse_from(A.from, &from) != 0) {
         fprintf(stderr, "ess-cat: bad --from value '%s'\n", A.from);
         return 2;
@@ -771,7 +815,8 @@ int main(int argc, char **argv)
     t0 = uv_hrtime();
     /* Requests queue on the connecting client; a refused login or a
      * broker that is down comes back through their callbacks. */
-    if (!A.publish && !A.delete_ && !A.exists) {
+    from_spec = from;
+    if (!A.publish && !A.delete_ && !A.exists && !A.stats) {
         if (start_readers(&from) != 0) {
             fprintf(stderr, "ess-cat: bad stream name\n");
             finish(2);
@@ -783,5 +828,5 @@ int main(int argc, char **argv)
     fflush(stdout);
     uv_loop_close(L);
     free(R);
-    return exit_code;
+    return exit_code ? exit_code : stats_exit;
 }

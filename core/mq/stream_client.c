@@ -92,6 +92,9 @@ static void on_defer_timer(uv_timer_t *t)
             r->pub->refs--;
             ess__stream_pub_fail(r->pub, r->status, 0);
             ess__stream_pub_put(r->pub);
+        } else if (r->kind == R_STATS) {
+            if (r->stats_cb)
+                r->stats_cb(r->status, NULL, r->ud);
         } else if (r->cb) {
             r->cb(r->status, r->ud);
         }
@@ -139,6 +142,11 @@ int ess_stream_client_connected(const ess_stream_client_t *c)
     return c->locator != NULL && c->locator->state == C_READY;
 }
 
+const char *ess_stream_client_broker_version(const ess_stream_client_t *c)
+{
+    return c != NULL && c->locator != NULL ? c->locator->version : NULL;
+}
+
 void ess__stream_client_maybe_finish(ess_stream_client_t *c)
 {
     if (c->handles > 0)
@@ -154,6 +162,7 @@ void ess__stream_client_maybe_finish(ess_stream_client_t *c)
         ess_proto_buf_free(&k->rbuf);
         free(k->host);
         free(k->adv_host);
+        free(k->version);
         free(k);
     }
     while (c->deferred) {

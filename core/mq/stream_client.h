@@ -14,7 +14,9 @@
  * again instead of retrying a node that may be gone.
  *
  * Protocol: Deliver v1 only (ExchangeCommandVersions is never sent, so a
- * 3.11+ broker keeps using v1); frame_max and heartbeat are the minimum of
+ * 3.11+ broker keeps using v1); StreamStats only to a broker whose
+ * `version` peer property says 3.11 or later (3.10 drops the connection
+ * on a command it does not know); frame_max and heartbeat are the minimum of
  * both sides. The broker sends each chunk as one frame even when it is
  * larger than frame_max, so received frames are capped at 64 MiB instead.
  *
@@ -134,6 +136,35 @@ int ess_stream_create_stream(ess_stream_client_t *c, const char *stream, const e
                              size_t nargs, ess_stream_status_cb cb, void *ud);
 int ess_stream_delete_stream(ess_stream_client_t *c, const char *stream, ess_stream_status_cb cb,
                              void *ud);
+
+/** A stream's StreamStats (RabbitMQ 3.11+). Chunk ids are the offset of a
+ *  chunk's first message: the last committed message is at or after
+ *  committed_chunk_id. An empty stream answers -1 (as the broker does). */
+typedef struct {
+    int64_t first_chunk_id;     /* first retained chunk */
+    int64_t committed_chunk_id; /* last chunk committed (readable) */
+    int64_t last_chunk_id;      /* last chunk written; -1 when the broker does not say */
+} ess_stream_stats_t;
+
+/** stats is borrowed for the callback and NULL unless status is ESS_OK. */
+typedef void (*ess_stream_stats_cb)(int status, const ess_stream_stats_t *stats, void *ud);
+
+/**
+ * Ask the broker (on the locator connection) for stream's StreamStats.
+ * cb(ESS_OK, stats) or cb(ESS_ENOTFOUND | ESS_ECONN | ESS_EPROTO ..., NULL),
+ * never synchronously. A broker older than 3.11 closes the whole connection
+ * on a command it does not know, so nothing is sent unless the broker's
+ * `version` peer property of the current session says 3.11 or later:
+ * otherwise cb(ESS_ENOTSUP, NULL) (on the next loop turn when connected,
+ * else once the handshake says so). Returns ESS_OK, ESS_EINVAL or
+ * ESS_ESTATE (client closing).
+ */
+int ess_stream_stats(ess_stream_client_t *c, const char *stream, ess_stream_stats_cb cb, void *ud);
+
+/** The `version` peer property of the locator connection's broker (e.g.
+ *  "3.10.8"), borrowed until the next call into the client; NULL when not
+ *  connected yet or the broker did not say. */
+const char *ess_stream_client_broker_version(const ess_stream_client_t *c);
 
 typedef struct {
     /** Declared (ESS_OK), or failed: then the publisher is freed when this returns. */

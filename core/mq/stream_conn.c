@@ -43,6 +43,38 @@ int ess__stream_conn_usable(const ess__stream_conn_t *k)
     return k->state <= C_READY;
 }
 
+int ess__stream_conn_has_311(const ess__stream_conn_t *k)
+{
+    const char *v = k->version;
+    if (v == NULL || *v < '0' || *v > '9')
+        return 0;
+    char *end;
+    long major = strtol(v, &end, 10), minor = 0;
+    if (*end == '.' && end[1] >= '0' && end[1] <= '9')
+        minor = strtol(end + 1, NULL, 10);
+    return major > 3 || (major == 3 && minor >= 11);
+}
+
+/* Keep the broker's `version` peer property (PeerProperties response) for
+ * this session: newer commands are sent only to a broker that has them. */
+static void note_version(ess__stream_conn_t *k, const ess_proto_frame_t *f)
+{
+    free(k->version);
+    k->version = NULL;
+    ess_proto_str_t key, val;
+    for (uint32_t i = 0; i < f->u.kv.count; i++) {
+        if (ess_proto_kv_at(f->u.kv.p, f->u.kv.len, i, &key, &val) != ESS_OK)
+            break;
+        if (key.len == 7 && memcmp(key.p, "version", 7) == 0 && val.p != NULL && val.len > 0 &&
+            val.len < 64) {
+            k->version = ess_xstrndup(val.p, val.len);
+            break;
+        }
+    }
+    ess_log_debug("stream: %s:%d is RabbitMQ %s", k->host, k->port,
+                  k->version ? k->version : "(no version)");
+}
+
 static void on_write(uv_write_t *w, int status)
 {
     ess__stream_conn_t *k = w->data;
@@ -91,6 +123,7 @@ static void conn_unlink_free(ess__stream_conn_t *k)
     ess_proto_buf_free(&k->rbuf);
     free(k->host);
     free(k->adv_host);
+    free(k->version);
     free(k);
 }
 
@@ -238,6 +271,11 @@ static void conn_reset(ess__stream_conn_t *k, int err)
 void ess__stream_conn_send_req(ess__stream_conn_t *k, ess__stream_req_t *r)
 {
     ess_proto_buf_t b = {0};
+    if (r->kind == R_STATS && !ess__stream_conn_has_311(k)) {
+        /* 3.10 would close the connection: answer without asking. */
+        ess__stream_defer(k->c, r, ESS_ENOTSUP);
+        return;
+    }
     r->corr = ++k->next_corr;
     r->sent = 1;
     r->next = k->reqs;
@@ -256,6 +294,7 @@ void ess__stream_conn_send_req(ess__stream_conn_t *k, ess__stream_req_t *r)
     }
     case R_CREATE: rc = ess_proto_enc_create(&b, r->corr, r->stream, r->args, r->nargs); break;
     case R_DELETE: rc = ess_proto_enc_delete(&b, r->corr, r->stream); break;
+    case R_STATS: rc = ess_proto_enc_stream_stats(&b, r->corr, r->stream); break;
     case R_DECLARE_PUB: return; /* encoded by send_declare */
     default: break;
     }
@@ -368,6 +407,7 @@ static void handshake(ess__stream_conn_t *k, const ess_proto_frame_t *f)
     if (key == (ESS_PROTO_PEER_PROPERTIES | ESS_PROTO_RESPONSE) && k->hs == HS_PEER) {
         if (f->code != ESS_PROTO_OK)
             goto fail_proto;
+        note_version(k, f);
         k->hs = HS_SASL_HS;
         ess_proto_enc_sasl_handshake(&b, ++k->next_corr);
     } else if (key == (ESS_PROTO_SASL_HANDSHAKE | ESS_PROTO_RESPONSE) && k->hs == HS_SASL_HS) {

@@ -54,6 +54,7 @@ enum {
     R_PUB_FAIL,
     R_STATUS, /* deferred cb(status) */
     R_IGNORE, /* a response nobody waits for */
+    R_STATS,  /* StreamStats, only to a 3.11+ broker; answered through stats_cb */
 };
 
 typedef struct ess__stream_conn_s ess__stream_conn_t;
@@ -73,6 +74,7 @@ typedef struct ess__stream_req_s {
     void *ud;
     ess_stream_sub_t *sub;
     ess_stream_pub_t *pub;
+    ess_stream_stats_cb stats_cb; /* R_STATS */
 } ess__stream_req_t;
 
 struct ess_stream_sub_s {
@@ -113,6 +115,7 @@ struct ess__stream_conn_s {
     int is_locator;
     char *adv_host; /* the broker's advertised host:port (Open response), or NULL */
     int adv_port;
+    char *version; /* the broker's `version` peer property (this session), or NULL */
     int state, hs;
     uv_tcp_t tcp;
     uv_timer_t timer;
@@ -183,6 +186,9 @@ int ess__stream_name_ok(const char *s);
 
 /* stream_conn.c: one TCP connection to a node */
 int ess__stream_conn_usable(const ess__stream_conn_t *k);
+/* 1 when k's broker announced version 3.11 or later (StreamStats and the
+ * other commands 3.10 closes the connection on); 0 when older or unknown. */
+int ess__stream_conn_has_311(const ess__stream_conn_t *k);
 void ess__stream_conn_write(ess__stream_conn_t *k, ess_proto_buf_t *b);
 void ess__stream_conn_destroy(ess__stream_conn_t *k);
 void ess__stream_conn_maybe_idle(ess__stream_conn_t *k);

@@ -5,7 +5,8 @@
  * the URL): where a subscription's or a publisher's stream lives (the
  * leader, or a replica for subscriptions), whether a stream whose
  * subscriptions the broker dropped still exists, and the public exists,
- * create and delete calls.
+ * create and delete calls. StreamStats (ess_stream_stats) also goes to the
+ * locator, and only to a broker whose `version` says 3.11 or later.
  *
  * Requests are owned by the connection they are queued on and freed here
  * once answered or failed; a request holds a reference on its subscription
@@ -57,9 +58,29 @@ void ess__stream_req_fail(ess_stream_client_t *c, ess__stream_req_t *r, int err)
         if (!c->closing)
             uv_timer_start(&c->retry_timer, ess__stream_on_retry_timer, RESUB_RETRY_MS, 0);
         break;
+    case R_STATS:
+        if (r->stats_cb && !c->closing)
+            r->stats_cb(err, NULL, r->ud);
+        break;
     default: break;
     }
     ess__stream_req_free(r);
+}
+
+/* A StreamStats answer: first and committed chunk ids are required (a
+ * broker that answers without them broke the protocol); last is optional. */
+static void on_stats(ess_stream_client_t *c, ess__stream_req_t *r, int status,
+                     const ess_proto_frame_t *f)
+{
+    ess_stream_stats_t st = {-1, -1, -1};
+    if (status == ESS_OK &&
+        (ess_proto_stats_get(f, "first_chunk_id", &st.first_chunk_id) != ESS_OK ||
+         ess_proto_stats_get(f, "committed_chunk_id", &st.committed_chunk_id) != ESS_OK))
+        status = ESS_EPROTO;
+    if (status == ESS_OK && ess_proto_stats_get(f, "last_chunk_id", &st.last_chunk_id) != ESS_OK)
+        st.last_chunk_id = -1;
+    if (r->stats_cb && !c->closing)
+        r->stats_cb(status, status == ESS_OK ? &st : NULL, r->ud);
 }
 
 /* Host and port of a stream's leader (want_replica: a replica if any). */
@@ -162,6 +183,7 @@ void ess__stream_on_response(ess__stream_conn_t *k, const ess_proto_frame_t *f)
         break;
     }
     case R_RECHECK: on_recheck(c, r, status); break;
+    case R_STATS: on_stats(c, r, key == ESS_PROTO_STREAM_STATS ? status : ESS_EPROTO, f); break;
     case R_DECLARE_PUB: {
         ess_stream_pub_t *p = r->pub;
         p->refs--;
@@ -293,4 +315,22 @@ int ess_stream_delete_stream(ess_stream_client_t *c, const char *stream, ess_str
     r->cb = cb;
     r->ud = ud;
     return locator_req(c, r);
+}
+
+int ess_stream_stats(ess_stream_client_t *c, const char *stream, ess_stream_stats_cb cb, void *ud)
+{
+    if (c == NULL || !ess__stream_name_ok(stream) || cb == NULL)
+        return ESS_EINVAL;
+    if (c->closing)
+        return ESS_ESTATE;
+    ess__stream_req_t *r = ess__stream_req_new(R_STATS, stream);
+    r->stats_cb = cb;
+    r->ud = ud;
+    /* Sent once the locator is ready, and only to a 3.11+ broker
+     * (ess__stream_conn_send_req answers ESS_ENOTSUP otherwise). */
+    if (c->locator == NULL || !ess__stream_conn_usable(c->locator))
+        ess__stream_defer(c, r, ESS_ECONN);
+    else
+        ess__stream_conn_queue_req(c->locator, r);
+    return ESS_OK;
 }

@@ -65,6 +65,7 @@ const char *ess_strerror(int code)
     case ESS_ESTATE: return "invalid state";
     case ESS_ESCRIPT: return "script error";
     case ESS_ECONN: return "connection error";
+    case ESS_ENOTSUP: return "not supported by the peer";
     }
     return "unknown error";
 }
