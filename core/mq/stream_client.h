@@ -5,7 +5,8 @@
  * of connections (up to 255 subscriptions each), a locator connection to
  * the configured address for Metadata/Create/Delete, and reconnects with
  * exponential backoff and jitter, resuming every live subscription at its
- * last delivered offset + 1.
+ * last delivered offset + 1 and re-declaring every declared publisher on
+ * its stream's leader, resending what was not confirmed.
  *
  * Hosts: with load_balancer_mode every connection goes to the URL's host.
  * Otherwise Metadata decides: a subscription goes to a replica of its

@@ -45,12 +45,13 @@ def leader(stream):
 
 
 def seqs(stream, count):
-    """The "seq" of every generated message in the stream (other messages skipped)."""
+    """The "seq" of every message ess-cat --generate made (others, such as
+    ess-publish's declaring message, skipped)."""
     out = []
     for m in cat_read(stream, count):
         body = m.get("body", "")
         i = body.find('"seq":')
-        if i >= 0:
+        if i >= 0 and '"pad":' in body:
             out.append(int(body[i + 6:body.index(",", i)]))
     return out
 
