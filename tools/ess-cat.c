@@ -31,6 +31,7 @@
 
 typedef struct {
     const char *url, *stream, *from, *format;
+    const char *pub_name; /* --publisher-name: reference for broker deduplication */
     int port, quiet, publish, create, delete_, exists, lb, fanout, credit, heartbeat, latency;
     int stats, read_after; /* --stats; with --from or --count: read afterwards */
     long long credit_window;
@@ -79,6 +80,7 @@ static void usage(FILE *f)
         "       ess-cat [--url URL] [--stream-port P] --publish [--create] STREAM < lines\n"
         "       ess-cat [--url URL] [--stream-port P] --publish [--create] STREAM --generate N\n"
         "               [--rate MSGS_PER_S] [--size BYTES]\n"
+        "       (--publish also takes --publisher-name NAME)\n"
         "       ess-cat [--url URL] [--stream-port P] --delete|--exists STREAM\n"
         "       ess-cat [--url URL] [--stream-port P] --stats STREAM [--from ... --count N ...]\n"
         "--count is per subscription; --fanout opens SUBS subscriptions (only the summary\n"
@@ -93,6 +95,9 @@ static void usage(FILE *f)
         "--stats prints the stream's StreamStats as one JSON line, or \"unsupported by this\n"
         "broker (version X)\" (exit 3) when the broker is older than 3.11 (nothing is sent);\n"
         "with --from or --count it then reads as usual on the same connection.\n"
+        "The publisher follows the stream's leader across a lost connection and resends\n"
+        "what is unconfirmed; with --publisher-name the broker stores each message once\n"
+        "(deduplication by publishing id), without it a resent message may be stored twice.\n"
         "URL defaults to $ESS_AMQP_URL, "
         "$ESS_AMPQ_URL or amqp://guest:guest@127.0.0.1:5672/;\n"
         "P defaults to $ESS_STREAM_PORT or 5552\n");
@@ -530,7 +535,7 @@ static void on_pub_confirm(ess_stream_pub_t *p, uint64_t id, int status, void *u
 static void start_publisher(void)
 {
     ess_stream_pub_cbs_t cbs = {on_pub_ready, on_pub_confirm};
-    if (ess_stream_publisher_create(C, A.stream, &cbs, NULL, &P) != ESS_OK) {
+    if (ess_stream_publisher_create_ref(C, A.stream, A.pub_name, &cbs, NULL, &P) != ESS_OK) {
         fprintf(stderr, "ess-cat: cannot create publisher\n");
         finish(1);
     }
@@ -734,6 +739,9 @@ static int parse_args(int argc, char **argv)
             if (A.credit_window < 1)
                 return -1;
             i++;
+        } else if (strcmp(a, "--publisher-name") == 0 && v) {
+            A.pub_name = v;
+            i++;
         } else if (strcmp(a, "--generate") == 0 && v) {
             A.generate = atoll(v);
             if (A.generate < 1)
@@ -771,7 +779,8 @@ static int parse_args(int argc, char **argv)
     }
     if (A.stream == NULL || A.stream[0] == '\0' || strlen(A.stream) > 255)
         return -1;
-    if (A.publish + A.delete_ + A.exists + A.stats > 1 || (A.generate && !A.publish))
+    if (A.publish + A.delete_ + A.exists + A.stats > 1 || (A.generate && !A.publish) ||
+        (A.pub_name && (!A.publish || A.pub_name[0] == '\0' || strlen(A.pub_name) > 255)))
         return -1;
     return 0;
 }

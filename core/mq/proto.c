@@ -309,6 +309,18 @@ int ess_proto_enc_query_offset(ess_proto_buf_t *b, uint32_t corr, const char *re
     return finish(b, at);
 }
 
+int ess_proto_enc_query_publisher_seq(ess_proto_buf_t *b, uint32_t corr, const char *ref,
+                                      const char *stream)
+{
+    if (!str_ok(ref) || !str_ok(stream))
+        return ESS_EINVAL;
+    size_t at = begin(b, ESS_PROTO_QUERY_PUBLISHER_SEQ, 1);
+    put_u32(b, corr);
+    put_str(b, ref);
+    put_str(b, stream);
+    return finish(b, at);
+}
+
 int ess_proto_enc_store_offset(ess_proto_buf_t *b, const char *ref, const char *stream,
                                uint64_t offset)
 {

@@ -137,6 +137,9 @@ int ess_proto_enc_credit(ess_proto_buf_t *b, uint8_t sub_id, uint16_t credit);
 int ess_proto_enc_unsubscribe(ess_proto_buf_t *b, uint32_t corr, uint8_t sub_id);
 int ess_proto_enc_query_offset(ess_proto_buf_t *b, uint32_t corr, const char *ref,
                                const char *stream);
+/** The last publishing id the broker stored for publisher reference ref (answer in u.offset). */
+int ess_proto_enc_query_publisher_seq(ess_proto_buf_t *b, uint32_t corr, const char *ref,
+                                      const char *stream);
 int ess_proto_enc_store_offset(ess_proto_buf_t *b, const char *ref, const char *stream,
                                uint64_t offset);
 /** ref may be NULL (no deduplication). */

@@ -179,8 +179,7 @@ void ess__stream_client_maybe_finish(ess_stream_client_t *c)
     while (c->pubs) {
         ess_stream_pub_t *p = c->pubs;
         c->pubs = p->next;
-        free(p->stream);
-        free(p);
+        ess__stream_pub_destroy(p);
     }
     void (*done)(void *) = c->done;
     void *ud = c->done_ud;

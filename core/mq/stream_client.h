@@ -5,7 +5,8 @@
  * of connections (up to 255 subscriptions each), a locator connection to
  * the configured address for Metadata/Create/Delete, and reconnects with
  * exponential backoff and jitter, resuming every live subscription at its
- * last delivered offset + 1.
+ * last delivered offset + 1 and re-declaring every declared publisher on
+ * its stream's leader, resending what was not confirmed.
  *
  * Hosts: with load_balancer_mode every connection goes to the URL's host.
  * Otherwise Metadata decides: a subscription goes to a replica of its
@@ -169,9 +170,14 @@ const char *ess_stream_client_broker_version(const ess_stream_client_t *c);
 typedef struct {
     /** Declared (ESS_OK), or failed: then the publisher is freed when this returns. */
     void (*on_ready)(ess_stream_pub_t *pub, int status, void *ud);
-    /** One call per publishing id: ESS_OK when confirmed, else the broker's error.
-     *  On connection loss, ESS_ECONN once with id UINT64_MAX; the publisher is
-     *  then dead (ess_stream_publish fails) and the caller closes it. */
+    /** Exactly one call per publishing id: ESS_OK when confirmed, else the
+     *  broker's error. A lost connection or a leader change does not end a
+     *  declared publisher: it re-declares on the leader and resends what is
+     *  unconfirmed (see ess_stream_publisher_create_ref). Only when the stream
+     *  is gone (ESS_ENOTFOUND) or access is refused (ESS_EAUTH) is every
+     *  pending id reported with that status, then once id UINT64_MAX; the
+     *  publisher is then dead (ess_stream_publish fails) and the caller
+     *  closes it. */
     void (*on_confirm)(ess_stream_pub_t *pub, uint64_t id, int status, void *ud);
 } ess_stream_pub_cbs_t;
 
@@ -180,9 +186,27 @@ int ess_stream_publisher_create(ess_stream_client_t *c, const char *stream,
                                 const ess_stream_pub_cbs_t *cbs, void *ud, ess_stream_pub_t **out);
 
 /**
+ * The same with a publisher reference (1-255 bytes): the broker drops a
+ * message whose publishing id is not above the last one it stored for that
+ * reference on that stream, so the messages resent after a reconnect are
+ * stored once. Before the first declare the client asks the broker for
+ * that last id (QueryPublisherSequence) and numbers new messages after it,
+ * so a restarted publisher with the same reference is not deduplicated
+ * away. Without a reference (ref NULL) resending is at-least-once: a
+ * message stored but not confirmed before the loss is stored twice.
+ * One reference must not be used by two live publishers at once.
+ */
+int ess_stream_publisher_create_ref(ess_stream_client_t *c, const char *stream, const char *ref,
+                                    const ess_stream_pub_cbs_t *cbs, void *ud,
+                                    ess_stream_pub_t **out);
+
+/**
  * Publish n messages (bytes stored as given) in as few frames as frame_max
  * allows. Sets *first_id to the publishing id of msgs[0]; the others follow
- * in order. Returns ESS_OK, ESS_ESTATE (not ready or dead), ESS_ETOOBIG (one
+ * in order. The client keeps a copy of each until it is confirmed or
+ * refused (the caller bounds how many are outstanding). While the publisher
+ * is reconnecting, messages are queued and sent after the resend. Returns
+ * ESS_OK, ESS_ESTATE (never declared yet, or dead), ESS_ETOOBIG (one
  * message larger than a frame).
  */
 int ess_stream_publish(ess_stream_pub_t *pub, const uint8_t *const *msgs, const size_t *lens,

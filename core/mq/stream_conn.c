@@ -256,7 +256,7 @@ static void conn_reset(ess__stream_conn_t *k, int err)
     for (int i = 0; i < MAX_PUBS && !c->closing; i++) {
         ess_stream_pub_t *p = k->pubs[i];
         if (p != NULL)
-            ess__stream_pub_fail(p, err == ESS_OK ? ESS_ECONN : err, p->ready);
+            ess__stream_pub_lost(p, err == ESS_OK ? ESS_ECONN : err);
     }
     if (c->closing || k->state != C_CLOSING)
         return;
@@ -295,7 +295,8 @@ void ess__stream_conn_send_req(ess__stream_conn_t *k, ess__stream_req_t *r)
     case R_CREATE: rc = ess_proto_enc_create(&b, r->corr, r->stream, r->args, r->nargs); break;
     case R_DELETE: rc = ess_proto_enc_delete(&b, r->corr, r->stream); break;
     case R_STATS: rc = ess_proto_enc_stream_stats(&b, r->corr, r->stream); break;
-    case R_DECLARE_PUB: return; /* encoded by send_declare */
+    case R_DECLARE_PUB:
+    case R_QUERY_SEQ: return; /* encoded by send_declare */
     default: break;
     }
     ESS_ASSERT(rc == ESS_OK); /* arguments were validated by the public calls */

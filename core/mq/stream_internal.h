@@ -25,6 +25,7 @@
 #include <uv.h>
 
 #include "mq/proto.h"
+#include "mq/pubq.h"
 #include "mq/stream_client.h"
 #include "mq/url.h"
 
@@ -52,9 +53,10 @@ enum {
     R_RECHECK, /* Metadata after a MetadataUpdate */
     R_DECLARE_PUB,
     R_PUB_FAIL,
-    R_STATUS, /* deferred cb(status) */
-    R_IGNORE, /* a response nobody waits for */
-    R_STATS,  /* StreamStats, only to a 3.11+ broker; answered through stats_cb */
+    R_QUERY_SEQ, /* QueryPublisherSequence before a named publisher's first declare */
+    R_STATUS,    /* deferred cb(status) */
+    R_IGNORE,    /* a response nobody waits for */
+    R_STATS,     /* StreamStats, only to a 3.11+ broker; answered through stats_cb */
 };
 
 typedef struct ess__stream_conn_s ess__stream_conn_t;
@@ -105,6 +107,15 @@ struct ess_stream_pub_s {
     int ready, dead, user_gone, on_wire;
     uint64_t next_id;
     int refs, depth;
+    char *ref;          /* publisher reference (broker deduplication), or NULL */
+    int ever_ready;     /* declared once: a lost connection re-declares and resends */
+    int seq_known;      /* next_id follows the broker's last id for ref */
+    int needs_locate;   /* waiting for retry_at to find the leader again */
+    int attempts;       /* reconnects since the last successful declare (backoff) */
+    uint64_t retry_at;  /* loop time of the next locate */
+    uint32_t decl_corr; /* correlation id of the declare in flight */
+    uint32_t frame_max; /* of the last connection: size checks while away */
+    ess_pubq_t q;       /* published, not yet confirmed nor refused */
 };
 
 struct ess__stream_conn_s {
@@ -216,6 +227,14 @@ void ess__stream_pub_fail(ess_stream_pub_t *p, int status, int declared);
 void ess__stream_send_declare(ess_stream_pub_t *p);
 void ess__stream_pub_attach(ess_stream_pub_t *p, const char *host, int port);
 void ess__stream_on_confirm(ess__stream_conn_t *k, const ess_proto_frame_t *f, int is_error);
+void ess__stream_pub_destroy(ess_stream_pub_t *p);
+void ess__stream_pub_lost(ess_stream_pub_t *p, int err);
+void ess__stream_pub_locate_failed(ess_stream_pub_t *p, int status);
+void ess__stream_pub_req_fail(ess_stream_client_t *c, ess__stream_req_t *r, int err);
+void ess__stream_on_declare_resp(ess__stream_conn_t *k, ess__stream_req_t *r, int status);
+void ess__stream_on_query_seq_resp(ess__stream_conn_t *k, ess__stream_req_t *r,
+                                   const ess_proto_frame_t *f, int status);
+void ess__stream_pub_retry(ess_stream_client_t *c);
 
 /* stream_locator.c: requests and their answers (Metadata, create, delete) */
 void ess__stream_req_fail(ess_stream_client_t *c, ess__stream_req_t *r, int err);

@@ -44,10 +44,7 @@ void ess__stream_req_fail(ess_stream_client_t *c, ess__stream_req_t *r, int err)
         break;
     case R_LOCATE_PUB:
     case R_DECLARE_PUB:
-        r->pub->refs--;
-        ess__stream_pub_fail(r->pub, err, 0);
-        ess__stream_pub_put(r->pub);
-        break;
+    case R_QUERY_SEQ: ess__stream_pub_req_fail(c, r, err); return; /* frees or requeues r */
     case R_EXISTS:
     case R_CREATE:
     case R_DELETE:
@@ -171,7 +168,7 @@ void ess__stream_on_response(ess__stream_conn_t *k, const ess_proto_frame_t *f)
             } else if (is_sub) {
                 ess__stream_sub_fail(r->sub, is_meta ? st : ESS_EPROTO);
             } else
-                ess__stream_pub_fail(r->pub, is_meta ? st : ESS_EPROTO, 0);
+                ess__stream_pub_locate_failed(r->pub, is_meta ? st : ESS_EPROTO);
         }
         if (is_sub) {
             r->sub->refs--;
@@ -184,23 +181,8 @@ void ess__stream_on_response(ess__stream_conn_t *k, const ess_proto_frame_t *f)
     }
     case R_RECHECK: on_recheck(c, r, status); break;
     case R_STATS: on_stats(c, r, key == ESS_PROTO_STREAM_STATS ? status : ESS_EPROTO, f); break;
-    case R_DECLARE_PUB: {
-        ess_stream_pub_t *p = r->pub;
-        p->refs--;
-        if (status != ESS_OK) {
-            ess__stream_pub_fail(p, status, 0);
-        } else if (!p->dead) {
-            p->ready = 1;
-            if (p->cbs.on_ready && !p->user_gone && !c->closing) {
-                p->depth++;
-                p->cbs.on_ready(p, ESS_OK, p->ud);
-                p->depth--;
-            }
-        }
-        ess__stream_pub_put(p);
-        ess__stream_conn_maybe_idle(k);
-        break;
-    }
+    case R_DECLARE_PUB: ess__stream_on_declare_resp(k, r, status); break;
+    case R_QUERY_SEQ: ess__stream_on_query_seq_resp(k, r, f, status); break;
     default: break;
     }
     ess__stream_req_free(r);
@@ -231,7 +213,7 @@ void ess__stream_on_metadata_update(ess__stream_conn_t *k, const ess_proto_frame
     for (int i = 0; i < MAX_PUBS && !c->closing; i++) {
         ess_stream_pub_t *p = k->pubs[i];
         if (p && strlen(p->stream) == st->len && st->p && memcmp(p->stream, st->p, st->len) == 0)
-            ess__stream_pub_fail(p, ESS_ENOTFOUND, p->ready);
+            ess__stream_pub_lost(p, ESS_ECONN); /* Metadata says whether it still exists */
     }
     if (any && c->locator) {
         ess__stream_req_t *r = ess__stream_req_new(R_RECHECK, NULL);

@@ -312,6 +312,7 @@ void ess__stream_on_retry_timer(uv_timer_t *t)
                 ess__stream_send_subscribe(s);
         }
     }
+    ess__stream_pub_retry(c);
 }
 
 int ess_stream_subscribe(ess_stream_client_t *c, const char *stream, ess_offset_spec_t from,
