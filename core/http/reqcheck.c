@@ -8,6 +8,7 @@
  * upgrade) and the size limits. Pure: no I/O, no allocation.
  */
 #include "http/reqcheck.h"
+#include "util/hex.h"
 
 #include <string.h>
 
@@ -18,17 +19,6 @@ static int is_tchar(unsigned char c)
     if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
         return 1;
     return c && strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
-
-static int hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
 }
 
 static int ieq(const char *a, size_t alen, const char *b)
@@ -147,8 +137,8 @@ static void check_request_line(const char *line, size_t n, const char *head, ess
             return;
         }
         if (c == '%') {
-            int hi = i + 1 < tlen ? hexval((unsigned char)t[i + 1]) : -1;
-            int lo = i + 2 < tlen ? hexval((unsigned char)t[i + 2]) : -1;
+            int hi = i + 1 < tlen ? ess_hexval((unsigned char)t[i + 1]) : -1;
+            int lo = i + 2 < tlen ? ess_hexval((unsigned char)t[i + 2]) : -1;
             if (hi < 0 || lo < 0) {
                 refuse(out, 400, "Invalid request target: bad percent escape");
                 return;

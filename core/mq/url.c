@@ -4,21 +4,11 @@
  * resolve host names or open connections; query parameters are ignored.
  */
 #include "mq/url.h"
+#include "util/hex.h"
 
 #include <string.h>
 
 #include "ess.h"
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 /* Percent-decodes s[0..n) into a new string; NULL on a bad escape or a NUL. */
 static char *decode(const char *s, size_t n)
@@ -29,9 +19,11 @@ static char *decode(const char *s, size_t n)
             *o++ = s[i];
             continue;
         }
-        if (n - i < 3 || hexval(s[i + 1]) < 0 || hexval(s[i + 2]) < 0)
+        if (n - i < 3 || ess_hexval((unsigned char)s[i + 1]) < 0 ||
+            ess_hexval((unsigned char)s[i + 2]) < 0)
             goto fail;
-        char c = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
+        char c =
+            (char)(ess_hexval((unsigned char)s[i + 1]) * 16 + ess_hexval((unsigned char)s[i + 2]));
         if (c == '\0')
             goto fail;
         *o++ = c;
