@@ -9,27 +9,19 @@ SIGKILLed in the middle, then started again. Checks: the client's
 connection is never closed, and the offsets it received are exactly the
 stream's offsets (as ess-cat reads them from node 3 afterwards), each once.
 
-The publisher is not expected to survive: ess-publish does not reconnect
-(item 2's publisher reconnect is not done); what it published is what the
-stream holds, and that is what the client must receive.
+The publisher is not expected to survive: ess-publish (AMQP 0-9-1) does
+not reconnect; what it published is what the stream holds, and that is what
+the client must receive. The stream publisher's failover is
+test_publisher_failover.py.
 """
 import json
 import os
 import subprocess
-import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCE = os.path.join(HERE, "..", "..")
-with open(os.path.join(SOURCE, ".var", "cluster", "endpoints.json")) as f:
-    EP = json.load(f)
-# esslib's tools talk to the node that is not killed.
-os.environ["ESS_TEST_AMQP_URL"] = EP["brokers"][2]["amqp"]
-os.environ["ESS_TEST_STREAM_PORT"] = str(EP["brokers"][2]["stream_port"])
-sys.path.insert(0, os.path.join(SOURCE, "tests", "integration"))
+from clusterlib import CLUSTER, EP, SOURCE, leader  # noqa: E402 (sets the broker first)
 from esslib import BROKER_ENV, LISTEN, PUBLISH, Checker, cat_read, unique  # noqa: E402
 
-CLUSTER = os.path.join(SOURCE, "scripts", "cluster")
 t = Checker()
 replica = EP["replicas"][1]
 
@@ -42,14 +34,6 @@ def api(method, path, body=None):
     with urllib.request.urlopen(req, timeout=10) as r:
         return r.status, json.loads(r.read() or b"null")
 
-
-def leader(stream):
-    r = subprocess.run([CLUSTER, "ctl", "2", "-q", "list_queues", "name", "leader", "--formatter",
-                        "json"], capture_output=True, text=True, timeout=60)
-    for q in json.loads(r.stdout or "[]"):
-        if q["name"] == stream:
-            return q.get("leader")
-    return None
 
 
 key = unique("clnl")

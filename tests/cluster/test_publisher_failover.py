@@ -14,34 +14,16 @@ id). A second run with the same publisher name must store its messages
 too (its ids continue after the broker's last stored id instead of being
 dropped as duplicates). Node 1 is started again at the end.
 """
-import json
 import os
 import subprocess
-import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCE = os.path.join(HERE, "..", "..")
-with open(os.path.join(SOURCE, ".var", "cluster", "endpoints.json")) as f:
-    EP = json.load(f)
-# esslib's tools (ess-cat reads) talk to node 3, which is not killed.
-os.environ["ESS_TEST_AMQP_URL"] = EP["brokers"][2]["amqp"]
-os.environ["ESS_TEST_STREAM_PORT"] = str(EP["brokers"][2]["stream_port"])
-sys.path.insert(0, os.path.join(SOURCE, "tests", "integration"))
+from clusterlib import CLUSTER, EP, leader  # noqa: E402 (sets the broker first)
 from esslib import BROKER_ENV, CAT, PUBLISH, Checker, cat_read, unique  # noqa: E402
 
-CLUSTER = os.path.join(SOURCE, "scripts", "cluster")
 N, RATE = 10000, 1000
 t = Checker()
 
-
-def leader(stream):
-    r = subprocess.run([CLUSTER, "ctl", "2", "-q", "list_queues", "name", "leader", "--formatter",
-                        "json"], capture_output=True, text=True, timeout=60)
-    for q in json.loads(r.stdout or "[]"):
-        if q["name"] == stream:
-            return q.get("leader")
-    return None
 
 
 def seqs(stream, count):
