@@ -42,7 +42,7 @@
 #include <string.h>
 #include <sys/random.h>
 
-#define RETRY_MS 2000
+#define RETRY_MS 1000
 #define MAX_SYNC_WAITERS 1000
 #define CLAIMS_MAX_AGE "600s"
 #define CLAIMS_MAX_BYTES "20000000"
@@ -57,6 +57,7 @@ typedef struct pending_s {
     uint64_t nonce;              /* delete */
     uint64_t pubid;              /* the publishing id of its record */
     int64_t target;              /* sync: the offset to reach; -2 = waiting for a probe */
+    uint64_t deadline;           /* sync: uv_now after which it answers ESS_ECONN */
     int confirmed, applied, status;
     ess_es_row_t row; /* the created/deleted row once applied */
     char rk[ESS_ROUTING_KEY_MAX + 1];
@@ -76,6 +77,7 @@ typedef struct {
     char *url, *stream, *claims;
     int stream_port, lb_mode, heartbeat_s, rmin, rmax, cluster_size;
     int64_t max_bytes, segment_bytes, snapshot_every;
+    int timeout_ms;
     char ref[64];
 
     ess_stream_client_t *client;
@@ -871,6 +873,14 @@ static void on_retry(uv_timer_t *t)
     }
     if (s->missing)
         s->created = 0; /* ask again whether it exists */
+    for (;;) { /* read-your-writes waits past their deadline */
+        pending_t *p = s->pending;
+        while (p && !(p->kind == P_SYNC && uv_now(s->loop) >= p->deadline))
+            p = p->next;
+        if (p == NULL)
+            break;
+        pending_finish(s, p, ESS_ECONN);
+    }
     if (!writable_now(s)) {
         fail_all(s, P_CREATE, ESS_ECONN);
         fail_all(s, P_DELETE, ESS_ECONN);
@@ -934,6 +944,7 @@ static int st_sync(ess_registry_t *r, ess_registry_done_fn done, void *ud)
         return ESS_ETOOBIG;
     pending_t *p = pending_add(s, P_SYNC, done, ud);
     p->target = -2;
+    p->deadline = uv_now(s->loop) + (uint64_t)s->timeout_ms;
     if (s->probing)
         s->probe_again = 1;
     else
@@ -1035,6 +1046,7 @@ int ess_registry_open_stream(const ess_config_t *cfg, ess_registry_t **out, char
     s->max_bytes = cfg->registry_max_length_bytes;
     s->segment_bytes = cfg->registry_max_segment_size_bytes;
     s->snapshot_every = cfg->registry_snapshot_every;
+    s->timeout_ms = cfg->registry_timeout_ms;
     s->applied = -1;
     s->first_seen = -1;
     s->resume_from = -1;
