@@ -85,14 +85,14 @@ typedef struct {
     ess_stream_sub_t *sub, *claim_sub;
     int pub_ready, sub_ready, claim_pub_ready, created, creating, claims_creating;
     int pub_dead, claim_pub_dead; /* ended for good: closed and declared again by the retry */
-    int missing; /* the registry stream is gone while the view has rows from it */
+    int missing;                  /* the registry stream is gone while the view has rows from it */
     uv_timer_t retry, commit;
     int stopped;
 
-    int64_t applied;      /* last applied offset, -1 = nothing */
-    int64_t first_seen;   /* offset of the first record of this subscription, -1 = none yet */
-    int rebuild;          /* waiting for a complete snapshot */
-    int64_t resume_from;  /* >= 0: resubscribe there after the commit */
+    int64_t applied;     /* last applied offset, -1 = nothing */
+    int64_t first_seen;  /* offset of the first record of this subscription, -1 = none yet */
+    int rebuild;         /* waiting for a complete snapshot */
+    int64_t resume_from; /* >= 0: resubscribe there after the commit */
     int in_tx, tx_failed;
     int64_t since_snapshot;
     int want_snapshot;
@@ -459,8 +459,7 @@ static void write_snapshot(stream_registry_t *s)
     }
     free(w.parts);
     if (ok)
-        ess_log_info("registry: wrote a snapshot of %zu rows as of offset %" PRId64
-                     " (%zu parts)",
+        ess_log_info("registry: wrote a snapshot of %zu rows as of offset %" PRId64 " (%zu parts)",
                      n, s->applied, nparts);
     s->since_snapshot = 0;
 }
@@ -653,8 +652,8 @@ static void on_message(ess_stream_sub_t *sub, const ess_stream_msg_t *msg, void 
     ess_regrec_t rec;
     const char *why = NULL;
     if (ess_regrec_decode(msg->body, msg->len, &rec, &why) != ESS_OK) {
-        ess_log_warn("registry: skipping the malformed record at offset %" PRId64 " of %s: %s",
-                     off, s->stream, why);
+        ess_log_warn("registry: skipping the malformed record at offset %" PRId64 " of %s: %s", off,
+                     s->stream, why);
         ess_metrics_add("ess_registry_records_malformed_total", "", 1);
     } else if (s->rebuild) {
         /* Creates and deletes are applied (idempotent); a complete
@@ -694,8 +693,9 @@ static void on_ended(ess_stream_sub_t *sub, int reason, void *ud)
     set_why(s, "the registry stream subscription ended: %s", ess_strerror(reason));
     if (reason == ESS_ENOTFOUND && s->applied >= 0) {
         s->missing = 1;
-        set_why(s, "the registry stream %s was deleted; the local view keeps what it applied, "
-                   "but no create or delete is possible until it exists again",
+        set_why(s,
+                "the registry stream %s was deleted; the local view keeps what it applied, "
+                "but no create or delete is possible until it exists again",
                 s->stream);
     }
 }
@@ -843,16 +843,14 @@ static void setup(stream_registry_t *s)
     } else if (s->claims_creating == 2) {
         if (s->claim_pub == NULL) {
             static const ess_stream_pub_cbs_t cbs = {on_claim_pub_ready, on_claim_confirm};
-            if (ess_stream_publisher_create(s->client, s->claims, &cbs, s, &s->claim_pub) !=
-                ESS_OK)
+            if (ess_stream_publisher_create(s->client, s->claims, &cbs, s, &s->claim_pub) != ESS_OK)
                 s->claim_pub = NULL;
         }
         if (s->claim_sub == NULL) {
             static const ess_stream_sub_cbs_t cbs = {on_claim_subscribed, on_claim_message,
                                                      on_claim_ended};
             ess_offset_spec_t next = {.kind = ESS_OFFSET_NEXT};
-            if (ess_stream_subscribe(s->client, s->claims, next, &cbs, s, &s->claim_sub) !=
-                ESS_OK)
+            if (ess_stream_subscribe(s->client, s->claims, next, &cbs, s, &s->claim_sub) != ESS_OK)
                 s->claim_sub = NULL;
         }
     }
@@ -873,7 +871,7 @@ static void on_retry(uv_timer_t *t)
     }
     if (s->missing)
         s->created = 0; /* ask again whether it exists */
-    for (;;) { /* read-your-writes waits past their deadline */
+    for (;;) {          /* read-your-writes waits past their deadline */
         pending_t *p = s->pending;
         while (p && !(p->kind == P_SYNC && uv_now(s->loop) >= p->deadline))
             p = p->next;

@@ -33,6 +33,30 @@ from esslib import (Checker, Essd, StreamAdmin, metrics, recv_close, sanitizer_r
 t = Checker()
 
 
+class Admin:
+    """StreamAdmin calls, each on a fresh connection (an idle one may be
+    closed by the broker's heartbeat while a test waits)."""
+
+    def _do(self, name, *args):
+        a = StreamAdmin()
+        try:
+            return getattr(a, name)(*args)
+        finally:
+            a.close()
+
+    def create(self, stream):
+        return self._do("create", stream)
+
+    def delete(self, stream):
+        return self._do("delete", stream)
+
+    def publish(self, stream, bodies):
+        return self._do("publish", stream, bodies)
+
+    def close(self):
+        pass
+
+
 def replica(stream, workdir=None, extra=None):
     env = {"ESS_REGISTRY_BACKEND": "stream", "ESS_REGISTRY_STREAM": stream}
     cfg = None
@@ -226,7 +250,7 @@ def rebuild_after_retention():
     small = {"max_length_bytes": 12000, "max_segment_size_bytes": 4000, "snapshot_every": 20}
     a = replica(stream, extra=small)
     b = None
-    adm = StreamAdmin()
+    adm = Admin()
     try:
         a.start()
         rows = []
@@ -270,7 +294,7 @@ def main():
     t.check(wait_broker(), "the shared broker is up")
     regstream = unique("it-reg")
     streams = {k: unique("it-reg-es-" + k) for k in ("ryw", "del", "repl", "down")}
-    adm = StreamAdmin()
+    adm = Admin()
     reps = []
     try:
         for k in streams.values():
