@@ -102,6 +102,10 @@ static int defer(lua_State *L, int k, int is_delete, int (*start)(ess_app_t *, v
         return 2;
     }
     int rc = start(app, arg, current);
+    if (rc == ESS_ENOTFOUND && is_delete) {
+        lua_pushboolean(L, 0); /* known not to exist without asking the broker */
+        return 1;
+    }
     if (rc != ESS_OK) {
         lua_pushnil(L);
         lua_pushstring(L, rc == ESS_ECONN ? "the registry stream is unavailable" : ess_strerror(rc));

@@ -327,6 +327,11 @@ static int st_create_async(ess_registry_t *r, const char *rk, size_t rklen,
 static int st_remove_async(ess_registry_t *r, int64_t id, ess_registry_done_fn done, void *ud)
 {
     stream_registry_t *s = of(r);
+    /* An id is the offset + 1 of its created record: when the view has
+     * applied that offset and has no such row, the row never existed or is
+     * deleted, and nothing needs to be written (404 at once). */
+    if (!s->rebuild && id >= 1 && id - 1 <= s->applied && ess__view_has_id(s->view, id) == 0)
+        return ESS_ENOTFOUND;
     if (!writable_now(s))
         return ESS_ECONN;
     pending_t *p = pending_add(s, P_DELETE, done, ud);

@@ -131,6 +131,22 @@ def concurrent_posts(reps):
     return want
 
 
+def clients_that_leave(reps):
+    """POSTs whose clients close before the answer: the replica neither
+    crashes nor leaks the wait, and the rows exist (the records were written)."""
+    import socket
+    before = len(listed(reps[0]))
+    body = b'{"routing_key": "it-reg-gone"}'
+    for _ in range(30):
+        s = socket.create_connection(("127.0.0.1", reps[0].internal_port), timeout=5)
+        s.sendall(b"POST /event-stream/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        s.close()
+    t.check(wait_for(lambda: len(listed(reps[0])) >= before + 1), "gone: the replica still answers")
+    st, _ = post(reps[0], "it-reg-after-gone")
+    t.eq(st, 201, "gone: POST after 30 abandoned ones")
+
+
 def read_your_write(reps, adm, stream):
     t.eq(adm.publish(stream, [b"first", b"second"]), 1, "ryw: published to the event stream")
     st, body = post(reps[0], stream)
@@ -301,6 +317,7 @@ def main():
             t.eq(adm.create(k), 1, "create event stream " + k)
         reps = [replica(regstream).start() for _ in range(3)]
         concurrent_posts(reps)
+        clients_that_leave(reps)
         read_your_write(reps, adm, streams["ryw"])
         delete_across(reps, adm, streams["del"])
         replace_across(reps, adm, streams["repl"])
