@@ -441,6 +441,8 @@ static int write_row(void *ud, const ess_es_row_t *row)
 static void write_snapshot(stream_registry_t *s)
 {
     size_t n = 0;
+    if (s->rebuild) /* an incomplete view must never become a snapshot */
+        return;
     if (ess_registry_list(s->view, count_row, &n) != ESS_OK || s->pub == NULL || !s->pub_ready)
         return;
     size_t nparts = n == 0 ? 1 : (n + ESS_REGREC_SNAPSHOT_ROWS - 1) / ESS_REGREC_SNAPSHOT_ROWS;
@@ -634,13 +636,16 @@ static void on_message(ess_stream_sub_t *sub, const ess_stream_msg_t *msg, void 
         return; /* before where the subscription was asked to start */
     if (s->first_seen < 0) {
         s->first_seen = off;
-        if (s->applied < 0 && off > 0) {
+        /* A segment of a stream with tracked writers (the named registry
+         * publishers) starts with a tracking chunk that takes one offset:
+         * a gap of one is not a loss (docs/brokers.md), two or more is. */
+        if (s->applied < 0 && off > 1) {
             s->rebuild = 1;
             ess_log_warn("registry: %s starts at offset %" PRId64 " (retention removed the "
                          "records before it) and the local view is empty: rebuilding from the "
                          "next snapshot",
                          s->stream, off);
-        } else if (s->applied >= 0 && off > s->applied + 1) {
+        } else if (s->applied >= 0 && off > s->applied + 2) {
             s->rebuild = 1;
             ess_log_warn("registry: %s continues at offset %" PRId64 " but the local view has "
                          "applied up to %" PRId64 ": records may have been removed by "
