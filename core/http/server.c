@@ -9,6 +9,7 @@
 #include "ess.h"
 #include "http/edge.h"
 #include "http/http.h"
+#include "http/uvpoll.h"
 #include "util/log.h"
 
 #include <libwebsockets.h>
@@ -82,6 +83,9 @@ int ess_server_start(ess_app_t *app, char *err, size_t errlen)
     lws_set_log_level(getenv("ESS_LWS_LOG") ? atoi(getenv("ESS_LWS_LOG")) : (LLL_ERR | LLL_WARN),
                       lws_logger);
 
+    /* lws's poll changes go through uvpoll.c's uv_poll_start. */
+    ess_log_debug("server: poll changes in place: %s",
+                  ess__uvpoll_active(NULL) ? "yes" : "no (another libuv version)");
     void *loops[1] = {app->loop};
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);
