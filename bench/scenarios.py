@@ -478,6 +478,54 @@ def s3():
     RESULTS["s3"] = out
 
 
+def s5():
+    """Memory (issue 15): IDLE_N idle connections held at once, each on its
+    own event stream (live, from "now", so no message), spread over 100
+    streams; a fresh essd whose public.max_connections allows them (the
+    bench raises the descriptor limit, not the product's defaults). RSS per
+    idle connection = (VmRSS with all open - VmRSS before) / N."""
+    wait_broker()
+    nstreams = 100
+    admin = esslib.StreamAdmin()
+    streams = []
+    for i in range(nstreams):
+        st = new_stream("s5-%03d" % i)
+        admin.create(st)
+        streams.append(st)
+    admin.close()
+    wd = os.path.join(WORK, "s5")
+    os.makedirs(wd, exist_ok=True)
+    cfg = os.path.join(wd, "essd.yaml")
+    with open(cfg, "w") as f:
+        f.write("public:\n  max_connections: %d\n" % (IDLE_N + 1000))
+    essd = esslib.Essd(workdir=wd, config=cfg).start()
+    out = {"clients": IDLE_N, "streams": nstreams, "max_connections": IDLE_N + 1000}
+    RESULTS["s5"] = out
+    try:
+        t = time.time()
+        paths_file = os.path.join(wd, "paths")
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(4) as ex:
+            paths = list(ex.map(lambda i: esslib.create_es(essd, streams[i % nstreams])[1], range(IDLE_N)))
+        with open(paths_file, "w") as f:
+            f.write("\n".join(paths) + "\n")
+        log("S5: %d event streams in %.1f s" % (IDLE_N, time.time() - t))
+        time.sleep(1)
+        b0 = proc_cpu_s(beam_pid()) if beam_pid() else None
+        res = burst(["ess", "--port", essd.public_port, "--paths-file", paths_file, "--clients", IDLE_N,
+                     "--count", 0, "--timeout", 600], essd.proc.pid)
+        if b0 is not None:
+            res["broker_cpu_s"] = round(proc_cpu_s(beam_pid()) - b0, 2)
+        ok, m = wait_metrics_zero(essd, 120)
+        res["released"] = ok
+        res["metrics_after"] = {k: m.get(k) for k in ("ess_websocket_connections", "ess_subscriptions")}
+        out.update(res)
+        log("S5 %d idle: opened %d failed %d, open p99 %s ms, %s KiB/conn, released %s" % (
+            IDLE_N, res["opened"], res["failed"], (res["open_ms"] or {}).get("p99"), res["rss_per_conn_kib"], ok))
+    finally:
+        essd.stop()
+
+
 def s4(essd):
     wait_broker()
     stream = new_stream("s4")
@@ -702,6 +750,15 @@ def summary(cmd):
                 fmt((r["open_ms"] or {}).get("p99"), 2), fmt((r["first_msg_ms"] or {}).get("p99"), 2),
                 r["rss_per_conn_kib"], r.get("released", "n/a (broker)")))
         L += ["", "Web-STOMP's RSS/conn is the broker's beam.smp delta (shared broker: indicative only).", ""]
+    if "s5" in R and "opened" in R["s5"]:
+        r = R["s5"]
+        L += ["## S5 idle connections held (live, no message; %s streams)" % r["streams"], "",
+              "| clients | opened | failed | open p50 ms | open p99 ms | RSS before KiB | RSS all open KiB | RSS/conn KiB | broker CPU s | released |",
+              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+              "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                  fmt(r["clients"]), fmt(r["opened"]), r["failed"], fmt((r["open_ms"] or {}).get("p50"), 2),
+                  fmt((r["open_ms"] or {}).get("p99"), 2), fmt(r["rss_before_kib"]), fmt(r["rss_open_kib"]),
+                  r["rss_per_conn_kib"], r.get("broker_cpu_s"), r["released"]), ""]
     if "s4" in R:
         r = R["s4"]
         L += ["## S4 one stalled client at 10k msg/s", "",
@@ -733,13 +790,14 @@ def perf_report():
 
 def main():
     global LC, CAT, N1, N1T, RATES, S2_SECS, S3_CLIENTS, S4_SECS, PREFIX, DATE, OUTDIR, WORK, PERF, LOAD_START
-    global N1R_SLOW, N1R_FAST, S2R_REPEAT
+    global N1R_SLOW, N1R_FAST, S2R_REPEAT, IDLE_N
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--build", required=True)
     ap.add_argument("--loadclient", required=True)
-    ap.add_argument("--only", default=None, help="ceiling,s1,s1r,s2,s2r,s3,s4,profile (default: all; --quick: no profile)")
+    ap.add_argument("--only", default=None, help="ceiling,s1,s1r,s2,s2r,s3,s4,s5,profile (default: all; --quick: no profile)")
     ap.add_argument("--cmd", default="bench/run")
+    ap.add_argument("--idle", type=int, default=0, help="S5 idle connections (default 20000; --quick 2000)")
     ap.add_argument("--perf-s1", action="store_true", help="also perf-record essd during S1 (slows it)")
     a = ap.parse_args()
     LC, CAT = a.loadclient, os.path.join(a.build, "ess-cat")
@@ -753,6 +811,7 @@ def main():
     S4_SECS = 12 if q else 40
     N1R_SLOW, N1R_FAST = (8000, 50000) if q else (20000, 200000)  # 1k msgs/s: 8 s or 20 s of publishing
     S2R_REPEAT = 1 if q else 2
+    IDLE_N = a.idle or (2000 if q else 20000)
     PERF = a.perf_s1
     PREFIX = "bench-%d" % os.getpid()
     DATE = datetime.datetime.utcnow().strftime("%Y%m%dT%H%MZ") + ("-quick" if q else "")
@@ -761,7 +820,7 @@ def main():
     import tempfile
     WORK = tempfile.mkdtemp(prefix="ess-bench-")
     LOAD_START = uptime()
-    only = (a.only or ("ceiling,s1,s1r,s2,s2r,s3,s4" if q else "ceiling,s1,s1r,s2,s2r,s3,s4,profile")).split(",")
+    only = (a.only or ("ceiling,s1,s1r,s2,s2r,s3,s4,s5" if q else "ceiling,s1,s1r,s2,s2r,s3,s4,s5,profile")).split(",")
     essd = esslib.Essd(workdir=os.path.join(WORK, "main"))
     os.makedirs(essd.workdir, exist_ok=True)
     essd.start()
@@ -770,7 +829,7 @@ def main():
         RESULTS["versions"] = versions(essd)
         for name, fn in (("ceiling", ceilings), ("s1", lambda: s1(essd)), ("s1r", lambda: s1r(essd)),
                          ("s2", lambda: s2(essd)), ("s2r", lambda: s2r(essd)),
-                         ("s4", lambda: s4(essd)), ("s3", s3), ("profile", lambda: profile(essd))):
+                         ("s4", lambda: s4(essd)), ("s3", s3), ("s5", s5), ("profile", lambda: profile(essd))):
             if name not in only:
                 continue
             try:
@@ -805,7 +864,7 @@ def main():
     RESULTS["machine"] = machine()
     RESULTS["wall_s"] = round(time.time() - t0, 1)
     RESULTS["command"] = a.cmd
-    for k in ("ceiling_loadclient", "s1", "s1r", "s2", "s2r", "s3", "s4", "profile"):
+    for k in ("ceiling_loadclient", "s1", "s1r", "s2", "s2r", "s3", "s4", "s5", "profile"):
         if k in RESULTS:
             with open(os.path.join(OUTDIR, "%s-%s.json" % (DATE, k.replace("_loadclient", ""))), "w") as f:
                 json.dump({"scenario": k, "result": RESULTS[k], "machine": RESULTS["machine"],
