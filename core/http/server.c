@@ -124,13 +124,19 @@ int ess_server_start(ess_app_t *app, char *err, size_t errlen)
                             (long long)app->cfg->max_body_bytes,
                             256,
                             internal};
+    /* Connections still being read on the public port: 4096, or as many
+     * as public.max_connections when that is more, so that a burst of
+     * reconnects whose heads arrive after the accept is not cut down (a
+     * slow one still goes at its deadline, or first when descriptors run
+     * out). */
+    int pub_pending = app->cfg->max_connections > 4096 ? app->cfg->max_connections : 4096;
     ess_edge_listen_t pub = {"public",
                              app->cfg->public_listen.host,
                              app->cfg->public_listen.port,
                              0,
                              (size_t)app->cfg->max_header_bytes,
                              4096,
-                             4096,
+                             pub_pending,
                              public};
     if (ess__edge_listen(app, &in, err, errlen) != ESS_OK ||
         ess__edge_listen(app, &pub, err, errlen) != ESS_OK)
