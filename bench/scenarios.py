@@ -567,7 +567,10 @@ def s5():
         log("S5 %d idle: opened %d failed %d, open p99 %s ms, %s KiB/conn, released %s" % (
             IDLE_N, res["opened"], res["failed"], (res["open_ms"] or {}).get("p99"), res["rss_per_conn_kib"], ok))
     finally:
-        essd.stop()
+        try:
+            essd.stop(timeout=60)
+        except RuntimeError as e:  # noqa: BLE001 - keep the scenario's own error and figures
+            out["stop_error"] = repr(e)
 
 
 def s4(essd):

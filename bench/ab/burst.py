@@ -19,7 +19,8 @@ ap.add_argument("--lc", default=os.environ.get("ESS_BENCH_BUILD", "build-bench")
 ap.add_argument("--env", default="")
 ap.add_argument("--delete-streams", action="store_true")
 a = ap.parse_args()
-esslib.ESSD = a.essd
+esslib.ESSD = os.path.abspath(a.essd)
+a.lc = os.path.abspath(a.lc)
 sf = WORK + "/streams-%d" % a.streams
 if not os.path.exists(sf):
     adm = esslib.StreamAdmin()

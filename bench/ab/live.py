@@ -9,7 +9,7 @@ CAT = os.environ.get("ESS_BENCH_BUILD", "build-bench") + "/ess-cat"
 secs = float(sys.argv[1]); rates = [int(x) for x in sys.argv[2].split(",")]; dirs = sys.argv[3:]
 ess = []
 for i, d in enumerate(dirs):
-    esslib.ESSD = d + "/essd"
+    esslib.ESSD = os.path.abspath(d) + "/essd"
     wd = WORK + "/live-%d-%d" % (os.getpid(), i); os.makedirs(wd)
     ess.append(esslib.Essd(workdir=wd).start())
 def cpu(pid):

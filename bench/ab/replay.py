@@ -17,7 +17,7 @@ def cpu(pid):
     return (int(v[11]) + int(v[12])) / os.sysconf("SC_CLK_TCK")
 ess = []
 for d in dirs:
-    esslib.ESSD = d + "/essd"
+    esslib.ESSD = os.path.abspath(d) + "/essd"
     wd = WORK + "/ab-%d-%d" % (os.getpid(), len(ess)); os.makedirs(wd)
     e = esslib.Essd(workdir=wd).start()
     ess.append(e)
