@@ -182,6 +182,130 @@ def s1(essd):
     RESULTS["s1"] = out
 
 
+def amqp_load(stream, rate, count):
+    """Write a stream the way the account server does: AMQP 0-9-1, one
+    message per publish, with confirms (the load client's pub mode); at
+    rate msgs/s, or as fast as the broker confirms when rate is 0."""
+    admin = esslib.StreamAdmin()
+    admin.create(stream)
+    admin.close()
+    r = rate or 10000000
+    pub = lc("pub", "--stream", stream, "--rate", r, "--seconds", "%.6f" % (count / r), "--size", 250,
+             timeout=max(60, count / 500))
+    log("loaded %d messages into %s through AMQP 0-9-1 at %.0f/s (asked %s), all confirmed after %.1f s" % (
+        pub["published"], stream, pub["rate"], rate or "max", pub.get("confirmed_after_s") or -1))
+    return pub
+
+
+def proc_cpu_s(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        v = f.read().rsplit(")", 1)[1].split()
+    return (int(v[11]) + int(v[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def s1r(essd):
+    """S1 on realistic streams (issue 15): written through AMQP 0-9-1 one
+    message per publish, at 1k msgs/s (about one message per chunk) and as
+    fast as confirms allow; ess-cat, essd, Web-STOMP and ess-cat again read
+    each stream from its start in the same run (ess-cat's better read is
+    the reference)."""
+    wait_broker()
+    out = {}
+    RESULTS["s1r"] = out
+    for kind, rate, n in (("amqp_1k", 1000, N1R_SLOW), ("amqp_max", 0, N1R_FAST)):
+        stream = new_stream("s1r-" + kind)
+        pub = amqp_load(stream, rate, n)
+        n = pub["published"]
+        cat = ess_cat_rate(stream, n)
+        log("S1r %s ess-cat: %s msgs/s" % (kind, cat["msgs_per_s"]))
+        _, path = esslib.create_es(essd, stream)
+        c0 = proc_cpu_s(essd.proc.pid)
+        e = lc("ess", "--port", essd.public_port, "--path", path + "?stream_from_ordinal=0", "--count", n,
+               "--timeout", 300)
+        e["essd_cpu_s"] = round(proc_cpu_s(essd.proc.pid) - c0, 3)
+        e["essd_cpu_us_per_msg"] = round(e["essd_cpu_s"] * 1e6 / n, 2)
+        log("S1r %s essd: %.0f msgs/s, %.2f us CPU/msg" % (kind, e["msgs_per_s"], e["essd_cpu_us_per_msg"]))
+        s = lc("stomp", "--port", STOMP_PORT, "--stream", stream, "--offset", "first", "--count", n,
+               "--prefetch", 2000, "--timeout", 300)
+        log("S1r %s web-stomp: %.0f msgs/s" % (kind, s["msgs_per_s"]))
+        # The first read of a stream also warms the broker's caches: ess-cat
+        # reads it again after the others, and the faster of its two reads
+        # is the one essd is compared with.
+        cat2 = ess_cat_rate(stream, n)
+        log("S1r %s ess-cat again: %s msgs/s" % (kind, cat2["msgs_per_s"]))
+        cat = dict(cat, first_read=dict(cat), second_read=cat2,
+                   msgs_per_s=max(cat["msgs_per_s"] or 0, cat2["msgs_per_s"] or 0) or None)
+        out[kind] = {"messages": n, "publish": pub, "ess_cat": cat, "essd": e, "web_stomp": s,
+                     "essd_vs_ess_cat": ratio(e["msgs_per_s"], cat["msgs_per_s"]),
+                     "essd_vs_web_stomp": ratio(e["msgs_per_s"], s["msgs_per_s"])}
+
+
+def s2r_run(essd, rate):
+    """ess-cat --latency, one essd client and one Web-STOMP client subscribed
+    to "now" on the same stream at once; one AMQP 0-9-1 publisher."""
+    stream = new_stream("s2r-%d" % rate)
+    admin = esslib.StreamAdmin()
+    admin.create(stream)
+    admin.close()
+    n = int(rate * S2_SECS)
+    _, path = esslib.create_es(essd, stream)
+    to = int(S2_SECS) + 15
+    cmds = {"ess_cat": ["timeout", to, CAT, stream, "--from", "next", "--credit-window", 262144],
+            "essd": [LC, "ess", "--port", essd.public_port, "--path", path, "--timeout", to],
+            "web_stomp": [LC, "stomp", "--port", STOMP_PORT, "--stream", stream, "--offset", "next", "--prefetch",
+                          2000, "--timeout", to]}
+    procs = {k: subprocess.Popen([*map(str, v), "--count", str(n), "--latency"], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True,
+                                 env=dict(os.environ, ESS_AMQP_URL=esslib.AMQP_URL)) for k, v in cmds.items()}
+    row = {"rate": rate, "seconds": S2_SECS}
+    try:
+        time.sleep(3.5)  # every subscription is live
+        c0 = proc_cpu_s(essd.proc.pid)
+        pub = lc("pub", "--stream", stream, "--rate", rate, "--seconds", S2_SECS, "--size", 250,
+                 timeout=S2_SECS * 4 + 30)
+        row["publish"] = pub
+        for k, p in procs.items():
+            so, se = p.communicate(timeout=S2_SECS + 30)
+            res = ess_cat_summary(so) if k == "ess_cat" else json.loads(
+                [x for x in so.splitlines() if x.startswith("{")][-1])
+            if se.strip():
+                res["stderr"] = se.strip()[-600:]
+            res["lost"] = pub["published"] - res["frames"]
+            row[k] = res
+        row["essd_cpu_s"] = round(proc_cpu_s(essd.proc.pid) - c0, 3)
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    a = (row["essd"].get("latency_us") or {})
+    c = (row["ess_cat"].get("latency_us") or {})
+    if a.get("p50") is not None and c.get("p50") is not None:
+        row["p50_essd_minus_ess_cat_us"] = a["p50"] - c["p50"]
+        row["p99_essd_over_ess_cat"] = ratio(a.get("p99"), c.get("p99"))
+    return row
+
+
+def s2r(essd):
+    wait_broker()
+    out = []
+    RESULTS["s2r"] = out
+    for rate in (1000, 5000):
+        for rep in range(S2R_REPEAT):
+            wait_broker()
+            try:
+                row = s2r_run(essd, rate)
+            except Exception as e:  # noqa: BLE001 - keep the other rates
+                log("S2r %d/s failed: %r" % (rate, e))
+                out.append({"rate": rate, "error": repr(e)})
+                continue
+            row["repeat"] = rep
+            out.append(row)
+            log("S2r %d/s: p50 essd - ess-cat %s us, p99 essd / ess-cat %s; %s" % (
+                rate, row.get("p50_essd_minus_ess_cat_us"), row.get("p99_essd_over_ess_cat"),
+                {k: (row[k].get("latency_us"), row[k]["lost"]) for k in ("ess_cat", "essd", "web_stomp")}))
+
+
 def ess_cat_summary(out):
     """ess-cat --latency's summary line as the load client's fields."""
     kv = dict(x.split("=", 1) for x in out.split() if "=" in x)
@@ -362,6 +486,93 @@ def s3():
     RESULTS["s3"] = out
 
 
+def burst_split(paths, wd, essd, per_proc=9000):
+    """Like burst(), over several load-client processes (each process may hold
+    no more descriptors than the hard limit): all open at once, RSS read
+    while every one holds."""
+    before = rss_kib(essd.proc.pid)
+    procs = []
+    for i in range(0, len(paths), per_proc):
+        pf = os.path.join(wd, "paths-%d" % i)
+        with open(pf, "w") as f:
+            f.write("\n".join(paths[i:i + per_proc]) + "\n")
+        procs.append(subprocess.Popen([LC, "ess", "--port", str(essd.public_port), "--paths-file", pf, "--clients",
+                                       str(len(paths[i:i + per_proc])), "--count", "0", "--timeout", "600", "--hold"],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    lines = [p.stdout.readline() for p in procs]
+    held = all(x.strip() == "HOLDING" for x in lines)
+    time.sleep(1.0)
+    during = rss_kib(essd.proc.pid)
+    outs = []
+    for p, line in zip(procs, lines):
+        try:
+            p.stdin.write("release\n")
+            p.stdin.flush()
+        except BrokenPipeError:
+            pass
+        so, se = p.communicate(timeout=300)
+        js = [x for x in (line + so).splitlines() if x.startswith("{")]
+        if not js:
+            raise RuntimeError("loadclient exited with %s: %s" % (p.returncode, se.strip()[-600:]))
+        outs.append(json.loads(js[-1]))
+    res = {"clients": len(paths), "processes": len(procs), "held": held,
+           "opened": sum(o["opened"] for o in outs), "failed": sum(o["failed"] for o in outs),
+           "open_ms": {k: max((o["open_ms"] or {}).get(k) or 0 for o in outs) for k in ("p50", "p99", "max")},
+           "open_ms_note": "the largest of the processes' percentiles",
+           "rss_before_kib": before, "rss_open_kib": during}
+    res["rss_per_conn_kib"] = round((during - before) / max(1, res["opened"]), 2) if before and during else None
+    return res
+
+
+def s5():
+    """Memory (issue 15): IDLE_N idle connections held at once, each on its
+    own event stream (live, from "now", so no message), spread over 100
+    streams; a fresh essd whose public.max_connections allows them (the
+    bench raises the descriptor limit, not the product's defaults). RSS per
+    idle connection = (VmRSS with all open - VmRSS before) / N."""
+    wait_broker()
+    nstreams = 100
+    admin = esslib.StreamAdmin()
+    streams = []
+    for i in range(nstreams):
+        st = new_stream("s5-%03d" % i)
+        admin.create(st)
+        streams.append(st)
+    admin.close()
+    wd = os.path.join(WORK, "s5")
+    os.makedirs(wd, exist_ok=True)
+    cfg = os.path.join(wd, "essd.yaml")
+    with open(cfg, "w") as f:
+        f.write("public:\n  max_connections: %d\n" % (IDLE_N + 1000))
+    essd = esslib.Essd(workdir=wd, config=cfg).start()
+    import resource
+    out = {"clients": IDLE_N, "streams": nstreams, "max_connections": IDLE_N + 1000,
+           "nofile_limit": list(resource.getrlimit(resource.RLIMIT_NOFILE))}
+    RESULTS["s5"] = out
+    try:
+        t = time.time()
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(4) as ex:
+            paths = list(ex.map(lambda i: esslib.create_es(essd, streams[i % nstreams])[1], range(IDLE_N)))
+        log("S5: %d event streams in %.1f s" % (IDLE_N, time.time() - t))
+        time.sleep(1)
+        b0 = proc_cpu_s(beam_pid()) if beam_pid() else None
+        res = burst_split(paths, wd, essd)
+        if b0 is not None:
+            res["broker_cpu_s"] = round(proc_cpu_s(beam_pid()) - b0, 2)
+        ok, m = wait_metrics_zero(essd, 120)
+        res["released"] = ok
+        res["metrics_after"] = {k: m.get(k) for k in ("ess_websocket_connections", "ess_subscriptions")}
+        out.update(res)
+        log("S5 %d idle: opened %d failed %d, open p99 %s ms, %s KiB/conn, released %s" % (
+            IDLE_N, res["opened"], res["failed"], (res["open_ms"] or {}).get("p99"), res["rss_per_conn_kib"], ok))
+    finally:
+        try:
+            essd.stop(timeout=60)
+        except RuntimeError as e:  # noqa: BLE001 - keep the scenario's own error and figures
+            out["stop_error"] = repr(e)
+
+
 def s4(essd):
     wait_broker()
     stream = new_stream("s4")
@@ -527,6 +738,34 @@ def summary(cmd):
                 fmt((e["first_msg_ms"] or {}).get("p50"), 2), fmt((s["first_msg_ms"] or {}).get("p50"), 2),
                 e["client_cpu_s"]))
         L.append("")
+    if "s1r" in R:
+        L += ["## S1r replay of streams written through AMQP 0-9-1, one message per publish (~250-byte bodies)", "",
+              "| stream | messages | ess-cat | essd | Web-STOMP | essd / ess-cat | essd / Web-STOMP | essd CPU us/msg | essd TTFM ms |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for kind, r in R["s1r"].items():
+            e, s = r["essd"], r["web_stomp"]
+            L.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                kind, fmt(r["messages"]), fmt(r["ess_cat"]["msgs_per_s"]), fmt(e["msgs_per_s"]),
+                fmt(s["msgs_per_s"]), r["essd_vs_ess_cat"], r["essd_vs_web_stomp"], e.get("essd_cpu_us_per_msg"),
+                fmt((e["first_msg_ms"] or {}).get("p50"), 2)))
+        L.append("")
+    if "s2r" in R:
+        L += ["## S2r live latency, ess-cat, essd and Web-STOMP on the same stream at once (µs)", "",
+              "| rate/s | published | target | received | lost | p50 | p99 | p99.9 | max | essd p50 - ess-cat | essd p99 / ess-cat |",
+              "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for row in R["s2r"]:
+            if "error" in row:
+                L.append("| %s | error: %s | | | | | | | | | |" % (fmt(row["rate"]), row["error"]))
+                continue
+            for t in ("ess_cat", "essd", "web_stomp"):
+                r = row.get(t)
+                lat = r["latency_us"] or {}
+                L.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                    fmt(row["rate"]), fmt(row["publish"]["published"]), t, fmt(r["frames"]), r["lost"],
+                    fmt(lat.get("p50")), fmt(lat.get("p99")), fmt(lat.get("p999")), fmt(lat.get("max")),
+                    fmt(row.get("p50_essd_minus_ess_cat_us")) if t == "essd" else "",
+                    row.get("p99_essd_over_ess_cat") if t == "essd" else ""))
+        L.append("")
     if "s2" in R:
         L += ["## S2 live publish-to-receive latency (AMQP 0-9-1 publish, µs)", "",
               "`ess_cat` is the floor: a direct stream-protocol client (`ess-cat --latency`, no WebSocket) "
@@ -558,6 +797,15 @@ def summary(cmd):
                 fmt((r["open_ms"] or {}).get("p99"), 2), fmt((r["first_msg_ms"] or {}).get("p99"), 2),
                 r["rss_per_conn_kib"], r.get("released", "n/a (broker)")))
         L += ["", "Web-STOMP's RSS/conn is the broker's beam.smp delta (shared broker: indicative only).", ""]
+    if "s5" in R and "opened" in R["s5"]:
+        r = R["s5"]
+        L += ["## S5 idle connections held (live, no message; %s streams)" % r["streams"], "",
+              "| clients | opened | failed | open p50 ms | open p99 ms | RSS before KiB | RSS all open KiB | RSS/conn KiB | broker CPU s | released |",
+              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+              "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                  fmt(r["clients"]), fmt(r["opened"]), r["failed"], fmt((r["open_ms"] or {}).get("p50"), 2),
+                  fmt((r["open_ms"] or {}).get("p99"), 2), fmt(r["rss_before_kib"]), fmt(r["rss_open_kib"]),
+                  r["rss_per_conn_kib"], r.get("broker_cpu_s"), r["released"]), ""]
     if "s4" in R:
         r = R["s4"]
         L += ["## S4 one stalled client at 10k msg/s", "",
@@ -589,12 +837,14 @@ def perf_report():
 
 def main():
     global LC, CAT, N1, N1T, RATES, S2_SECS, S3_CLIENTS, S4_SECS, PREFIX, DATE, OUTDIR, WORK, PERF, LOAD_START
+    global N1R_SLOW, N1R_FAST, S2R_REPEAT, IDLE_N
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--build", required=True)
     ap.add_argument("--loadclient", required=True)
-    ap.add_argument("--only", default=None, help="ceiling,s1,s2,s3,s4,profile (default: all; --quick: no profile)")
+    ap.add_argument("--only", default=None, help="ceiling,s1,s1r,s2,s2r,s3,s4,s5,profile (default: all; --quick: no profile)")
     ap.add_argument("--cmd", default="bench/run")
+    ap.add_argument("--idle", type=int, default=0, help="S5 idle connections (default 20000; --quick 2000)")
     ap.add_argument("--perf-s1", action="store_true", help="also perf-record essd during S1 (slows it)")
     a = ap.parse_args()
     LC, CAT = a.loadclient, os.path.join(a.build, "ess-cat")
@@ -606,6 +856,14 @@ def main():
     S2_SECS = 4 if q else 10
     S3_CLIENTS = [1000] if q else [1000, 5000]
     S4_SECS = 12 if q else 40
+    N1R_SLOW, N1R_FAST = (8000, 50000) if q else (20000, 200000)  # 1k msgs/s: 8 s or 20 s of publishing
+    S2R_REPEAT = 1 if q else 2
+    import resource
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    # essd needs some 200 descriptors besides its clients (listeners, one
+    # broker connection per 255 subscriptions, the database): 20,000 when
+    # the hard limit allows it, else as many as it does.
+    IDLE_N = a.idle or (2000 if q else min(20000, hard - 300 if hard != resource.RLIM_INFINITY else 20000))
     PERF = a.perf_s1
     PREFIX = "bench-%d" % os.getpid()
     DATE = datetime.datetime.utcnow().strftime("%Y%m%dT%H%MZ") + ("-quick" if q else "")
@@ -614,15 +872,16 @@ def main():
     import tempfile
     WORK = tempfile.mkdtemp(prefix="ess-bench-")
     LOAD_START = uptime()
-    only = (a.only or ("ceiling,s1,s2,s3,s4" if q else "ceiling,s1,s2,s3,s4,profile")).split(",")
+    only = (a.only or ("ceiling,s1,s1r,s2,s2r,s3,s4,s5" if q else "ceiling,s1,s1r,s2,s2r,s3,s4,s5,profile")).split(",")
     essd = esslib.Essd(workdir=os.path.join(WORK, "main"))
     os.makedirs(essd.workdir, exist_ok=True)
     essd.start()
     t0 = time.time()
     try:
         RESULTS["versions"] = versions(essd)
-        for name, fn in (("ceiling", ceilings), ("s1", lambda: s1(essd)), ("s2", lambda: s2(essd)),
-                         ("s4", lambda: s4(essd)), ("s3", s3), ("profile", lambda: profile(essd))):
+        for name, fn in (("ceiling", ceilings), ("s1", lambda: s1(essd)), ("s1r", lambda: s1r(essd)),
+                         ("s2", lambda: s2(essd)), ("s2r", lambda: s2r(essd)),
+                         ("s4", lambda: s4(essd)), ("s3", s3), ("s5", s5), ("profile", lambda: profile(essd))):
             if name not in only:
                 continue
             try:
@@ -657,7 +916,7 @@ def main():
     RESULTS["machine"] = machine()
     RESULTS["wall_s"] = round(time.time() - t0, 1)
     RESULTS["command"] = a.cmd
-    for k in ("ceiling_loadclient", "s1", "s2", "s3", "s4", "profile"):
+    for k in ("ceiling_loadclient", "s1", "s1r", "s2", "s2r", "s3", "s4", "s5", "profile"):
         if k in RESULTS:
             with open(os.path.join(OUTDIR, "%s-%s.json" % (DATE, k.replace("_loadclient", ""))), "w") as f:
                 json.dump({"scenario": k, "result": RESULTS[k], "machine": RESULTS["machine"],

@@ -43,9 +43,10 @@ typedef struct {
 } edge_listener_t;
 
 struct edge_conn {
-    uv_poll_t poll;
+    uv_poll_t poll; /* initialised only when the connection must wait (polling) */
     int fd;
     int state;
+    int polling;
     edge_listener_t *l;
     edge_conn_t *prev, *next;
     uint64_t deadline; /* uv_now() ms */
@@ -116,9 +117,8 @@ int ess__edge_take_body(int fd, char **data, size_t *len)
     return 0;
 }
 
-static void free_conn(uv_handle_t *h)
+static void free_conn_now(edge_conn_t *c)
 {
-    edge_conn_t *c = h->data;
     if (c->fd >= 0)
         close(c->fd);
     free(c->buf);
@@ -126,9 +126,34 @@ static void free_conn(uv_handle_t *h)
     free(c);
 }
 
+static void free_conn(uv_handle_t *h)
+{
+    free_conn_now(h->data);
+}
+
+/* Watch c for events: its poll handle exists only from the first wait on
+ * (a head that arrived with the connection is read and handed on without
+ * one: no epoll registration, no extra loop turn). */
+static void watch(edge_conn_t *c, int events)
+{
+    if (!c->polling) {
+        if (uv_poll_init(c->l->app->loop, &c->poll, c->fd) != 0) {
+            ess_log_warn("%s listener: cannot watch a connection", c->l->how.name);
+            return; /* its deadline closes it */
+        }
+        c->poll.data = c;
+        c->polling = 1;
+    }
+    uv_poll_start(&c->poll, events, conn_on_io);
+}
+
 static void drop(edge_conn_t *c)
 {
     unlink_conn(c);
+    if (!c->polling) {
+        free_conn_now(c);
+        return;
+    }
     /* uv_close stops the poll at once, so the descriptor can go now: an
      * accept() out of descriptors gets this one back immediately. */
     uv_close((uv_handle_t *)&c->poll, free_conn);
@@ -136,15 +161,16 @@ static void drop(edge_conn_t *c)
     c->fd = -1;
 }
 
-/* Once our poll handle is closed the descriptor belongs to lws: libuv
- * removes a closing handle's descriptor from epoll, so lws may only
- * register it after that. */
-static void adopt(uv_handle_t *h)
+/* The descriptor goes to lws. When the edge had to watch it, only once
+ * the poll handle is closed (adopt, from uv_close): libuv removes a
+ * closing handle's descriptor from epoll, so lws may only register it
+ * after that. A connection whose head came with it was never watched and
+ * is handed over at once. */
+static void adopt_conn(edge_conn_t *c)
 {
-    edge_conn_t *c = h->data;
     edge_listener_t *l = c->l;
     if (stopped || l->app->lws == NULL || l->app->draining) {
-        free_conn(h);
+        free_conn_now(c);
         return;
     }
     if (c->body != NULL && l->how.internal) {
@@ -161,7 +187,12 @@ static void adopt(uv_handle_t *h)
     ess__ws_guard_fd(c->fd, !l->how.internal);
     lws_adopt_socket_vhost_readbuf(l->how.vhost, c->fd, c->buf, c->len);
     c->fd = -1;
-    free_conn(h);
+    free_conn_now(c);
+}
+
+static void adopt(uv_handle_t *h)
+{
+    adopt_conn(h->data);
 }
 
 /* lws 4.1 cannot take a body along with an adopted head: it reads the
@@ -194,6 +225,10 @@ static void hand_to_lws(edge_conn_t *c)
     }
     strip_content_length(c);
     unlink_conn(c);
+    if (!c->polling) {
+        adopt_conn(c);
+        return;
+    }
     uv_poll_stop(&c->poll);
     uv_close((uv_handle_t *)&c->poll, adopt);
 }
@@ -262,7 +297,7 @@ static void reply(edge_conn_t *c, const ess_req_head_t *h, int status, const cha
         return;
     }
     if (r == 0) {
-        uv_poll_start(&c->poll, UV_WRITABLE, conn_on_io);
+        watch(c, UV_WRITABLE);
         return;
     }
     finish_reply(c);
@@ -276,7 +311,7 @@ static void finish_reply(edge_conn_t *c)
     shutdown(c->fd, SHUT_WR);
     c->state = LINGERING;
     c->deadline = uv_now(c->l->app->loop) + ESS_EDGE_LINGER_MS;
-    uv_poll_start(&c->poll, UV_READABLE, conn_on_io);
+    watch(c, UV_READABLE);
 }
 
 static void on_head(edge_conn_t *c)
@@ -305,7 +340,7 @@ static void on_head(edge_conn_t *c)
     if (c->body_want == 0)
         hand_to_lws(c);
     else
-        uv_poll_start(&c->poll, UV_READABLE | UV_DISCONNECT, conn_on_io);
+        watch(c, UV_READABLE | UV_DISCONNECT);
 }
 
 static void on_readable(edge_conn_t *c)
@@ -331,8 +366,11 @@ static void on_readable(edge_conn_t *c)
     }
     if (c->head_len) {
         ssize_t n = recv(c->fd, c->body + c->body_len, c->body_want - c->body_len, 0);
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (!c->polling)
+                watch(c, UV_READABLE | UV_DISCONNECT);
             return;
+        }
         if (n <= 0) {
             drop(c);
             return;
@@ -355,8 +393,11 @@ static void on_readable(edge_conn_t *c)
             c->buf = ess_xrealloc(c->buf, c->cap);
         }
         ssize_t n = recv(c->fd, c->buf + c->len, c->cap - c->len, MSG_PEEK);
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (!c->polling) /* the head has not (all) arrived yet: wait for it */
+                watch(c, UV_READABLE | UV_DISCONNECT);
             return;
+        }
         if (n <= 0) {
             drop(c); /* closed before a whole request: nothing to answer */
             return;
@@ -447,12 +488,6 @@ static void on_accept(uv_poll_t *p, int status, int events)
         c->l = l;
         c->state = READING;
         c->deadline = uv_now(l->app->loop) + ESS_EDGE_HEAD_TIMEOUT_MS;
-        if (uv_poll_init(l->app->loop, &c->poll, fd) != 0) {
-            close(fd);
-            free(c);
-            continue;
-        }
-        c->poll.data = c;
         c->prev = l->tail;
         if (l->tail)
             l->tail->next = c;
@@ -460,7 +495,9 @@ static void on_accept(uv_poll_t *p, int status, int events)
             l->head = c;
         l->tail = c;
         l->npending++;
-        uv_poll_start(&c->poll, UV_READABLE | UV_DISCONNECT, conn_on_io);
+        /* In a burst the request head is usually there already: read it
+         * now; on_readable starts watching the socket when it is not. */
+        on_readable(c);
     }
 }
 
@@ -514,7 +551,7 @@ static int bind_listen(const char *host, int port, int *out_errno)
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
         if (ai->ai_family == AF_INET6 && !host[0])
             setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 1024) == 0)
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, ESS_EDGE_BACKLOG) == 0)
             break;
         *out_errno = errno;
         close(fd);

@@ -18,6 +18,11 @@ struct lws_vhost;
 /* A request head (and body) must arrive whole within this time from
  * accept; slower connections are closed without an answer. */
 #define ESS_EDGE_HEAD_TIMEOUT_MS 10000
+/* listen() backlog; the kernel caps it at net.core.somaxconn (4096 by
+ * default since Linux 5.4). With 1024, a burst that outran accept() by
+ * more than that would have its handshakes dropped and retried by the
+ * clients after 1 s and more. */
+#define ESS_EDGE_BACKLOG 65535
 /* After an error reply the write side is shut and input is read and
  * discarded for at most this long (or 16 MiB) before the close. */
 #define ESS_EDGE_LINGER_MS 5000

@@ -9,6 +9,7 @@
 #include "ess.h"
 #include "http/edge.h"
 #include "http/http.h"
+#include "http/uvpoll.h"
 #include "util/log.h"
 
 #include <libwebsockets.h>
@@ -82,6 +83,9 @@ int ess_server_start(ess_app_t *app, char *err, size_t errlen)
     lws_set_log_level(getenv("ESS_LWS_LOG") ? atoi(getenv("ESS_LWS_LOG")) : (LLL_ERR | LLL_WARN),
                       lws_logger);
 
+    /* lws's poll changes go through uvpoll.c's uv_poll_start. */
+    ess_log_debug("server: poll changes in place: %s",
+                  ess__uvpoll_active(NULL) ? "yes" : "no (another libuv version)");
     void *loops[1] = {app->loop};
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);
@@ -120,13 +124,19 @@ int ess_server_start(ess_app_t *app, char *err, size_t errlen)
                             (long long)app->cfg->max_body_bytes,
                             256,
                             internal};
+    /* Connections still being read on the public port: 4096, or as many
+     * as public.max_connections when that is more, so that a burst of
+     * reconnects whose heads arrive after the accept is not cut down (a
+     * slow one still goes at its deadline, or first when descriptors run
+     * out). */
+    int pub_pending = app->cfg->max_connections > 4096 ? app->cfg->max_connections : 4096;
     ess_edge_listen_t pub = {"public",
                              app->cfg->public_listen.host,
                              app->cfg->public_listen.port,
                              0,
                              (size_t)app->cfg->max_header_bytes,
                              4096,
-                             4096,
+                             pub_pending,
                              public};
     if (ess__edge_listen(app, &in, err, errlen) != ESS_OK ||
         ess__edge_listen(app, &pub, err, errlen) != ESS_OK)
@@ -167,6 +177,7 @@ void ess_server_destroy(ess_app_t *app)
      * loop must run for them to close, and a call after that (when lws has
      * not already cleared app->lws through pcontext) frees what remains. */
     ess__edge_stop();
+    ess__uvpoll_stop(0);
     if (app->lws != NULL)
         lws_context_destroy(app->lws);
 }

@@ -86,8 +86,40 @@ static void on_write(uv_write_t *w, int status)
     free(w);
 }
 
-/* Sends the frames in b (which is emptied). Write errors reset the
+/* Sends what k->wbuf holds in one write. Write errors reset the
  * connection from its timer, never from inside the caller's stack. */
+static void conn_flush(ess__stream_conn_t *k)
+{
+    ess_proto_buf_t *b = &k->wbuf;
+    if (b->len == 0)
+        return;
+    if (!k->tcp_open) {
+        b->len = 0;
+        return;
+    }
+    uv_write_t *w = ess_xmalloc(sizeof *w + b->len);
+    memcpy(w + 1, b->data, b->len);
+    uv_buf_t buf = uv_buf_init((char *)(w + 1), (unsigned)b->len);
+    w->data = k;
+    b->len = 0;
+    if (b->cap > 65536) /* a burst's worth: not kept for the connection's life */
+        ess_proto_buf_free(b);
+    int rc = uv_write(w, (uv_stream_t *)&k->tcp, &buf, 1, on_write);
+    if (rc < 0) {
+        free(w);
+        k->pending_err = ESS_ECONN;
+        uv_timer_start(&k->timer, on_conn_timer, 0, 0);
+    }
+}
+
+static void on_turn(uv_idle_t *h);
+
+/* Queues the frames in b (which is emptied) for this loop turn's one
+ * write per connection: a burst of subscriptions or the credit of many
+ * small chunks costs a system call per turn, not per frame. The client's
+ * turn handle (an idle handle: the poll after it does not block) sends
+ * them at the start of the next turn; a connection about to close sends
+ * them first. */
 void ess__stream_conn_write(ess__stream_conn_t *k, ess_proto_buf_t *b)
 {
     if (b->len == 0)
@@ -96,17 +128,24 @@ void ess__stream_conn_write(ess__stream_conn_t *k, ess_proto_buf_t *b)
         ess_proto_buf_free(b);
         return;
     }
-    uv_write_t *w = ess_xmalloc(sizeof *w + b->len);
-    memcpy(w + 1, b->data, b->len);
-    uv_buf_t buf = uv_buf_init((char *)(w + 1), (unsigned)b->len);
-    w->data = k;
-    int rc = uv_write(w, (uv_stream_t *)&k->tcp, &buf, 1, on_write);
-    if (rc < 0) {
-        free(w);
-        k->pending_err = ESS_ECONN;
-        uv_timer_start(&k->timer, on_conn_timer, 0, 0);
+    ess_proto_buf_t *q = &k->wbuf;
+    if (q->len == 0 && q->cap == 0) { /* take b's buffer as it is */
+        *q = *b;
+        memset(b, 0, sizeof *b);
+    } else {
+        if (q->cap - q->len < b->len) {
+            size_t cap = q->cap ? q->cap : 4096;
+            while (cap - q->len < b->len)
+                cap *= 2;
+            q->data = ess_xrealloc(q->data, cap);
+            q->cap = cap;
+        }
+        memcpy(q->data + q->len, b->data, b->len);
+        q->len += b->len;
+        ess_proto_buf_free(b);
     }
-    ess_proto_buf_free(b);
+    k->c->wpending = 1;
+    uv_idle_start(&k->c->turn, on_turn);
 }
 
 static void conn_unlink_free(ess__stream_conn_t *k)
@@ -121,6 +160,7 @@ static void conn_unlink_free(ess__stream_conn_t *k)
     if (c->locator == k)
         c->locator = NULL;
     ess_proto_buf_free(&k->rbuf);
+    ess_proto_buf_free(&k->wbuf);
     free(k->host);
     free(k->adv_host);
     free(k->version);
@@ -177,6 +217,7 @@ void ess__stream_conn_destroy(ess__stream_conn_t *k)
         k->gai = NULL;
     }
     if (k->tcp_open) {
+        conn_flush(k);
         k->tcp_open = 0;
         uv_close((uv_handle_t *)&k->tcp, on_conn_handle_closed);
     }
@@ -220,6 +261,7 @@ static void conn_reset(ess__stream_conn_t *k, int err)
     }
     int had_tcp = k->tcp_open;
     if (k->tcp_open) {
+        conn_flush(k); /* a Close response, say */
         k->tcp_open = 0;
         uv_close((uv_handle_t *)&k->tcp, on_conn_handle_closed);
     }
@@ -615,10 +657,20 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
  * makes that poll not block): budgets start again and held connections
  * handle what they hold, then read again. Stops once a turn went by with
  * nothing counted. */
+static void flush_all(ess_stream_client_t *c)
+{
+    if (!c->wpending)
+        return;
+    c->wpending = 0;
+    for (ess__stream_conn_t *k = c->conns; k; k = k->next)
+        conn_flush(k);
+}
+
 static void on_turn(uv_idle_t *h)
 {
     ess_stream_client_t *c = h->data;
     int counted = 0;
+    flush_all(c);
     for (ess__stream_conn_t *k = c->conns; k && !c->closing; k = k->next) {
         k->turn_bytes = 0;
         if (!k->read_held)
@@ -630,6 +682,7 @@ static void on_turn(uv_idle_t *h)
             uv_read_start((uv_stream_t *)&k->tcp, on_alloc, on_read);
         counted |= k->turn_bytes > 0;
     }
+    flush_all(c); /* what handling the held frames wrote */
     if (!counted && !c->closing)
         uv_idle_stop(h);
 }

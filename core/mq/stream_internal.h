@@ -134,6 +134,7 @@ struct ess__stream_conn_s {
     struct ess__stream_gai_s *gai;
     int tcp_open, handles;
     ess_proto_buf_t rbuf;
+    ess_proto_buf_t wbuf; /* frames written this loop turn, sent by the turn handle */
     int read_held;     /* reading stopped until the next loop turn (READ_BUDGET) */
     size_t turn_bytes; /* frame bytes handled since the last turn began */
     uint32_t frame_max, heartbeat_s;
@@ -183,7 +184,8 @@ struct ess_stream_client_s {
     ess__stream_tail_t *tails; /* stream_tail.c: probes in flight */
     ess__stream_req_t *deferred;
     uv_timer_t defer_timer, retry_timer;
-    uv_idle_t turn; /* active while a connection counted bytes this turn */
+    uv_idle_t turn; /* active while a connection counted bytes this turn or has frames to send */
+    int wpending;   /* some connection's wbuf holds frames */
     int closing, handles;
     void (*done)(void *);
     void *done_ud;
