@@ -147,12 +147,43 @@ static void on_conn_handle_closed(uv_handle_t *h)
         schedule_retry(k);
 }
 
+/* 1 when k moves to the next node of the client's list after a failure:
+ * the locator, and every connection in load-balancer mode. */
+static int rotates(const ess__stream_conn_t *k)
+{
+    return (k->is_locator || k->c->lb_mode) && k->c->nnodes > 1;
+}
+
+/* Points k at the node after its current one in the client's list (the
+ * next locator candidate); its advertised name goes with the old node. */
+static void next_node(ess__stream_conn_t *k)
+{
+    ess_stream_client_t *c = k->c;
+    int cur = k->is_locator ? c->node : -1;
+    if (cur < 0)
+        for (int i = 0; i < c->nnodes && cur < 0; i++)
+            if (c->nodes[i].port == k->port && strcmp(c->nodes[i].host, k->host) == 0)
+                cur = i;
+    int next = (cur + 1) % c->nnodes;
+    if (k->is_locator)
+        c->node = next;
+    free(k->host);
+    k->host = ess_xstrdup(c->nodes[next].host);
+    k->port = c->nodes[next].port;
+    free(k->adv_host);
+    k->adv_host = NULL;
+    k->adv_port = 0;
+}
+
 static void schedule_retry(ess__stream_conn_t *k)
 {
     ess_stream_client_t *c = k->c;
     {
+        /* Over a list of nodes the delay grows once per round, so a lost
+         * node is followed at once by the next one. */
+        int round = rotates(k) ? (k->attempts - 1) / c->nnodes + 1 : k->attempts;
         uint32_t d = (uint32_t)c->min_ms;
-        for (int i = 1; i < k->attempts && d < (uint32_t)c->max_ms; i++)
+        for (int i = 1; i < round && d < (uint32_t)c->max_ms; i++)
             d *= 2;
         if (d > (uint32_t)c->max_ms)
             d = (uint32_t)c->max_ms;
@@ -204,6 +235,11 @@ static void conn_reset(ess__stream_conn_t *k, int err)
                       ess_strerror(err));
     if (k->state == C_READY && uv_now(c->loop) - k->ready_since >= HEALTHY_MS)
         k->attempts = 0;
+    int was_ready = k->state == C_READY;
+    /* The node subscriptions lost here: Metadata may still name it for a
+     * while, so they prefer another member. */
+    const char *lost_host = k->adv_host ? k->adv_host : k->host;
+    int lost_port = k->adv_host ? k->adv_port : k->port, relocate_later = 0;
     k->gen++;
     k->state = C_CLOSING;
     k->attempts++;
@@ -245,14 +281,25 @@ static void conn_reset(ess__stream_conn_t *k, int err)
             /* The node may be gone for good: ask Metadata where the stream
              * lives now rather than retrying this host forever (also for
              * subscriptions sharing the locator: it may come back on
-             * another node). */
+             * another node). A connection that never came up is asked
+             * about again after RESUB_RETRY_MS, not in a tight loop. */
+            free(s->avoid_host);
+            s->avoid_host = ess_xstrdup(lost_host);
+            s->avoid_port = lost_port;
             ess__stream_sub_slot_release(s);
-            ess__stream_req_t *r = ess__stream_req_new(R_LOCATE_SUB, s->stream);
-            r->sub = s;
-            s->refs++;
-            ess__stream_conn_queue_req(c->locator, r);
+            if (was_ready) {
+                ess__stream_req_t *r = ess__stream_req_new(R_LOCATE_SUB, s->stream);
+                r->sub = s;
+                s->refs++;
+                ess__stream_conn_queue_req(c->locator, r);
+            } else {
+                s->needs_locate = 1;
+                relocate_later = 1;
+            }
         }
     }
+    if (relocate_later && !c->closing)
+        uv_timer_start(&c->retry_timer, ess__stream_on_retry_timer, RESUB_RETRY_MS, 0);
     for (int i = 0; i < MAX_PUBS && !c->closing; i++) {
         ess_stream_pub_t *p = k->pubs[i];
         if (p != NULL)
@@ -263,6 +310,11 @@ static void conn_reset(ess__stream_conn_t *k, int err)
     if (!k->is_locator && k->nsubs == 0 && k->npubs == 0) {
         ess__stream_conn_destroy(k);
         return;
+    }
+    if (rotates(k)) {
+        next_node(k);
+        ess_log_info("stream: %s connection tries %s:%d next",
+                     k->is_locator ? "locator" : "load-balancer", k->host, k->port);
     }
     if (!had_tcp)
         schedule_retry(k); /* no handle to wait for */
