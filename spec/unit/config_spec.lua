@@ -29,7 +29,8 @@ describe("ess.config", function()
                 ingress = { location = "localhost:8080", secure = false },
                 broker = {
                     url = "amqp://guest:guest@localhost:5672/", stream_port = 5552, version = 2,
-                    stream_hosts = {}, read_from = "replica", load_balancer_mode = false, heartbeat_s = 60, reconnect_min_ms = 100,
+                    stream_hosts = {}, read_from = "replica", load_balancer_mode = false,
+                    heartbeat_s = 60, reconnect_min_ms = 100,
                     reconnect_max_ms = 10000,
                 },
                 manage_streams = false,
@@ -244,7 +245,8 @@ describe("ess.config", function()
                 .. ' got a list', select(2, config.validate({ broker = { stream_hosts =
                     { "h:1", "h:70000" } } })))
             assert.equal('config: broker.read_from: expected one of replica, leader, any, got'
-                .. ' "follower"', select(2, config.validate({ broker = { read_from = "follower" } })))
+                .. ' "follower"',
+                select(2, config.validate({ broker = { read_from = "follower" } })))
         end)
 
         it("overrides the YAML file", function()
