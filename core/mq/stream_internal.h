@@ -180,6 +180,8 @@ typedef struct {
 
 #define MAX_NODES 32
 
+typedef struct ess__stream_tail_s ess__stream_tail_t;
+
 struct ess_stream_client_s {
     uv_loop_t *loop;
     ess_url_t url;
@@ -193,6 +195,7 @@ struct ess_stream_client_s {
     ess__stream_conn_t *conns, *locator;
     ess_stream_sub_t *subs;
     ess_stream_pub_t *pubs;
+    ess__stream_tail_t *tails; /* stream_tail.c: probes in flight */
     ess__stream_req_t *deferred;
     uv_timer_t defer_timer, retry_timer;
     uv_idle_t turn; /* active while a connection counted bytes this turn */
@@ -216,6 +219,9 @@ int ess__stream_node_add(ess_stream_client_t *c, const char *host, size_t hostle
 /* Parses "host:port,host:port" ([v6]:port allowed, spaces ignored) into
  * the node list; ESS_EINVAL on a malformed entry. */
 int ess__stream_nodes_parse(ess_stream_client_t *c, const char *list);
+
+/* stream_tail.c: close every probe of a closing client (no callbacks) */
+void ess__stream_tail_close_all(ess_stream_client_t *c);
 
 /* stream_conn.c: one TCP connection to a node */
 int ess__stream_conn_usable(const ess__stream_conn_t *k);
