@@ -1,7 +1,10 @@
 /*
  * One TCP connection of the stream client to a RabbitMQ node: resolving
  * the host, connecting, the handshake (peer properties, SASL PLAIN, tune,
- * open), heartbeats, reconnecting with backoff and jitter, the read budget
+ * open), heartbeats, reconnecting with backoff and jitter (the locator,
+ * and every connection in load-balancer mode, moves to the next node of
+ * the client's list first; a subscription whose node is lost asks
+ * Metadata again, preferring another member), the read budget
  * that keeps one connection from holding the loop for a whole turn, and
  * splitting the byte stream into frames that it hands to the subscription,
  * publisher and response handlers. It also sends requests and queues them
