@@ -40,7 +40,8 @@ static const char usage[] =
     "\n"
     "Environment overrides: ESS_AMPQ_URL (or ESS_AMQP_URL), ESS_INGRESS_LOCATION,\n"
     "ESS_INGRESS_SECURE, ESS_MESSAGE_STATS_INTERVAL, ESS_PUBLIC_LISTEN, ESS_INTERNAL_LISTEN,\n"
-    "ESS_DATABASE_PATH, ESS_LOG_DIR, ESS_LOG_LEVEL, ESS_API_TOKEN, ESS_LUA_PATH.\n";
+    "ESS_DATABASE_PATH, ESS_REGISTRY_BACKEND, ESS_REGISTRY_STREAM, ESS_LOG_DIR, ESS_LOG_LEVEL,\n"
+    "ESS_API_TOKEN, ESS_LUA_PATH.\n";
 
 static uv_timer_t drain_timer;
 static uint64_t drain_deadline;

@@ -27,6 +27,7 @@
 struct ess_api_pending_s {
     ess_app_t *app;
     ess_vm_t *vm; /* the VM the continuation lives in */
+    uint64_t gen; /* its generation: a freed VM's address may be reused */
     int kref;     /* LUA_NOREF until a registry call started */
     int is_delete;
     int finished; /* done called, or abandoned */
@@ -49,7 +50,7 @@ static void pending_free_cb(uv_handle_t *h)
 
 static void pending_free(ess_api_pending_t *p)
 {
-    if (p->kref != LUA_NOREF && p->vm == p->app->vm)
+    if (p->kref != LUA_NOREF && p->vm == p->app->vm && p->gen == p->app->vm->gen)
         luaL_unref(p->vm->L, LUA_REGISTRYINDEX, p->kref);
     p->kref = LUA_NOREF;
     if (p->timer_on) {
@@ -102,6 +103,10 @@ static int defer(lua_State *L, int k, int is_delete, int (*start)(ess_app_t *, v
         return 2;
     }
     int rc = start(app, arg, current);
+    if (rc == ESS_ENOTFOUND && is_delete) {
+        lua_pushboolean(L, 0); /* known not to exist without asking the broker */
+        return 1;
+    }
     if (rc != ESS_OK) {
         lua_pushnil(L);
         lua_pushstring(L, rc == ESS_ECONN ? "the registry stream is unavailable" : ess_strerror(rc));
@@ -502,7 +507,7 @@ static void finish_pending(ess_api_pending_t *p, int status, const ess_es_row_t 
     ess_api_response_t resp = {0};
     p->finished = 1;
     ess_registry_forget(app->registry, p);
-    if (p->vm != app->vm) {
+    if (p->vm != app->vm || p->gen != app->vm->gen) {
         /* The scripts were reloaded meanwhile: the continuation is gone. */
         resp.status = 503;
         ess_buf_appendf(&resp.body, "{\"detail\":\"The scripts were reloaded while the request "
@@ -568,6 +573,7 @@ ess_api_pending_t *ess_script_api_start(ess_app_t *app, const ess_api_request_t 
     ess_api_pending_t *p = ess_xcalloc(1, sizeof *p);
     p->app = app;
     p->vm = app->vm;
+    p->gen = app->vm->gen;
     p->kref = LUA_NOREF;
     p->done = done;
     p->ud = ud;

@@ -35,7 +35,7 @@ typedef struct {
     ess_registry_t base;
     sqlite3 *db;
     sqlite3_stmt *insert, *remove, *list, *by_uuid, *count;
-    sqlite3_stmt *insert_id, *meta_get, *meta_set; /* the stream backend's view, lazily */
+    sqlite3_stmt *insert_id, *meta_get, *meta_set, *by_id; /* the stream backend's view, lazily */
     int write_failed;      /* the last write failed: not ready */
     int64_t write_at_ms;   /* monotonic time of the last write outcome, 0 = none */
     char write_error[256]; /* why the last write failed */
@@ -310,6 +310,7 @@ static void sq_close(ess_registry_t *r)
     sqlite3_finalize(s->insert_id);
     sqlite3_finalize(s->meta_get);
     sqlite3_finalize(s->meta_set);
+    sqlite3_finalize(s->by_id);
     sqlite3_close(s->db);
     free(r->routing_key_buf);
     free(s);
@@ -604,6 +605,18 @@ int ess__view_clear(ess_registry_t *r)
     return sqlite3_exec(s->db, "DELETE FROM event_stream", NULL, NULL, NULL) == SQLITE_OK
                ? ESS_OK
                : write_error(s, "clear");
+}
+
+int ess__view_has_id(ess_registry_t *r, int64_t id)
+{
+    sqlite_registry_t *s = (sqlite_registry_t *)r;
+    if (view_prepare(s, &s->by_id, "SELECT 1 FROM event_stream WHERE id = ?") != ESS_OK)
+        return -1;
+    sqlite3_reset(s->by_id);
+    sqlite3_bind_int64(s->by_id, 1, id);
+    int rc = sqlite3_step(s->by_id);
+    sqlite3_reset(s->by_id);
+    return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
 }
 
 int ess__view_meta_get(ess_registry_t *r, const char *key, char *buf, size_t len)

@@ -86,14 +86,14 @@ typedef struct {
     ess_stream_sub_t *sub, *claim_sub;
     int pub_ready, sub_ready, claim_pub_ready, created, creating, claims_creating;
     int pub_dead, claim_pub_dead; /* ended for good: closed and declared again by the retry */
-    int missing; /* the registry stream is gone while the view has rows from it */
+    int missing;                  /* the registry stream is gone while the view has rows from it */
     uv_timer_t retry, commit;
     int stopped;
 
-    int64_t applied;      /* last applied offset, -1 = nothing */
-    int64_t first_seen;   /* offset of the first record of this subscription, -1 = none yet */
-    int rebuild;          /* waiting for a complete snapshot */
-    int64_t resume_from;  /* >= 0: resubscribe there after the commit */
+    int64_t applied;     /* last applied offset, -1 = nothing */
+    int64_t first_seen;  /* offset of the first record of this subscription, -1 = none yet */
+    int rebuild;         /* waiting for a complete snapshot */
+    int64_t resume_from; /* >= 0: resubscribe there after the commit */
     int in_tx, tx_failed;
     int64_t since_snapshot;
     int want_snapshot;
@@ -328,6 +328,11 @@ static int st_create_async(ess_registry_t *r, const char *rk, size_t rklen,
 static int st_remove_async(ess_registry_t *r, int64_t id, ess_registry_done_fn done, void *ud)
 {
     stream_registry_t *s = of(r);
+    /* An id is the offset + 1 of its created record: when the view has
+     * applied that offset and has no such row, the row never existed or is
+     * deleted, and nothing needs to be written (404 at once). */
+    if (!s->rebuild && id >= 1 && id - 1 <= s->applied && ess__view_has_id(s->view, id) == 0)
+        return ESS_ENOTFOUND;
     if (!writable_now(s))
         return ESS_ECONN;
     pending_t *p = pending_add(s, P_DELETE, done, ud);
@@ -437,6 +442,8 @@ static int write_row(void *ud, const ess_es_row_t *row)
 static void write_snapshot(stream_registry_t *s)
 {
     size_t n = 0;
+    if (s->rebuild) /* an incomplete view must never become a snapshot */
+        return;
     if (ess_registry_list(s->view, count_row, &n) != ESS_OK || s->pub == NULL || !s->pub_ready)
         return;
     size_t nparts = n == 0 ? 1 : (n + ESS_REGREC_SNAPSHOT_ROWS - 1) / ESS_REGREC_SNAPSHOT_ROWS;
@@ -460,8 +467,7 @@ static void write_snapshot(stream_registry_t *s)
     }
     free(w.parts);
     if (ok)
-        ess_log_info("registry: wrote a snapshot of %zu rows as of offset %" PRId64
-                     " (%zu parts)",
+        ess_log_info("registry: wrote a snapshot of %zu rows as of offset %" PRId64 " (%zu parts)",
                      n, s->applied, nparts);
     s->since_snapshot = 0;
 }
@@ -631,13 +637,16 @@ static void on_message(ess_stream_sub_t *sub, const ess_stream_msg_t *msg, void 
         return; /* before where the subscription was asked to start */
     if (s->first_seen < 0) {
         s->first_seen = off;
-        if (s->applied < 0 && off > 0) {
+        /* A segment of a stream with tracked writers (the named registry
+         * publishers) starts with a tracking chunk that takes one offset:
+         * a gap of one is not a loss (docs/brokers.md), two or more is. */
+        if (s->applied < 0 && off > 1) {
             s->rebuild = 1;
             ess_log_warn("registry: %s starts at offset %" PRId64 " (retention removed the "
                          "records before it) and the local view is empty: rebuilding from the "
                          "next snapshot",
                          s->stream, off);
-        } else if (s->applied >= 0 && off > s->applied + 1) {
+        } else if (s->applied >= 0 && off > s->applied + 2) {
             s->rebuild = 1;
             ess_log_warn("registry: %s continues at offset %" PRId64 " but the local view has "
                          "applied up to %" PRId64 ": records may have been removed by "
@@ -654,8 +663,8 @@ static void on_message(ess_stream_sub_t *sub, const ess_stream_msg_t *msg, void 
     ess_regrec_t rec;
     const char *why = NULL;
     if (ess_regrec_decode(msg->body, msg->len, &rec, &why) != ESS_OK) {
-        ess_log_warn("registry: skipping the malformed record at offset %" PRId64 " of %s: %s",
-                     off, s->stream, why);
+        ess_log_warn("registry: skipping the malformed record at offset %" PRId64 " of %s: %s", off,
+                     s->stream, why);
         ess_metrics_add("ess_registry_records_malformed_total", "", 1);
     } else if (s->rebuild) {
         /* Creates and deletes are applied (idempotent); a complete
@@ -695,8 +704,9 @@ static void on_ended(ess_stream_sub_t *sub, int reason, void *ud)
     set_why(s, "the registry stream subscription ended: %s", ess_strerror(reason));
     if (reason == ESS_ENOTFOUND && s->applied >= 0) {
         s->missing = 1;
-        set_why(s, "the registry stream %s was deleted; the local view keeps what it applied, "
-                   "but no create or delete is possible until it exists again",
+        set_why(s,
+                "the registry stream %s was deleted; the local view keeps what it applied, "
+                "but no create or delete is possible until it exists again",
                 s->stream);
     }
 }
@@ -844,16 +854,14 @@ static void setup(stream_registry_t *s)
     } else if (s->claims_creating == 2) {
         if (s->claim_pub == NULL) {
             static const ess_stream_pub_cbs_t cbs = {on_claim_pub_ready, on_claim_confirm};
-            if (ess_stream_publisher_create(s->client, s->claims, &cbs, s, &s->claim_pub) !=
-                ESS_OK)
+            if (ess_stream_publisher_create(s->client, s->claims, &cbs, s, &s->claim_pub) != ESS_OK)
                 s->claim_pub = NULL;
         }
         if (s->claim_sub == NULL) {
             static const ess_stream_sub_cbs_t cbs = {on_claim_subscribed, on_claim_message,
                                                      on_claim_ended};
             ess_offset_spec_t next = {.kind = ESS_OFFSET_NEXT};
-            if (ess_stream_subscribe(s->client, s->claims, next, &cbs, s, &s->claim_sub) !=
-                ESS_OK)
+            if (ess_stream_subscribe(s->client, s->claims, next, &cbs, s, &s->claim_sub) != ESS_OK)
                 s->claim_sub = NULL;
         }
     }
@@ -874,7 +882,7 @@ static void on_retry(uv_timer_t *t)
     }
     if (s->missing)
         s->created = 0; /* ask again whether it exists */
-    for (;;) { /* read-your-writes waits past their deadline */
+    for (;;) {          /* read-your-writes waits past their deadline */
         pending_t *p = s->pending;
         while (p && !(p->kind == P_SYNC && uv_now(s->loop) >= p->deadline))
             p = p->next;

@@ -265,8 +265,8 @@ void ess_regrec_barrier(ess_buf_t *out, const char *ref, uint64_t nonce)
     put_u64(out, nonce);
 }
 
-void ess_regrec_snapshot(ess_buf_t *out, const char *ref, int64_t at, uint16_t part,
-                         uint16_t parts, uint16_t nrows)
+void ess_regrec_snapshot(ess_buf_t *out, const char *ref, int64_t at, uint16_t part, uint16_t parts,
+                         uint16_t nrows)
 {
     header(out, ref, ESS_REGREC_SNAPSHOT);
     put_u64(out, (uint64_t)at);

@@ -45,10 +45,10 @@ typedef struct {
     ess_regrec_type_t type;
     const char *ref; /* the writer's reference (not NUL-terminated) */
     size_t ref_len;
-    ess_es_row_t row;   /* created: uuid, created_ms, routing key (id 0) */
-    int64_t id;         /* deleted: the row; claim: the event stream */
-    uint64_t nonce;     /* deleted, barrier: the writer's nonce; claim: the session token */
-    int64_t at;         /* snapshot: the writer's applied offset */
+    ess_es_row_t row; /* created: uuid, created_ms, routing key (id 0) */
+    int64_t id;       /* deleted: the row; claim: the event stream */
+    uint64_t nonce;   /* deleted, barrier: the writer's nonce; claim: the session token */
+    int64_t at;       /* snapshot: the writer's applied offset */
     uint16_t part, parts, nrows;
     const uint8_t *rows; /* snapshot: the encoded rows, walked by ess_regrec_rows */
     size_t rows_len;
@@ -66,8 +66,8 @@ void ess_regrec_deleted(ess_buf_t *out, const char *ref, int64_t id, uint64_t no
 void ess_regrec_claim(ess_buf_t *out, const char *ref, int64_t es_id, uint64_t token);
 void ess_regrec_barrier(ess_buf_t *out, const char *ref, uint64_t nonce);
 /** A snapshot part header; append its nrows rows with ess_regrec_snapshot_row. */
-void ess_regrec_snapshot(ess_buf_t *out, const char *ref, int64_t at, uint16_t part,
-                         uint16_t parts, uint16_t nrows);
+void ess_regrec_snapshot(ess_buf_t *out, const char *ref, int64_t at, uint16_t part, uint16_t parts,
+                         uint16_t nrows);
 void ess_regrec_snapshot_row(ess_buf_t *out, const ess_es_row_t *row);
 
 #endif

@@ -218,6 +218,8 @@ describe("ess.config", function()
             { "ESS_PUBLIC_LISTEN", "127.0.0.1:18080", "public", "listen", "127.0.0.1:18080" },
             { "ESS_INTERNAL_LISTEN", "[::1]:18081", "internal", "listen", "[::1]:18081" },
             { "ESS_DATABASE_PATH", "/tmp/x.db", "database", "path", "/tmp/x.db" },
+            { "ESS_REGISTRY_BACKEND", "stream", "registry", "backend", "stream" },
+            { "ESS_REGISTRY_STREAM", "my-registry", "registry", "stream", "my-registry" },
             { "ESS_LOG_DIR", "/var/log/essd", "log", "dir", "/var/log/essd" },
             { "ESS_LOG_LEVEL", "debug", "log", "level", "debug" },
             { "ESS_API_TOKEN", "t0ken", "internal", "api_token", "t0ken" },
@@ -250,6 +252,13 @@ describe("ess.config", function()
             assert.equal('config: broker.read_from: expected one of replica, leader, any, got'
                 .. ' "follower"',
                 select(2, config.validate({ broker = { read_from = "follower" } })))
+        end)
+
+        it("refuses an unknown registry backend", function()
+            local cfg, err = config.load(nil, { ESS_REGISTRY_BACKEND = "etcd" })
+            assert.is_nil(cfg)
+            assert.truthy(err:find("ESS_REGISTRY_BACKEND: expected one of sqlite, stream", 1, true),
+                err)
         end)
 
         it("overrides the YAML file", function()
