@@ -187,8 +187,10 @@ void ess__stream_client_maybe_finish(ess_stream_client_t *c)
         free(s->avoid_host);
         free(s);
     }
-    for (int i = 0; i < c->nnodes; i++)
+    for (int i = 0; i < c->nnodes; i++) {
         free(c->nodes[i].host);
+        free(c->nodes[i].adv_host);
+    }
     while (c->pubs) {
         ess_stream_pub_t *p = c->pubs;
         c->pubs = p->next;
@@ -230,10 +232,14 @@ int ess__stream_node_add(ess_stream_client_t *c, const char *host, size_t hostle
 {
     if (host == NULL || hostlen == 0 || hostlen > 253 || port < 1 || port > 65535)
         return -1;
-    for (int i = 0; i < c->nnodes; i++)
-        if (c->nodes[i].port == port && strlen(c->nodes[i].host) == hostlen &&
-            memcmp(c->nodes[i].host, host, hostlen) == 0)
-            return i;
+    for (int i = 0; i < c->nnodes; i++) {
+        const ess__stream_node_t *n = &c->nodes[i];
+        if ((n->port == port && strlen(n->host) == hostlen &&
+             memcmp(n->host, host, hostlen) == 0) ||
+            (n->adv_host && n->adv_port == port && strlen(n->adv_host) == hostlen &&
+             memcmp(n->adv_host, host, hostlen) == 0))
+            return i; /* known, maybe under the name it advertised */
+    }
     if (c->nnodes >= MAX_NODES || memchr(host, '\0', hostlen) != NULL)
         return -1;
     ess__stream_node_t *n = &c->nodes[c->nnodes];

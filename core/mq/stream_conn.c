@@ -391,6 +391,13 @@ static void note_advertised(ess__stream_conn_t *k, const ess_proto_frame_t *f)
     if (host.p != NULL && host.len > 0 && port > 0 && port < 65536) {
         k->adv_host = ess_xstrndup(host.p, host.len);
         k->adv_port = port;
+        if (k->is_locator && !k->c->lb_mode) {
+            /* Metadata names this node by that name: not another node. */
+            ess__stream_node_t *n = &k->c->nodes[k->c->node];
+            free(n->adv_host);
+            n->adv_host = ess_xstrdup(k->adv_host);
+            n->adv_port = port;
+        }
     }
 }
 

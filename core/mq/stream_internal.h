@@ -175,7 +175,9 @@ struct ess__stream_conn_s {
 typedef struct {
     char *host;
     int port;
-    int learned; /* from a Metadata answer, not configured */
+    int learned;    /* from a Metadata answer, not configured */
+    char *adv_host; /* the name it advertised when the locator used it, or NULL */
+    int adv_port;
 } ess__stream_node_t;
 
 #define MAX_NODES 32

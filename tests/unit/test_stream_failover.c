@@ -32,6 +32,15 @@ static void test_nodes_parse(void)
     CHECK_EQ_INT(c.nodes[3].learned, 0);
     CHECK_EQ_INT(ess__stream_nodes_parse(&c, ""), ESS_OK);
     CHECK_EQ_INT(c.nnodes, 4);
+    /* A node known under the name it advertised is not learned twice. */
+    c.nodes[0].adv_host = strdup("localhost");
+    c.nodes[0].adv_port = 5552;
+    CHECK_EQ_INT(ess__stream_node_add(&c, "localhost", 9, 5552, 1), 0);
+    CHECK_EQ_INT(c.nnodes, 4);
+    CHECK_EQ_INT(ess__stream_node_add(&c, "localhost", 9, 5553, 1), 4);
+    CHECK_EQ_INT(c.nnodes, 5);
+    free(c.nodes[0].adv_host);
+    c.nodes[0].adv_host = NULL;
     const char *bad[] = {"b",    "b:",       ":5552",     "b:0",    "b:65536", "b:123456",
                          "b:5x", "::1:5552", "[::1]5552", "[::1]:", "[::1"};
     for (size_t i = 0; i < ESS_ARRAY_SIZE(bad); i++) {
