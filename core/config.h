@@ -35,6 +35,8 @@ typedef struct ess_config_s {
     char *broker_url;
     int stream_port;
     int broker_version; /* 1 classic, 2 stream */
+    char *stream_hosts; /* broker.stream_hosts joined with commas ("" = none) */
+    int read_from;      /* broker.read_from: ESS_READ_REPLICA, _LEADER, _ANY */
     int load_balancer_mode;
     int heartbeat_s;
     int reconnect_min_ms;

@@ -148,6 +148,8 @@ int ess_gateway_start(ess_app_t *app, char *err, size_t errlen)
     ess_stream_client_opts_t opts = {
         .url = cfg->broker_url,
         .stream_port = cfg->stream_port,
+        .stream_hosts = cfg->stream_hosts,
+        .read_from = cfg->read_from,
         .load_balancer_mode = cfg->load_balancer_mode,
         .heartbeat_s = cfg->heartbeat_s,
         .reconnect_min_ms = cfg->reconnect_min_ms,

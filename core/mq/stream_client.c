@@ -112,6 +112,16 @@ int ess_stream_client_create(uv_loop_t *loop, const ess_stream_client_opts_t *op
     }
     c->loop = loop;
     c->port = opts->stream_port > 0 ? opts->stream_port : 5552;
+    c->read_from = opts->read_from;
+    ess__stream_node_add(c, c->url.host, strlen(c->url.host), c->port, 0);
+    if ((unsigned)opts->read_from > ESS_READ_ANY ||
+        (opts->stream_hosts != NULL && ess__stream_nodes_parse(c, opts->stream_hosts) != ESS_OK)) {
+        for (int i = 0; i < c->nnodes; i++)
+            free(c->nodes[i].host);
+        ess_url_free(&c->url);
+        free(c);
+        return ESS_EINVAL;
+    }
     c->lb_mode = opts->load_balancer_mode;
     c->heartbeat_s = opts->heartbeat_s > 0 ? opts->heartbeat_s : 60;
     c->frame_max = opts->frame_max ? opts->frame_max : 8u * 1024 * 1024;
@@ -174,7 +184,12 @@ void ess__stream_client_maybe_finish(ess_stream_client_t *c)
         ess_stream_sub_t *s = c->subs;
         c->subs = s->next;
         free(s->stream);
+        free(s->avoid_host);
         free(s);
+    }
+    for (int i = 0; i < c->nnodes; i++) {
+        free(c->nodes[i].host);
+        free(c->nodes[i].adv_host);
     }
     while (c->pubs) {
         ess_stream_pub_t *p = c->pubs;
@@ -210,6 +225,85 @@ void ess_stream_client_close(ess_stream_client_t *c, void (*done)(void *ud), voi
     uv_close((uv_handle_t *)&c->defer_timer, on_client_handle_closed);
     uv_close((uv_handle_t *)&c->retry_timer, on_client_handle_closed);
     uv_close((uv_handle_t *)&c->turn, on_client_handle_closed);
+}
+
+int ess__stream_node_add(ess_stream_client_t *c, const char *host, size_t hostlen, int port,
+                         int learned)
+{
+    if (host == NULL || hostlen == 0 || hostlen > 253 || port < 1 || port > 65535)
+        return -1;
+    for (int i = 0; i < c->nnodes; i++) {
+        const ess__stream_node_t *n = &c->nodes[i];
+        if ((n->port == port && strlen(n->host) == hostlen &&
+             memcmp(n->host, host, hostlen) == 0) ||
+            (n->adv_host && n->adv_port == port && strlen(n->adv_host) == hostlen &&
+             memcmp(n->adv_host, host, hostlen) == 0))
+            return i; /* known, maybe under the name it advertised */
+    }
+    if (c->nnodes >= MAX_NODES || memchr(host, '\0', hostlen) != NULL)
+        return -1;
+    ess__stream_node_t *n = &c->nodes[c->nnodes];
+    n->host = ess_xstrndup(host, hostlen);
+    n->port = port;
+    n->learned = learned;
+    return c->nnodes++;
+}
+
+int ess__stream_nodes_parse(ess_stream_client_t *c, const char *list)
+{
+    const char *p = list;
+    while (*p) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        if (*p == '\0')
+            break;
+        const char *end = p;
+        while (*end && *end != ',' && *end != ' ')
+            end++;
+        const char *host = p, *colon;
+        size_t hostlen;
+        if (*p == '[') {
+            const char *close = memchr(p, ']', (size_t)(end - p));
+            if (close == NULL || close + 1 >= end || close[1] != ':')
+                return ESS_EINVAL;
+            host = p + 1;
+            hostlen = (size_t)(close - host);
+            colon = close + 1;
+        } else {
+            colon = NULL;
+            for (const char *q = p; q < end; q++)
+                if (*q == ':')
+                    colon = q;
+            if (colon == NULL)
+                return ESS_EINVAL;
+            hostlen = (size_t)(colon - p);
+            if (memchr(p, ':', hostlen) != NULL)
+                return ESS_EINVAL; /* a bare IPv6 address needs brackets */
+        }
+        long port = 0;
+        const char *q = colon + 1;
+        if (q == end || end - q > 5)
+            return ESS_EINVAL;
+        for (; q < end; q++) {
+            if (*q < '0' || *q > '9')
+                return ESS_EINVAL;
+            port = port * 10 + (*q - '0');
+        }
+        if (hostlen == 0 || port < 1 || port > 65535 || c->nnodes >= MAX_NODES)
+            return ESS_EINVAL;
+        if (ess__stream_node_add(c, host, hostlen, (int)port, 0) < 0)
+            return ESS_EINVAL;
+        p = end;
+    }
+    return ESS_OK;
+}
+
+const char *ess_stream_client_locator_node(const ess_stream_client_t *c, char *buf, size_t len)
+{
+    const ess__stream_node_t *n = &c->nodes[c->node];
+    int v6 = strchr(n->host, ':') != NULL;
+    int w = snprintf(buf, len, "%s%s%s:%d", v6 ? "[" : "", n->host, v6 ? "]" : "", n->port);
+    return w >= 0 && (size_t)w < len ? buf : NULL;
 }
 
 int ess__stream_name_ok(const char *s)

@@ -8,11 +8,18 @@
  * last delivered offset + 1 and re-declaring every declared publisher on
  * its stream's leader, resending what was not confirmed.
  *
- * Hosts: with load_balancer_mode every connection goes to the URL's host.
- * Otherwise Metadata decides: a subscription goes to a replica of its
- * stream (the leader when there is none), a publisher to the leader, and
- * when such a node connection drops its live subscriptions ask Metadata
- * again instead of retrying a node that may be gone.
+ * Hosts: the locator connection (Metadata, create, delete) goes to one node
+ * of a list: the URL's host and stream port first, then the configured
+ * stream_hosts, then every node a Metadata answer named; when its
+ * connection fails or is lost it tries the next one (the backoff grows
+ * only after a whole round failed), so losing that node does not stop the
+ * client. With load_balancer_mode every connection goes to the locator's
+ * current node. Otherwise Metadata decides: a subscription goes to the
+ * member read_from names (by default a replica, the leader when there is
+ * none), a publisher to the leader, and when such a node connection drops
+ * its live subscriptions ask Metadata again (preferring another member
+ * than the node just lost) instead of retrying a node that may be gone,
+ * and resume at their last delivered offset + 1.
  *
  * Protocol: Deliver v1 only (ExchangeCommandVersions is never sent, so a
  * 3.11+ broker keeps using v1); StreamStats only to a broker whose
@@ -74,9 +81,22 @@ typedef struct {
     void (*on_ended)(ess_stream_sub_t *sub, int reason, void *ud);
 } ess_stream_sub_cbs_t;
 
+/** Which member of a stream a subscription reads from (Metadata names them). */
+typedef enum {
+    ESS_READ_REPLICA = 0, /* the first replica that is not the node just lost, else the leader */
+    ESS_READ_LEADER,      /* always the leader (the newest data first; loads the leader) */
+    ESS_READ_ANY,         /* a member the client is already connected to, else as replica */
+} ess_stream_read_from_t;
+
 typedef struct {
-    const char *url;        /* amqp://user:pass@host:port/vhost; the port is ignored */
-    int stream_port;        /* 0 = 5552 */
+    const char *url; /* amqp://user:pass@host:port/vhost; the port is ignored */
+    int stream_port; /* 0 = 5552 */
+    /* More stream-protocol nodes, "host:port,host:port" ([v6]:port), or
+     * NULL: the locator connection starts at url's host:stream_port and,
+     * when that node fails, tries the next of these, then the nodes
+     * Metadata answers named, round robin. */
+    const char *stream_hosts;
+    int read_from;          /* ess_stream_read_from_t */
     int load_balancer_mode; /* 1: always connect to url's host; 0: follow Metadata hosts */
     int heartbeat_s;        /* requested heartbeat, 0 = 60; the minimum with the broker's wins */
     uint32_t frame_max;     /* requested frame_max, 0 = 8 MiB; the minimum with the broker's wins */
@@ -91,7 +111,8 @@ typedef struct {
 
 /**
  * Create a client and start connecting its locator connection. opts and
- * its strings are copied. Returns ESS_OK, or ESS_EINVAL for a bad URL.
+ * its strings are copied. Returns ESS_OK, or ESS_EINVAL for a bad URL, a
+ * malformed stream_hosts entry or an unknown read_from.
  */
 int ess_stream_client_create(uv_loop_t *loop, const ess_stream_client_opts_t *opts,
                              ess_stream_client_t **out);
@@ -106,6 +127,10 @@ void ess_stream_client_close(ess_stream_client_t *c, void (*done)(void *ud), voi
 
 /** 1 when the locator connection is open and authenticated (for /health/ready). */
 int ess_stream_client_connected(const ess_stream_client_t *c);
+
+/** The node the locator connection uses now ("host:port" into buf, which
+ *  is returned), or NULL when buf is too small. */
+const char *ess_stream_client_locator_node(const ess_stream_client_t *c, char *buf, size_t len);
 
 /**
  * Subscribe to stream from `from`. cbs is copied. The outcome always

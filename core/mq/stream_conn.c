@@ -1,7 +1,10 @@
 /*
  * One TCP connection of the stream client to a RabbitMQ node: resolving
  * the host, connecting, the handshake (peer properties, SASL PLAIN, tune,
- * open), heartbeats, reconnecting with backoff and jitter, the read budget
+ * open), heartbeats, reconnecting with backoff and jitter (the locator,
+ * and every connection in load-balancer mode, moves to the next node of
+ * the client's list first; a subscription whose node is lost asks
+ * Metadata again, preferring another member), the read budget
  * that keeps one connection from holding the loop for a whole turn, and
  * splitting the byte stream into frames that it hands to the subscription,
  * publisher and response handlers. It also sends requests and queues them
@@ -187,12 +190,43 @@ static void on_conn_handle_closed(uv_handle_t *h)
         schedule_retry(k);
 }
 
+/* 1 when k moves to the next node of the client's list after a failure:
+ * the locator, and every connection in load-balancer mode. */
+static int rotates(const ess__stream_conn_t *k)
+{
+    return (k->is_locator || k->c->lb_mode) && k->c->nnodes > 1;
+}
+
+/* Points k at the node after its current one in the client's list (the
+ * next locator candidate); its advertised name goes with the old node. */
+static void next_node(ess__stream_conn_t *k)
+{
+    ess_stream_client_t *c = k->c;
+    int cur = k->is_locator ? c->node : -1;
+    if (cur < 0)
+        for (int i = 0; i < c->nnodes && cur < 0; i++)
+            if (c->nodes[i].port == k->port && strcmp(c->nodes[i].host, k->host) == 0)
+                cur = i;
+    int next = (cur + 1) % c->nnodes;
+    if (k->is_locator)
+        c->node = next;
+    free(k->host);
+    k->host = ess_xstrdup(c->nodes[next].host);
+    k->port = c->nodes[next].port;
+    free(k->adv_host);
+    k->adv_host = NULL;
+    k->adv_port = 0;
+}
+
 static void schedule_retry(ess__stream_conn_t *k)
 {
     ess_stream_client_t *c = k->c;
     {
+        /* Over a list of nodes the delay grows once per round, so a lost
+         * node is followed at once by the next one. */
+        int round = rotates(k) ? (k->attempts - 1) / c->nnodes + 1 : k->attempts;
         uint32_t d = (uint32_t)c->min_ms;
-        for (int i = 1; i < k->attempts && d < (uint32_t)c->max_ms; i++)
+        for (int i = 1; i < round && d < (uint32_t)c->max_ms; i++)
             d *= 2;
         if (d > (uint32_t)c->max_ms)
             d = (uint32_t)c->max_ms;
@@ -245,6 +279,11 @@ static void conn_reset(ess__stream_conn_t *k, int err)
                       ess_strerror(err));
     if (k->state == C_READY && uv_now(c->loop) - k->ready_since >= HEALTHY_MS)
         k->attempts = 0;
+    int was_ready = k->state == C_READY;
+    /* The node subscriptions lost here: Metadata may still name it for a
+     * while, so they prefer another member. */
+    const char *lost_host = k->adv_host ? k->adv_host : k->host;
+    int lost_port = k->adv_host ? k->adv_port : k->port, relocate_later = 0;
     k->gen++;
     k->state = C_CLOSING;
     k->attempts++;
@@ -287,14 +326,25 @@ static void conn_reset(ess__stream_conn_t *k, int err)
             /* The node may be gone for good: ask Metadata where the stream
              * lives now rather than retrying this host forever (also for
              * subscriptions sharing the locator: it may come back on
-             * another node). */
+             * another node). A connection that never came up is asked
+             * about again after RESUB_RETRY_MS, not in a tight loop. */
+            free(s->avoid_host);
+            s->avoid_host = ess_xstrdup(lost_host);
+            s->avoid_port = lost_port;
             ess__stream_sub_slot_release(s);
-            ess__stream_req_t *r = ess__stream_req_new(R_LOCATE_SUB, s->stream);
-            r->sub = s;
-            s->refs++;
-            ess__stream_conn_queue_req(c->locator, r);
+            if (was_ready) {
+                ess__stream_req_t *r = ess__stream_req_new(R_LOCATE_SUB, s->stream);
+                r->sub = s;
+                s->refs++;
+                ess__stream_conn_queue_req(c->locator, r);
+            } else {
+                s->needs_locate = 1;
+                relocate_later = 1;
+            }
         }
     }
+    if (relocate_later && !c->closing)
+        uv_timer_start(&c->retry_timer, ess__stream_on_retry_timer, RESUB_RETRY_MS, 0);
     for (int i = 0; i < MAX_PUBS && !c->closing; i++) {
         ess_stream_pub_t *p = k->pubs[i];
         if (p != NULL)
@@ -305,6 +355,11 @@ static void conn_reset(ess__stream_conn_t *k, int err)
     if (!k->is_locator && k->nsubs == 0 && k->npubs == 0) {
         ess__stream_conn_destroy(k);
         return;
+    }
+    if (rotates(k)) {
+        next_node(k);
+        ess_log_info("stream: %s connection tries %s:%d next",
+                     k->is_locator ? "locator" : "load-balancer", k->host, k->port);
     }
     if (!had_tcp)
         schedule_retry(k); /* no handle to wait for */
@@ -378,6 +433,13 @@ static void note_advertised(ess__stream_conn_t *k, const ess_proto_frame_t *f)
     if (host.p != NULL && host.len > 0 && port > 0 && port < 65536) {
         k->adv_host = ess_xstrndup(host.p, host.len);
         k->adv_port = port;
+        if (k->is_locator && !k->c->lb_mode) {
+            /* Metadata names this node by that name: not another node. */
+            ess__stream_node_t *n = &k->c->nodes[k->c->node];
+            free(n->adv_host);
+            n->adv_host = ess_xstrdup(k->adv_host);
+            n->adv_port = port;
+        }
     }
 }
 

@@ -91,6 +91,8 @@ struct ess_stream_sub_s {
     int on_wire, live, ever_live, dead, user_gone, needs_resub, needs_locate;
     int delivered_any;
     uint64_t last;
+    char *avoid_host; /* the node whose connection it lost last: picked only when no other */
+    int avoid_port;
     int paused, credit_out;
     size_t avg_chunk; /* moving average of delivered chunk bytes, 0 = none yet */
     int refs, depth;
@@ -169,12 +171,27 @@ struct ess__stream_conn_s {
         (head) = (n);                                                                              \
     } while (0)
 
+/* A broker node the locator connection may use: the host of the URL,
+ * the configured stream_hosts, and the nodes Metadata answers named. */
+typedef struct {
+    char *host;
+    int port;
+    int learned;    /* from a Metadata answer, not configured */
+    char *adv_host; /* the name it advertised when the locator used it, or NULL */
+    int adv_port;
+} ess__stream_node_t;
+
+#define MAX_NODES 32
+
 typedef struct ess__stream_tail_s ess__stream_tail_t;
 
 struct ess_stream_client_s {
     uv_loop_t *loop;
     ess_url_t url;
     int port, lb_mode, heartbeat_s, min_ms, max_ms, credit;
+    int read_from; /* ess_stream_read_from_t */
+    ess__stream_node_t nodes[MAX_NODES];
+    int nnodes, node; /* the node the locator uses now */
     size_t credit_window;
     uint32_t frame_max;
     char *name;
@@ -199,6 +216,13 @@ ess__stream_req_t *ess__stream_req_new(int kind, const char *stream);
 void ess__stream_defer(ess_stream_client_t *c, ess__stream_req_t *r, int status);
 void ess__stream_client_maybe_finish(ess_stream_client_t *c);
 int ess__stream_name_ok(const char *s);
+/* Adds host:port to the client's node list unless there or full; returns
+ * its index or -1. */
+int ess__stream_node_add(ess_stream_client_t *c, const char *host, size_t hostlen, int port,
+                         int learned);
+/* Parses "host:port,host:port" ([v6]:port allowed, spaces ignored) into
+ * the node list; ESS_EINVAL on a malformed entry. */
+int ess__stream_nodes_parse(ess_stream_client_t *c, const char *list);
 
 /* stream_tail.c: close every probe of a closing client (no callbacks) */
 void ess__stream_tail_close_all(ess_stream_client_t *c);
@@ -244,7 +268,20 @@ void ess__stream_on_query_seq_resp(ess__stream_conn_t *k, ess__stream_req_t *r,
                                    const ess_proto_frame_t *f, int status);
 void ess__stream_pub_retry(ess_stream_client_t *c);
 
+/* A member of a stream as Metadata names it, for ess__stream_pick_member. */
+typedef struct {
+    const char *host; /* NULL: its broker reference is not in the answer */
+    size_t hostlen;
+    int port;
+    int connected; /* the client has a ready connection to it */
+    int avoid;     /* the subscription lost its connection to it last */
+} ess__stream_member_t;
+
 /* stream_locator.c: requests and their answers (Metadata, create, delete) */
+/* Which member to use: m[0] is the leader, m[1..n-1] the replicas in
+ * Metadata order. Publishers (for_pub) always take the leader. Returns the
+ * index, or -1 when none has a host. */
+int ess__stream_pick_member(int read_from, const ess__stream_member_t *m, size_t n, int for_pub);
 void ess__stream_req_fail(ess_stream_client_t *c, ess__stream_req_t *r, int err);
 void ess__stream_on_response(ess__stream_conn_t *k, const ess_proto_frame_t *f);
 void ess__stream_on_metadata_update(ess__stream_conn_t *k, const ess_proto_frame_t *f);

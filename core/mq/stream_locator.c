@@ -1,9 +1,13 @@
 /*
  * Answers to the stream client's requests: matching each response to its
  * request, and failing requests when their connection resets. Most of
- * these are Metadata lookups on the locator connection (the first node of
- * the URL): where a subscription's or a publisher's stream lives (the
- * leader, or a replica for subscriptions), whether a stream whose
+ * these are Metadata lookups on the locator connection (one node of the
+ * client's list, stream_conn.c moves it to the next when it fails): where a
+ * subscription's or a publisher's stream lives and which member to use
+ * (ess__stream_pick_member: the leader for publishers, the member
+ * broker.read_from names for subscriptions, not the node a subscription
+ * just lost when there is another), the nodes the answer names (added to
+ * the locator's list), whether a stream whose
  * subscriptions the broker dropped still exists, and the public exists,
  * create and delete calls. StreamStats (ess_stream_stats) also goes to the
  * locator, and only to a broker whose `version` says 3.11 or later.
@@ -16,6 +20,7 @@
 
 #include "ess.h"
 #include "mq/stream_internal.h"
+#include "util/log.h"
 
 static void on_recheck(ess_stream_client_t *c, ess__stream_req_t *r, int status);
 
@@ -80,9 +85,65 @@ static void on_stats(ess_stream_client_t *c, ess__stream_req_t *r, int status,
         r->stats_cb(status, status == ESS_OK ? &st : NULL, r->ud);
 }
 
-/* Host and port of a stream's leader (want_replica: a replica if any). */
-static int pick_host(const ess_proto_frame_t *f, int want_replica, ess_proto_str_t *host,
-                     uint32_t *port, int *status)
+int ess__stream_pick_member(int read_from, const ess__stream_member_t *m, size_t n, int for_pub)
+{
+    if (n == 0)
+        return -1;
+    if (for_pub || read_from == ESS_READ_LEADER)
+        return m[0].host ? 0 : -1;
+    /* Candidates in order of preference; the first usable one that is not
+     * the node just lost wins, else the first usable one. */
+    size_t order[1 + 255], k = 0;
+    if (read_from == ESS_READ_ANY)
+        for (size_t i = 0; i < n; i++)
+            if (m[i].connected && !m[i].avoid)
+                order[k++] = i;
+    for (size_t i = 1; i < n && k < ESS_ARRAY_SIZE(order) - 1; i++)
+        order[k++] = i;
+    order[k++] = 0;
+    for (size_t i = 0; i < k; i++)
+        if (m[order[i]].host && !m[order[i]].avoid)
+            return (int)order[i];
+    for (size_t i = 0; i < k; i++)
+        if (m[order[i]].host)
+            return (int)order[i];
+    return -1;
+}
+
+/* Metadata names every member node: the locator may use them later. */
+static void learn_nodes(ess_stream_client_t *c, const ess_proto_frame_t *f)
+{
+    if (c->lb_mode)
+        return; /* advertised hosts are not reachable through a load balancer */
+    for (uint32_t i = 0; i < f->u.metadata.brokers; i++) {
+        ess_proto_broker_t b;
+        if (ess_proto_metadata_broker(f, i, &b) != ESS_OK || b.host.p == NULL)
+            continue;
+        int before = c->nnodes;
+        ess__stream_node_add(c, b.host.p, b.host.len, (int)b.port, 1);
+        if (c->nnodes > before)
+            ess_log_debug("stream: learned node %s:%d from Metadata", c->nodes[before].host,
+                          c->nodes[before].port);
+    }
+}
+
+static int connected_to(ess_stream_client_t *c, const ess_proto_str_t *host, int port)
+{
+    for (ess__stream_conn_t *k = c->conns; k; k = k->next) {
+        if (k->state != C_READY)
+            continue;
+        const char *h = k->adv_host ? k->adv_host : k->host;
+        int p = k->adv_host ? k->adv_port : k->port;
+        if (p == port && strlen(h) == host->len && memcmp(h, host->p, host->len) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Host and port of the member of a stream that s (or a publisher, when s
+ * is NULL: the leader) should use. */
+static int pick_host(ess_stream_client_t *c, const ess_proto_frame_t *f, ess_stream_sub_t *s,
+                     ess_proto_str_t *host, uint32_t *port, int *status)
 {
     ess_proto_stream_meta_t m;
     if (ess_proto_metadata_stream(f, 0, &m) != ESS_OK) {
@@ -92,19 +153,38 @@ static int pick_host(const ess_proto_frame_t *f, int want_replica, ess_proto_str
     *status = ess_proto_code_to_ess(m.code);
     if (*status != ESS_OK)
         return -1;
-    uint16_t ref = m.leader;
-    if (want_replica && m.replicas > 0)
-        ref = ess_proto_replica_ref(&m, 0);
-    for (uint32_t i = 0; i < f->u.metadata.brokers; i++) {
-        ess_proto_broker_t b;
-        if (ess_proto_metadata_broker(f, i, &b) == ESS_OK && b.ref == ref && b.host.p) {
-            *host = b.host;
-            *port = b.port;
-            return 0;
+    ess__stream_member_t mem[1 + 255];
+    size_t n = 1 + (m.replicas < 255 ? m.replicas : 255);
+    memset(mem, 0, sizeof mem[0] * n);
+    for (size_t i = 0; i < n; i++) {
+        uint16_t ref = i == 0 ? m.leader : ess_proto_replica_ref(&m, (uint32_t)(i - 1));
+        for (uint32_t j = 0; j < f->u.metadata.brokers; j++) {
+            ess_proto_broker_t b;
+            if (ess_proto_metadata_broker(f, j, &b) == ESS_OK && b.ref == ref && b.host.p &&
+                b.port > 0 && b.port <= 65535) {
+                mem[i].host = b.host.p;
+                mem[i].hostlen = b.host.len;
+                mem[i].port = (int)b.port;
+                break;
+            }
         }
+        if (mem[i].host == NULL)
+            continue;
+        mem[i].connected =
+            connected_to(c, &(ess_proto_str_t){mem[i].host, mem[i].hostlen}, mem[i].port);
+        mem[i].avoid = s && s->avoid_host && s->avoid_port == mem[i].port &&
+                       strlen(s->avoid_host) == mem[i].hostlen &&
+                       memcmp(s->avoid_host, mem[i].host, mem[i].hostlen) == 0;
     }
-    *status = ESS_ECONN; /* no leader known: stream not available */
-    return -1;
+    int i = ess__stream_pick_member(c->read_from, mem, n, s == NULL);
+    if (i < 0) {
+        *status = ESS_ECONN; /* no leader known: stream not available */
+        return -1;
+    }
+    host->p = mem[i].host;
+    host->len = mem[i].hostlen;
+    *port = (uint32_t)mem[i].port;
+    return 0;
 }
 
 void ess__stream_on_response(ess__stream_conn_t *k, const ess_proto_frame_t *f)
@@ -123,6 +203,8 @@ void ess__stream_on_response(ess__stream_conn_t *k, const ess_proto_frame_t *f)
     int status = ess_proto_code_to_ess(f->code);
     uint16_t key = f->key & (uint16_t)~ESS_PROTO_RESPONSE;
     int is_meta = key == ESS_PROTO_METADATA;
+    if (is_meta)
+        learn_nodes(c, f);
     if (is_meta && status == ESS_OK) {
         ess_proto_stream_meta_t m;
         status = ess_proto_metadata_stream(f, 0, &m) == ESS_OK ? ess_proto_code_to_ess(m.code)
@@ -151,8 +233,8 @@ void ess__stream_on_response(ess__stream_conn_t *k, const ess_proto_frame_t *f)
         int dead = is_sub ? r->sub->dead : r->pub->dead;
         /* Keep the request's reference until the end: sub_fail/pub_fail
          * would otherwise free the object that sub_put reads below. */
-        if (!dead && is_meta && pick_host(f, is_sub, &host, &port, &st) == 0 && port > 0 &&
-            port <= 65535) {
+        if (!dead && is_meta && pick_host(c, f, is_sub ? r->sub : NULL, &host, &port, &st) == 0 &&
+            port > 0 && port <= 65535) {
             char *h = ess_xstrndup(host.p, host.len);
             if (is_sub)
                 ess__stream_sub_attach(r->sub, h, (int)port, 0);

@@ -349,7 +349,8 @@ void ess__stream_pub_retry(ess_stream_client_t *c)
         }
         if (c->lb_mode) {
             p->needs_locate = 0;
-            take_slot(p, ess__stream_conn_for(c, c->url.host, c->port, 1));
+            take_slot(p,
+                      ess__stream_conn_for(c, c->nodes[c->node].host, c->nodes[c->node].port, 1));
         } else if (c->locator != NULL) {
             p->needs_locate = 0;
             ess__stream_req_t *r = ess__stream_req_new(R_LOCATE_PUB, p->stream);
@@ -404,7 +405,7 @@ int ess_stream_publisher_create_ref(ess_stream_client_t *c, const char *stream, 
         p->refs++;
         ess__stream_defer(c, r, ESS_ECONN);
     } else if (c->lb_mode) {
-        take_slot(p, ess__stream_conn_for(c, c->url.host, c->port, 1));
+        take_slot(p, ess__stream_conn_for(c, c->nodes[c->node].host, c->nodes[c->node].port, 1));
     } else {
         ess__stream_req_t *r = ess__stream_req_new(R_LOCATE_PUB, stream);
         r->pub = p;

@@ -36,6 +36,7 @@ static void sub_free(ess_stream_sub_t *s)
 {
     ESS__LIST_REMOVE(s->c->subs, s);
     free(s->stream);
+    free(s->avoid_host);
     free(s);
 }
 
@@ -339,7 +340,7 @@ int ess_stream_subscribe(ess_stream_client_t *c, const char *stream, ess_offset_
     ESS__LIST_PUSH(c->subs, s);
     *out = s;
     if (c->lb_mode) {
-        ess__stream_sub_attach(s, c->url.host, c->port, 1);
+        ess__stream_sub_attach(s, c->nodes[c->node].host, c->nodes[c->node].port, 1);
     } else if (c->locator == NULL || !ess__stream_conn_usable(c->locator)) {
         ess__stream_req_t *r = ess__stream_req_new(R_SUB_FAIL, NULL);
         r->sub = s;

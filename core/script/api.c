@@ -289,7 +289,11 @@ static int l_ready(lua_State *L)
     int broker = app->broker_ready != NULL && app->broker_ready(app);
     char amqp_why[512] = "";
     int amqp = app->cfg->broker_version != 2 || amqp_port_ready(app, amqp_why, sizeof amqp_why);
-    lua_pushboolean(L, registry && broker && amqp && !app->draining);
+    /* With broker.stream_hosts (a cluster) the stream client moves to
+     * another node when the URL's node is lost; its AMQP port (classic
+     * routes only) is then reported, not required. */
+    int amqp_needed = app->cfg->stream_hosts == NULL || app->cfg->stream_hosts[0] == '\0';
+    lua_pushboolean(L, registry && broker && (amqp || !amqp_needed) && !app->draining);
     lua_createtable(L, 0, 4);
     if (app->cfg->broker_version == 2) {
         if (amqp)

@@ -6,6 +6,7 @@
  */
 #include "config.h"
 #include "ess.h"
+#include "mq/stream_client.h"
 #include "mq/url.h"
 #include "util/log.h"
 
@@ -85,6 +86,35 @@ static int flag(reader_t *r, const char *path)
     return v;
 }
 
+/* A list of strings, joined with commas (the stream client's format). */
+static char *str_list(reader_t *r, const char *path)
+{
+    push_path(r, path);
+    if (!lua_istable(r->L, -1)) {
+        lua_pop(r->L, 1);
+        missing(r, path, "a list");
+        return NULL;
+    }
+    size_t len = 0, n = lua_objlen(r->L, -1);
+    char *out = ess_xstrdup("");
+    for (size_t i = 1; i <= n; i++) {
+        lua_rawgeti(r->L, -1, (int)i);
+        size_t l;
+        const char *v = lua_tolstring(r->L, -1, &l);
+        if (v != NULL) {
+            out = ess_xrealloc(out, len + l + 2);
+            if (len)
+                out[len++] = ',';
+            memcpy(out + len, v, l);
+            len += l;
+            out[len] = '\0';
+        }
+        lua_pop(r->L, 1);
+    }
+    lua_pop(r->L, 1);
+    return out;
+}
+
 static void listen_at(reader_t *r, const char *path, ess_listen_t *out)
 {
     char *s = str(r, path);
@@ -125,6 +155,13 @@ int ess__config_from_table(lua_State *L, int idx, ess_config_t *c, char *err, si
     }
     c->stream_port = (int)num(&r, "broker.stream_port");
     c->broker_version = (int)num(&r, "broker.version");
+    c->stream_hosts = str_list(&r, "broker.stream_hosts");
+    char *rf = str(&r, "broker.read_from");
+    c->read_from = rf == NULL                  ? ESS_READ_REPLICA
+                   : strcmp(rf, "leader") == 0 ? ESS_READ_LEADER
+                   : strcmp(rf, "any") == 0    ? ESS_READ_ANY
+                                               : ESS_READ_REPLICA;
+    free(rf);
     c->load_balancer_mode = flag(&r, "broker.load_balancer_mode");
     c->heartbeat_s = (int)num(&r, "broker.heartbeat_s");
     c->reconnect_min_ms = (int)num(&r, "broker.reconnect_min_ms");
@@ -164,6 +201,7 @@ void ess_config_free(ess_config_t *c)
 {
     if (c == NULL)
         return;
+    free(c->stream_hosts);
     char **strings[] = {&c->path,          &c->api_token, &c->ingress_location, &c->broker_url,
                         &c->database_path, &c->registry_stream, &c->log_dir,   &c->lua_path,         &c->lua_enrich,
                         &c->lua_route,     &c->lua_api};

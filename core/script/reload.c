@@ -141,6 +141,8 @@ static void keep_start_only(ess_config_t *neu, ess_config_t *old, ess_reload_res
     KEEP_NUM(outbound_budget_bytes, "public.outbound_budget_bytes");
     KEEP_STR(broker_url, "broker.url");
     KEEP_NUM(stream_port, "broker.stream_port");
+    KEEP_STR(stream_hosts, "broker.stream_hosts");
+    KEEP_NUM(read_from, "broker.read_from");
     KEEP_NUM(load_balancer_mode, "broker.load_balancer_mode");
     KEEP_NUM(heartbeat_s, "broker.heartbeat_s");
     KEEP_STR(database_path, "database.path");

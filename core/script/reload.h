@@ -15,7 +15,7 @@ typedef struct ess_vm_s ess_vm_t; /* script/vm.h; opaque to the callers */
 typedef struct {
     uint64_t generation;              /* the live VM's generation afterwards */
     char error[2048];                 /* why a reload was rejected (file:line when known) */
-    const char *restart_required[16]; /* changed settings that apply only at start */
+    const char *restart_required[24]; /* changed settings that apply only at start */
     int nrestart;
 } ess_reload_result_t;
 

@@ -75,6 +75,7 @@ typedef struct {
     ess_registry_t *view; /* the SQLite backend */
     uv_loop_t *loop;
     char *url, *stream, *claims;
+    char *stream_hosts; /* broker.stream_hosts: the client follows the cluster */
     int stream_port, lb_mode, heartbeat_s, rmin, rmax, cluster_size;
     int64_t max_bytes, segment_bytes, snapshot_every;
     int timeout_ms;
@@ -1003,6 +1004,7 @@ static void st_close(ess_registry_t *r)
     ess_registry_close(s->view);
     free(s->snap);
     free(s->url);
+    free(s->stream_hosts);
     free(s->stream);
     free(s->claims);
     ess_buf_free(&s->scratch);
@@ -1047,6 +1049,7 @@ int ess_registry_open_stream(const ess_config_t *cfg, ess_registry_t **out, char
     snprintf(s->claims, n, "%s-claims", cfg->registry_stream);
     s->stream_port = cfg->stream_port;
     s->lb_mode = cfg->load_balancer_mode;
+    s->stream_hosts = cfg->stream_hosts ? ess_xstrdup(cfg->stream_hosts) : NULL;
     s->heartbeat_s = cfg->heartbeat_s;
     s->rmin = cfg->reconnect_min_ms;
     s->rmax = cfg->reconnect_max_ms;
@@ -1071,7 +1074,7 @@ int ess_registry_open_stream(const ess_config_t *cfg, ess_registry_t **out, char
             ess__view_commit(view) != ESS_OK) {
             snprintf(err, errlen, "%s: cannot prepare the registry view", cfg->database_path);
             ess_registry_close(view);
-            free(s->url), free(s->stream), free(s->claims), free(s);
+            free(s->url), free(s->stream_hosts), free(s->stream), free(s->claims), free(s);
             return ESS_EIO;
         }
         if (rows > 0)
@@ -1096,6 +1099,7 @@ int ess_registry_stream_start(ess_registry_t *r, uv_loop_t *loop, char *err, siz
     ess_stream_client_opts_t opts = {
         .url = s->url,
         .stream_port = s->stream_port,
+        .stream_hosts = s->stream_hosts,
         .load_balancer_mode = s->lb_mode,
         .heartbeat_s = s->heartbeat_s,
         .reconnect_min_ms = s->rmin,

@@ -242,6 +242,23 @@ local function strip_null(v, path)
 end
 
 local check_listen = string_checker('"host:port"', valid_listen)
+
+-- broker.stream_hosts: a list of "host:port" (at most 31: the URL's node
+-- and these share a list of 32 in the stream client).
+local function check_hosts(v)
+    local expected = 'a list of "host:port" (at most 31)'
+    if type(v) ~= "table" or (next(v) ~= nil and v[1] == nil) or #v > 31 then
+        return false, expected
+    end
+    for k, h in pairs(v) do
+        if type(k) ~= "number" or type(h) ~= "string" or not valid_listen(h) then
+            return false, expected
+        end
+    end
+    return true
+end
+
+local READ_FROM = { replica = true, leader = true, any = true }
 local check_module = string_checker("a Lua module name like ess.enrich", valid_module)
 local check_nonempty = string_checker("a non-empty string", function(s)
     return s ~= "" and not find(s, "%c")
@@ -319,6 +336,19 @@ local SCHEMA = {
             "Port of the RabbitMQ stream protocol on the host of broker.url (version 2).",
             "ESS_STREAM_PORT"),
         int("version", 2, 1, 2, "1 = classic queues (no history), 2 = RabbitMQ streams."),
+        leaf("stream_hosts", "list of host:port", {},
+            "More stream-protocol nodes of the cluster. The stream client's locator connection"
+                .. " (Metadata, readiness) starts at the host of broker.url and stream_port;"
+                .. " when that node fails it tries these in order, then the nodes Metadata"
+                .. " answers named, round robin (env: comma-separated).",
+            check_hosts, "ESS_STREAM_HOSTS", "list"),
+        leaf("read_from", "replica | leader | any", "replica",
+            "Member of a stream a subscription reads from: a replica (the leader when there"
+                .. " is none), the leader, or any member the client is already connected to."
+                .. " After a lost node it prefers another member than that one.",
+            function(v)
+                return type(v) == "string" and READ_FROM[v] ~= nil, "one of replica, leader, any"
+            end, "ESS_BROKER_READ_FROM"),
         leaf("load_balancer_mode", "boolean", false,
             "The broker is behind a load balancer: ignore advertised stream hosts.", check_bool),
         int("heartbeat_s", 60, 0, 3600, "Broker heartbeat in seconds (0 = off)."),
@@ -568,6 +598,12 @@ local function parse_env(l, s)
         return tonumber(s)
     elseif l.parse == "level" then
         return lower(s)
+    elseif l.parse == "list" then
+        local out = {}
+        for item in gsub(s, "%s", ""):gmatch("[^,]+") do
+            out[#out + 1] = item
+        end
+        return out
     end
     return s
 end

@@ -29,7 +29,8 @@ describe("ess.config", function()
                 ingress = { location = "localhost:8080", secure = false },
                 broker = {
                     url = "amqp://guest:guest@localhost:5672/", stream_port = 5552, version = 2,
-                    load_balancer_mode = false, heartbeat_s = 60, reconnect_min_ms = 100,
+                    stream_hosts = {}, read_from = "replica", load_balancer_mode = false,
+                    heartbeat_s = 60, reconnect_min_ms = 100,
                     reconnect_max_ms = 10000,
                 },
                 manage_streams = false,
@@ -223,6 +224,7 @@ describe("ess.config", function()
             { "ESS_LOG_LEVEL", "debug", "log", "level", "debug" },
             { "ESS_API_TOKEN", "t0ken", "internal", "api_token", "t0ken" },
             { "ESS_LUA_PATH", "/opt/lua", "lua", "path", "/opt/lua" },
+            { "ESS_BROKER_READ_FROM", "leader", "broker", "read_from", "leader" },
         }
         for _, c in ipairs(cases) do
             it(c[1] .. " sets " .. c[3] .. "." .. c[4], function()
@@ -231,10 +233,32 @@ describe("ess.config", function()
             end)
         end
 
+        it("ESS_STREAM_HOSTS sets broker.stream_hosts from a comma-separated list", function()
+            local cfg = assert(config.load(nil,
+                { ESS_STREAM_HOSTS = "10.0.0.2:5552, rmq3:5553,[::1]:5554" }))
+            assert.same({ "10.0.0.2:5552", "rmq3:5553", "[::1]:5554" }, cfg.broker.stream_hosts)
+            assert.equal('ESS_STREAM_HOSTS: expected a list of "host:port" (at most 31), got'
+                .. ' "a:1,b"', select(2, config.load(nil, { ESS_STREAM_HOSTS = "a:1,b" })))
+        end)
+
+        it("refuses a bad broker.stream_hosts or broker.read_from", function()
+            assert.same({ "h:1" }, assert(config.validate({ broker = { stream_hosts = { "h:1" } } },
+                {})).broker.stream_hosts)
+            assert.equal('config: broker.stream_hosts: expected a list of "host:port" (at most 31),'
+                .. ' got "h:1"', select(2, config.validate({ broker = { stream_hosts = "h:1" } })))
+            assert.equal('config: broker.stream_hosts: expected a list of "host:port" (at most 31),'
+                .. ' got a list', select(2, config.validate({ broker = { stream_hosts =
+                    { "h:1", "h:70000" } } })))
+            assert.equal('config: broker.read_from: expected one of replica, leader, any, got'
+                .. ' "follower"',
+                select(2, config.validate({ broker = { read_from = "follower" } })))
+        end)
+
         it("refuses an unknown registry backend", function()
             local cfg, err = config.load(nil, { ESS_REGISTRY_BACKEND = "etcd" })
             assert.is_nil(cfg)
-            assert.truthy(err:find("ESS_REGISTRY_BACKEND: expected one of sqlite, stream", 1, true), err)
+            assert.truthy(err:find("ESS_REGISTRY_BACKEND: expected one of sqlite, stream", 1, true),
+                err)
         end)
 
         it("overrides the YAML file", function()
