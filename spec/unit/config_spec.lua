@@ -234,7 +234,8 @@ describe("ess.config", function()
         it("refuses an unknown registry backend", function()
             local cfg, err = config.load(nil, { ESS_REGISTRY_BACKEND = "etcd" })
             assert.is_nil(cfg)
-            assert.truthy(err:find("ESS_REGISTRY_BACKEND: expected one of sqlite, stream", 1, true), err)
+            assert.truthy(err:find("ESS_REGISTRY_BACKEND: expected one of sqlite, stream", 1,
+                true), err)
         end)
 
         it("overrides the YAML file", function()
