@@ -267,10 +267,18 @@ def rebuild_after_retention():
     stream = unique("it-reg-snap")
     small = {"max_length_bytes": 12000, "max_segment_size_bytes": 4000, "snapshot_every": 20}
     a = replica(stream, extra=small)
-    b = None
+    b = stale = None
     adm = Admin()
     try:
         a.start()
+        # A replica that applies the start of the log, then is down while
+        # retention removes what it has not read.
+        stale = replica(stream, extra=small)
+        stale.start()
+        for i in range(5):
+            post(a, "it-reg-snap-early-%d" % i)
+        t.check(wait_for(lambda: len(listed(stale) or ()) == 5), "rebuild: the stale replica has 5 rows")
+        stale.stop()
         rows = []
         for i in range(300):
             st, body = post(a, "it-reg-snap-%d" % i)
@@ -280,7 +288,7 @@ def rebuild_after_retention():
         for body in rows[:250]:
             a.json("DELETE", "/event-stream/%d" % body["id"])
         want = listed(a)
-        t.eq(len(want), 50, "rebuild: 50 rows live")
+        t.eq(len(want), 55, "rebuild: 55 rows live (the 5 early ones and 50 of 300)")
         # Retention runs when a segment rolls over: write more to roll one.
         for i in range(40):
             post(a, "it-reg-snap-more-%d" % i)
@@ -296,10 +304,18 @@ def rebuild_after_retention():
         t.check(bool(got), "rebuild: a fresh replica has every live row (%d of %d)" %
                 (len(listed(b) or ()), len(want)))
         t.check("rebuilt the view from a snapshot" in b.output(), "rebuild: it used a snapshot")
+        stale.start()
+        got = wait_for(lambda: listed(stale) == want or None, timeout=20)
+        t.check(bool(got), "rebuild: a replica down while its next records were removed catches up "
+                "(%d of %d rows)" % (len(listed(stale) or ()), len(want)))
+        t.check("records may have been removed by retention" in stale.output(),
+                "rebuild: it noticed the gap after its applied offset")
+        stale.stop()
+        want = listed(a)
         st, body = post(b, "it-reg-after-rebuild")
         t.check(st == 201 and body["id"] > max(i for i, _ in want), "rebuild: the fresh replica creates")
     finally:
-        for e in (a, b):
+        for e in (a, b, stale):
             if e is not None:
                 e.stop()
                 t.eq(sanitizer_report(e), "", "rebuild: no sanitizer report")
