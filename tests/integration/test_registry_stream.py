@@ -15,7 +15,9 @@ following one registry stream (a random name per test, deleted at the end).
   snapshot after retention removed the early segments of the log;
 - the registry stream deleted: POST and DELETE answer 503 JSON,
   /health/ready reports registry false, and a live WebSocket keeps
-  receiving.
+  receiving;
+- the broker connection cut while the registry's publisher and follower
+  are being located: essd neither crashes nor stays unusable.
 
 The latencies (DELETE -> close, claim -> replace) are printed, not
 asserted: the machine is shared.
@@ -27,8 +29,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from esslib import (Checker, Essd, StreamAdmin, metrics, recv_close, sanitizer_report,  # noqa: E402
-                    unique, wait_broker, ws_open)
+from esslib import (STREAM_PORT, Checker, Essd, StreamAdmin, metrics, recv_close,  # noqa: E402
+                    sanitizer_report, unique, wait_broker, ws_open)
 
 t = Checker()
 
@@ -324,6 +326,110 @@ def rebuild_after_retention():
         adm.close()
 
 
+class FreezeProxy:
+    """A TCP proxy to the stream port that, once, stops relaying at the
+    first Metadata request after a Create (the registry's start-up: the
+    publisher and the follower being located) and cuts every connection
+    after `hold` seconds; later connections are relayed."""
+
+    def __init__(self, hold=2.0):
+        import socket
+        import struct
+        import threading
+        self.socket, self.struct, self.threading = socket, struct, threading
+        self.hold = hold
+        self.frozen = self.done = self.created = False
+        self.conns = []
+        self.ls = socket.socket()
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(16)
+        self.port = self.ls.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _pipe(self, src, dst, c2s):
+        buf = b""
+        try:
+            while True:
+                d = src.recv(65536)
+                if not d:
+                    break
+                if not c2s:
+                    if not self.frozen:
+                        dst.sendall(d)
+                    continue
+                buf += d
+                out = b""
+                while len(buf) >= 4 and len(buf) >= 4 + self.struct.unpack(">I", buf[:4])[0]:
+                    n = self.struct.unpack(">I", buf[:4])[0]
+                    f, buf = buf[:4 + n], buf[4 + n:]
+                    key = self.struct.unpack(">H", f[4:6])[0] & 0x7fff
+                    if key == 0x000d:
+                        self.created = True
+                    elif key == 0x000f and self.created and not self.done:
+                        self.frozen = True
+                    if not self.frozen:
+                        out += f
+                if out:
+                    dst.sendall(out)
+        except OSError:
+            pass
+
+    def _serve(self):
+        while True:
+            try:
+                c, _ = self.ls.accept()
+                u = self.socket.create_connection(("127.0.0.1", STREAM_PORT))
+            except OSError:
+                return
+            self.conns += [c, u]
+            self.threading.Thread(target=self._pipe, args=(c, u, True), daemon=True).start()
+            self.threading.Thread(target=self._pipe, args=(u, c, False), daemon=True).start()
+
+    def cut_when_frozen(self):
+        deadline = time.time() + 20
+        while not self.frozen and time.time() < deadline:
+            time.sleep(0.02)
+        was = self.frozen
+        time.sleep(self.hold)
+        for c in self.conns:
+            try:
+                c.shutdown(self.socket.SHUT_RDWR)
+                c.close()
+            except OSError:
+                pass
+        self.conns = []
+        self.done = True
+        self.frozen = False
+        return was
+
+    def close(self):
+        self.ls.close()
+
+
+def startup_cut():
+    """The broker connection lost while the registry's publisher and
+    follower are being located (Metadata unanswered): essd must not crash
+    (it did: a use-after-free in the stream client's failed Metadata
+    requests) and must become usable once the broker is back."""
+    stream = unique("it-reg-cut")
+    proxy = FreezeProxy()
+    e = Essd(env={"ESS_REGISTRY_BACKEND": "stream", "ESS_REGISTRY_STREAM": stream,
+                  "ESS_STREAM_PORT": str(proxy.port)})
+    adm = Admin()
+    try:
+        e.start(wait=False)
+        t.check(proxy.cut_when_frozen(), "cut: the registry's Metadata request was held")
+        ok = wait_for(lambda: e.proc.poll() is None and post(e, "it-reg-cut")[0] == 201, timeout=20)
+        t.check(e.proc.poll() is None, "cut: essd is still running (%r)" % (e.proc.returncode,))
+        t.check(bool(ok), "cut: POST works once the broker is reachable again")
+    finally:
+        e.stop()
+        t.eq(sanitizer_report(e), "", "cut: no sanitizer report")
+        proxy.close()
+        adm.delete(stream)
+        adm.delete(stream + "-claims")
+
+
 def main():
     t.check(wait_broker(), "the shared broker is up")
     regstream = unique("it-reg")
@@ -345,6 +451,7 @@ def main():
             t.eq(e.stop(), 0, "essd exits 0 on SIGTERM")
             t.eq(sanitizer_report(e), "", "no sanitizer report")
         rebuild_after_retention()
+        startup_cut()
     finally:
         for e in reps:
             e.stop()
