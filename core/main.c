@@ -226,8 +226,8 @@ int main(int argc, char **argv)
 
     if ((app.cfg->registry_stream_backend
              ? ess_registry_open_stream(app.cfg, &app.registry, err, sizeof err)
-             : ess_registry_open_sqlite(app.cfg->database_path, &app.registry, err,
-                                        sizeof err)) != ESS_OK) {
+             : ess_registry_open_sqlite(app.cfg->database_path, &app.registry, err, sizeof err)) !=
+        ESS_OK) {
         ess_log_error("registry: %s", err);
         goto fail_registry;
     }

@@ -206,7 +206,8 @@ static void dispatch(struct lws *wsi, ess_app_t *app, ess_api_req_t *r)
             r->pending = p;
             r->wsi = wsi;
             r->phase = 4;
-            lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, app->cfg->registry_timeout_ms / 1000 + 10);
+            lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK,
+                            app->cfg->registry_timeout_ms / 1000 + 10);
             return;
         }
     }

@@ -137,8 +137,8 @@ struct ess__stream_conn_s {
     int tcp_open, handles;
     ess_proto_buf_t rbuf;
     ess_proto_buf_t wbuf; /* frames written this loop turn, sent by the turn handle */
-    int read_held;     /* reading stopped until the next loop turn (READ_BUDGET) */
-    size_t turn_bytes; /* frame bytes handled since the last turn began */
+    int read_held;        /* reading stopped until the next loop turn (READ_BUDGET) */
+    size_t turn_bytes;    /* frame bytes handled since the last turn began */
     uint32_t frame_max, heartbeat_s;
     uint64_t last_recv, ready_since;
     uint32_t next_corr;

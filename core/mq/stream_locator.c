@@ -43,8 +43,10 @@ void ess__stream_req_fail(ess_stream_client_t *c, ess__stream_req_t *r, int err)
             c->locator->reqs = r;
             return;
         }
-        r->sub->refs--;
+        /* The request's reference is dropped after sub_fail: it ends with
+         * a put of its own, which would free the sub read below. */
         ess__stream_sub_fail(r->sub, err);
+        r->sub->refs--;
         ess__stream_sub_put(r->sub);
         break;
     case R_LOCATE_PUB:

@@ -300,11 +300,13 @@ void ess__stream_pub_req_fail(ess_stream_client_t *c, ess__stream_req_t *r, int 
         c->locator->reqs = r;
         return;
     }
-    p->refs--;
+    /* The request's reference is dropped after locate_failed: pub_fail
+     * ends with a put of its own, which would free p read below. */
     if (r->kind == R_LOCATE_PUB || !p->ever_ready)
         ess__stream_pub_locate_failed(p, err);
     /* else: a declare or query on a connection that reset; its slot pass
      * (conn_reset) decides. */
+    p->refs--;
     ess__stream_pub_put(p);
     ess__stream_req_free(r);
 }

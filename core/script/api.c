@@ -109,7 +109,8 @@ static int defer(lua_State *L, int k, int is_delete, int (*start)(ess_app_t *, v
     }
     if (rc != ESS_OK) {
         lua_pushnil(L);
-        lua_pushstring(L, rc == ESS_ECONN ? "the registry stream is unavailable" : ess_strerror(rc));
+        lua_pushstring(L,
+                       rc == ESS_ECONN ? "the registry stream is unavailable" : ess_strerror(rc));
         return 2;
     }
     lua_pushvalue(L, k);

@@ -202,9 +202,10 @@ void ess_config_free(ess_config_t *c)
     if (c == NULL)
         return;
     free(c->stream_hosts);
-    char **strings[] = {&c->path,          &c->api_token, &c->ingress_location, &c->broker_url,
-                        &c->database_path, &c->registry_stream, &c->log_dir,   &c->lua_path,         &c->lua_enrich,
-                        &c->lua_route,     &c->lua_api};
+    char **strings[] = {&c->path,       &c->api_token,     &c->ingress_location,
+                        &c->broker_url, &c->database_path, &c->registry_stream,
+                        &c->log_dir,    &c->lua_path,      &c->lua_enrich,
+                        &c->lua_route,  &c->lua_api};
     for (size_t i = 0; i < ESS_ARRAY_SIZE(strings); i++)
         free(*strings[i]);
     free(c);

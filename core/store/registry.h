@@ -47,8 +47,8 @@ typedef struct {
     /* Asynchronous backends only (NULL for SQLite). Each returns ESS_OK and
      * calls done later (never synchronously) exactly once unless forgotten,
      * or an error at once without calling it. */
-    int (*create_async)(ess_registry_t *r, const char *rk, size_t rklen,
-                        ess_registry_done_fn done, void *ud);
+    int (*create_async)(ess_registry_t *r, const char *rk, size_t rklen, ess_registry_done_fn done,
+                        void *ud);
     int (*remove_async)(ess_registry_t *r, int64_t id, ess_registry_done_fn done, void *ud);
     /* Read the shared log to its tail: done(ESS_OK) once the local view has
      * applied everything committed when the call was made. */

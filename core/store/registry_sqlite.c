@@ -36,7 +36,7 @@ typedef struct {
     sqlite3 *db;
     sqlite3_stmt *insert, *remove, *list, *by_uuid, *count;
     sqlite3_stmt *insert_id, *meta_get, *meta_set, *by_id; /* the stream backend's view, lazily */
-    int write_failed;      /* the last write failed: not ready */
+    int write_failed;                                      /* the last write failed: not ready */
     int64_t write_at_ms;   /* monotonic time of the last write outcome, 0 = none */
     char write_error[256]; /* why the last write failed */
 } sqlite_registry_t;

@@ -93,6 +93,7 @@ typedef struct {
     int64_t applied;     /* last applied offset, -1 = nothing */
     int64_t first_seen;  /* offset of the first record of this subscription, -1 = none yet */
     int rebuild;         /* waiting for a complete snapshot */
+    int after_snapshot;  /* the next subscription starts after an applied snapshot */
     int64_t resume_from; /* >= 0: resubscribe there after the commit */
     int in_tx, tx_failed;
     int64_t since_snapshot;
@@ -522,6 +523,7 @@ static void rebuild_part(stream_registry_t *s, const ess_regrec_t *rec)
     s->rebuild = 0;
     s->applied = s->snap_at;
     s->resume_from = s->snap_at + 1;
+    s->after_snapshot = 1;
     s->snap_parts = 0;
     s->nsnap = 0;
 }
@@ -635,6 +637,13 @@ static void on_message(ess_stream_sub_t *sub, const ess_stream_msg_t *msg, void 
     int64_t off = (int64_t)msg->offset;
     if (off <= s->applied && !s->rebuild)
         return; /* before where the subscription was asked to start */
+    if (s->first_seen < 0 && s->after_snapshot) {
+        /* Reading again after a snapshot: the few records between its
+         * offset and itself may be gone too; taking it for a loss again
+         * would apply the same snapshot forever. */
+        s->first_seen = off;
+        s->after_snapshot = 0;
+    }
     if (s->first_seen < 0) {
         s->first_seen = off;
         /* A segment of a stream with tracked writers (the named registry

@@ -255,6 +255,61 @@ describe("ess.api", function()
         end)
     end)
 
+    describe("with an asynchronous registry (registry.backend: stream)", function()
+        -- The C side returns a deferred marker and later calls the
+        -- continuation the handler passed; what that returns is the response.
+        local kept
+        before_each(function()
+            kept = nil
+            core.registry_create = function(_, k)
+                kept = k
+                return { deferred = true }
+            end
+            core.registry_delete = function(_, k)
+                kept = k
+                return { deferred = true }
+            end
+        end)
+
+        local function handle(method, path, body)
+            return api.handle({ method = method, path = path, query = "", body = body or "",
+                headers = {} }, core)
+        end
+
+        it("POST returns the marker, then the continuation answers 201", function()
+            local marker = handle("POST", "/event-stream/", '{"routing_key":"abc"}')
+            assert.is_true(marker.deferred)
+            assert.equal("/event-stream/", marker.route)
+            assert.is_function(kept)
+            local resp = kept({ id = 7, uuid = "u7", routing_key = "abc", created = 0 })
+            assert.equal(201, resp.status)
+            assert.equal('{"id":7,"location":"ws://localhost:8080/event-stream/u7"}', resp.body)
+        end)
+
+        it("POST answers 503 when the registry says it is unavailable or timed out", function()
+            handle("POST", "/event-stream/", '{"routing_key":"abc"}')
+            local resp = kept(nil, "no answer from the registry stream in registry.timeout_ms")
+            assert.equal(503, resp.status)
+            assert.equal('{"detail":"Event stream registry unavailable"}', resp.body)
+        end)
+
+        it("a body error is answered at once, without the registry", function()
+            local resp = handle("POST", "/event-stream/", '{"routing_key":""}')
+            assert.equal(422, resp.status)
+            assert.is_nil(kept)
+        end)
+
+        it("DELETE answers 204, 404 or 503 from the continuation", function()
+            local marker = handle("DELETE", "/event-stream/3")
+            assert.is_true(marker.deferred)
+            assert.equal(204, kept(true).status)
+            local resp = kept(false)
+            assert.equal(404, resp.status)
+            assert.equal('{"detail":"EventStream 3 is not known"}', resp.body)
+            assert.equal(503, kept(nil, "the registry stream is unavailable").status)
+        end)
+    end)
+
     describe("GET /event-stream/", function()
         it("lists an empty registry as []", function()
             for _, path in ipairs({ "/event-stream/", "/event-stream" }) do

@@ -15,7 +15,9 @@ following one registry stream (a random name per test, deleted at the end).
   snapshot after retention removed the early segments of the log;
 - the registry stream deleted: POST and DELETE answer 503 JSON,
   /health/ready reports registry false, and a live WebSocket keeps
-  receiving.
+  receiving;
+- the broker connection cut while the registry's publisher and follower
+  are being located: essd neither crashes nor stays unusable.
 
 The latencies (DELETE -> close, claim -> replace) are printed, not
 asserted: the machine is shared.
@@ -27,8 +29,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from esslib import (Checker, Essd, StreamAdmin, metrics, recv_close, sanitizer_report,  # noqa: E402
-                    unique, wait_broker, ws_open)
+from esslib import (STREAM_PORT, Checker, Essd, StreamAdmin, metrics, recv_close,  # noqa: E402
+                    sanitizer_report, unique, wait_broker, ws_open)
 
 t = Checker()
 
@@ -109,8 +111,10 @@ def concurrent_posts(reps):
     def one(i):
         return post(reps[i % 3], keys[i])
 
+    t0 = time.time()
     with concurrent.futures.ThreadPoolExecutor(max_workers=24) as pool:
         results = list(pool.map(one, range(200)))
+    print("  200 concurrent POSTs over 3 replicas: %.2f s" % (time.time() - t0))
     statuses = [st for st, _ in results]
     t.eq(statuses.count(201), 200, "200 concurrent POSTs over 3 replicas: all 201 (%r)" %
          sorted(set(statuses)))
@@ -265,10 +269,18 @@ def rebuild_after_retention():
     stream = unique("it-reg-snap")
     small = {"max_length_bytes": 12000, "max_segment_size_bytes": 4000, "snapshot_every": 20}
     a = replica(stream, extra=small)
-    b = None
+    b = stale = None
     adm = Admin()
     try:
         a.start()
+        # A replica that applies the start of the log, then is down while
+        # retention removes what it has not read.
+        stale = replica(stream, extra=small)
+        stale.start()
+        for i in range(5):
+            post(a, "it-reg-snap-early-%d" % i)
+        t.check(wait_for(lambda: len(listed(stale) or ()) == 5), "rebuild: the stale replica has 5 rows")
+        stale.stop()
         rows = []
         for i in range(300):
             st, body = post(a, "it-reg-snap-%d" % i)
@@ -278,7 +290,7 @@ def rebuild_after_retention():
         for body in rows[:250]:
             a.json("DELETE", "/event-stream/%d" % body["id"])
         want = listed(a)
-        t.eq(len(want), 50, "rebuild: 50 rows live")
+        t.eq(len(want), 55, "rebuild: 55 rows live (the 5 early ones and 50 of 300)")
         # Retention runs when a segment rolls over: write more to roll one.
         for i in range(40):
             post(a, "it-reg-snap-more-%d" % i)
@@ -294,16 +306,128 @@ def rebuild_after_retention():
         t.check(bool(got), "rebuild: a fresh replica has every live row (%d of %d)" %
                 (len(listed(b) or ()), len(want)))
         t.check("rebuilt the view from a snapshot" in b.output(), "rebuild: it used a snapshot")
+        stale.start()
+        got = wait_for(lambda: listed(stale) == want or None, timeout=20)
+        t.check(bool(got), "rebuild: a replica down while its next records were removed catches up "
+                "(%d of %d rows)" % (len(listed(stale) or ()), len(want)))
+        t.check("records may have been removed by retention" in stale.output(),
+                "rebuild: it noticed the gap after its applied offset")
+        stale.stop()
+        want = listed(a)
         st, body = post(b, "it-reg-after-rebuild")
         t.check(st == 201 and body["id"] > max(i for i, _ in want), "rebuild: the fresh replica creates")
     finally:
-        for e in (a, b):
+        for e in (a, b, stale):
             if e is not None:
                 e.stop()
                 t.eq(sanitizer_report(e), "", "rebuild: no sanitizer report")
         adm.delete(stream)
         adm.delete(stream + "-claims")
         adm.close()
+
+
+class FreezeProxy:
+    """A TCP proxy to the stream port that, once, stops relaying at the
+    first Metadata request after a Create (the registry's start-up: the
+    publisher and the follower being located) and cuts every connection
+    after `hold` seconds; later connections are relayed."""
+
+    def __init__(self, hold=2.0):
+        import socket
+        import struct
+        import threading
+        self.socket, self.struct, self.threading = socket, struct, threading
+        self.hold = hold
+        self.frozen = self.done = self.created = False
+        self.conns = []
+        self.ls = socket.socket()
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(16)
+        self.port = self.ls.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _pipe(self, src, dst, c2s):
+        buf = b""
+        try:
+            while True:
+                d = src.recv(65536)
+                if not d:
+                    break
+                if not c2s:
+                    if not self.frozen:
+                        dst.sendall(d)
+                    continue
+                buf += d
+                out = b""
+                while len(buf) >= 4 and len(buf) >= 4 + self.struct.unpack(">I", buf[:4])[0]:
+                    n = self.struct.unpack(">I", buf[:4])[0]
+                    f, buf = buf[:4 + n], buf[4 + n:]
+                    key = self.struct.unpack(">H", f[4:6])[0] & 0x7fff
+                    if key == 0x000d:
+                        self.created = True
+                    elif key == 0x000f and self.created and not self.done:
+                        self.frozen = True
+                    if not self.frozen:
+                        out += f
+                if out:
+                    dst.sendall(out)
+        except OSError:
+            pass
+
+    def _serve(self):
+        while True:
+            try:
+                c, _ = self.ls.accept()
+                u = self.socket.create_connection(("127.0.0.1", STREAM_PORT))
+            except OSError:
+                return
+            self.conns += [c, u]
+            self.threading.Thread(target=self._pipe, args=(c, u, True), daemon=True).start()
+            self.threading.Thread(target=self._pipe, args=(u, c, False), daemon=True).start()
+
+    def cut_when_frozen(self):
+        deadline = time.time() + 20
+        while not self.frozen and time.time() < deadline:
+            time.sleep(0.02)
+        was = self.frozen
+        time.sleep(self.hold)
+        for c in self.conns:
+            try:
+                c.shutdown(self.socket.SHUT_RDWR)
+                c.close()
+            except OSError:
+                pass
+        self.conns = []
+        self.done = True
+        self.frozen = False
+        return was
+
+    def close(self):
+        self.ls.close()
+
+
+def startup_cut():
+    """The broker connection lost while the registry's publisher and
+    follower are being located (Metadata unanswered): essd must not crash
+    (it did: a use-after-free in the stream client's failed Metadata
+    requests) and must become usable once the broker is back."""
+    stream = unique("it-reg-cut")
+    proxy = FreezeProxy()
+    e = Essd(env={"ESS_REGISTRY_BACKEND": "stream", "ESS_REGISTRY_STREAM": stream,
+                  "ESS_STREAM_PORT": str(proxy.port)})
+    adm = Admin()
+    try:
+        e.start(wait=False)
+        t.check(proxy.cut_when_frozen(), "cut: the registry's Metadata request was held")
+        ok = wait_for(lambda: e.proc.poll() is None and post(e, "it-reg-cut")[0] == 201, timeout=20)
+        t.check(e.proc.poll() is None, "cut: essd is still running (%r)" % (e.proc.returncode,))
+        t.check(bool(ok), "cut: POST works once the broker is reachable again")
+    finally:
+        e.stop()
+        t.eq(sanitizer_report(e), "", "cut: no sanitizer report")
+        proxy.close()
+        adm.delete(stream)
+        adm.delete(stream + "-claims")
 
 
 def main():
@@ -327,6 +451,7 @@ def main():
             t.eq(e.stop(), 0, "essd exits 0 on SIGTERM")
             t.eq(sanitizer_report(e), "", "no sanitizer report")
         rebuild_after_retention()
+        startup_cut()
     finally:
         for e in reps:
             e.stop()
