@@ -267,6 +267,20 @@ static int load_hook(ess_vm_t *vm, const char *module, const char *field, const 
         return ESS_ESCRIPT;
     }
     lua_setfield(L, LUA_REGISTRYINDEX, key);
+    if (strcmp(field, "enrich") == 0) {
+        /* per_stream = false: the result does not depend on es, so one
+         * call serves every session of a shared subscription. */
+        lua_pushliteral(L, "per_stream");
+        lua_rawget(L, -3);
+        if (!lua_isnil(L, -1) && !lua_isboolean(L, -1)) {
+            snprintf(err, errlen, "%s: field per_stream is a %s, not a boolean", module,
+                     luaL_typename(L, -1));
+            lua_settop(L, top);
+            return ESS_ESCRIPT;
+        }
+        vm->enrich_shared = lua_isboolean(L, -1) && !lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
     int rc = load_conf(vm, module, lua_gettop(L) - 1, opt, conf_key, err, errlen);
     lua_settop(L, top);
     return rc;
