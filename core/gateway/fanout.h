@@ -24,13 +24,13 @@ typedef struct ess_session_s ess_session_t;
 
 /** A session's state towards the groups, embedded in the session. */
 typedef struct {
-    ess_fanout_t *group;  /* the group it is a member of, or NULL */
-    size_t index;         /* its place in the group's members */
-    ess_outcur_t cur;     /* its cursor in the group's log (open while a member) */
-    int next_known;       /* next_offset is set */
-    uint64_t next_offset; /* the first offset it has not handed on from the log */
-    uint64_t msgs;        /* messages the group received while it was a member */
-    int slow;             /* marked to leave after the current message */
+    ess_fanout_t *group;   /* the group it is a member of, or NULL */
+    size_t index;          /* its place in the group's members */
+    ess_outcur_t cur;      /* its cursor in the group's log (open while a member) */
+    int next_known;        /* next_offset is set */
+    uint64_t next_offset;  /* the first offset it has not handed on from the log */
+    uint64_t msgs;         /* messages the group received while it was a member */
+    int slow;              /* marked to leave after the current message */
     ess_fanout_t *waiting; /* a solo session waiting to rejoin this group, or NULL */
     size_t windex;         /* its place in that group's waiting list */
     uint64_t woffset;      /* the last offset its own subscription received */
@@ -45,8 +45,7 @@ int ess_fanout_eligible(ess_app_t *app, const char *stream);
  * event stream, which the group's hook calls see when it creates the
  * group. ESS_OK, or the subscription's error (s is then not a member).
  */
-int ess_fanout_join(ess_app_t *app, const char *stream, const ess_hook_es_t *es,
-                    ess_session_t *s);
+int ess_fanout_join(ess_app_t *app, const char *stream, const ess_hook_es_t *es, ess_session_t *s);
 
 /** Leave the group (cursor closed) and any waiting list; no-op when in neither. */
 void ess_fanout_leave(ess_session_t *s);
