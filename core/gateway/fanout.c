@@ -71,13 +71,20 @@ static void unwait(ess_session_t *s)
     f->waiting = NULL;
 }
 
-static void destroy(ess_fanout_t *g)
+/* Take g out of the list: no session joins or waits for it any more. */
+static void unlink_group(ess_fanout_t *g)
 {
     for (ess_fanout_t **p = &groups; *p; p = &(*p)->next)
         if (*p == g) {
             *p = g->next;
             break;
         }
+    g->next = NULL;
+}
+
+static void destroy(ess_fanout_t *g)
+{
+    unlink_group(g);
     while (g->nw > 0)
         unwait(g->w[g->nw - 1]);
     if (g->src) {
@@ -265,6 +272,9 @@ static void on_ended(void *ud, int status, int established)
     ess_fanout_t *g = ud;
     g->src = NULL; /* freed by the source after this callback */
     ess_metrics.broker_subscriptions--;
+    unlink_group(g); /* a session opening now gets a new group */
+    while (g->nw > 0)
+        unwait(g->w[g->nw - 1]);
     g->in_cb++;
     size_t n;
     ess_session_t **v = members(g, &n);
@@ -272,9 +282,9 @@ static void on_ended(void *ud, int status, int established)
         ess__session_fan_ended(v[i], status, established);
     free(v);
     g->in_cb--;
-    if (g->n == 0)
-        destroy(g);
-    /* else: members that stayed (none should) keep the group until they leave */
+    /* Each member closed, which made it leave; one that stayed would free
+     * the group when it leaves (maybe_destroy). */
+    maybe_destroy(g);
 }
 
 int ess_fanout_join(ess_app_t *app, const char *stream, const ess_hook_es_t *es, ess_session_t *s)

@@ -15,6 +15,10 @@
 3. per_stream = true (a hook that writes es.uuid into each frame): the
    same stream's clients do not share; each gets its own uuid in every
    frame and there is one broker subscription per client.
+4. A reload that turns per_stream from false to true: the shared clients
+   move to their own subscriptions at the next message and still get every
+   offset once, in order; the frames after the reload carry each client's
+   own uuid.
 """
 import os
 import shutil
@@ -212,7 +216,63 @@ def per_stream():
         delete_stream(stream)
 
 
+FLIP = """return {
+    per_stream = %s,
+    enrich = function(msg, es)
+        return msg.body .. "|es: " .. (%s) .. "|offset: " .. string.format("%%d", msg.offset)
+    end,
+}
+"""
+
+
+def write_flip(per_stream):
+    path = os.path.join(lua, "fanouttest", "flip.lua")
+    with open(path + ".tmp", "w") as f:
+        f.write(FLIP % (("true", "es.uuid") if per_stream else ("false", '"shared"')))
+    os.replace(path + ".tmp", path)
+
+
+def text_offset(payload):
+    return int(payload.decode().rsplit("|offset: ", 1)[1])
+
+
+def reload_flip():
+    n, count = 3, 300
+    stream = unique("it15-flip")
+    publish(stream, 0, declare=True)
+    write_flip(False)
+    try:
+        with Essd(config=config("flip", "fanouttest.flip"), env={"ESS_LUA_PATH": lua}) as e:
+            t.check(wait_ready(e), "essd ready")
+            paths = [create_es(e, stream)[1] for _ in range(n)]
+            clients = [ws_open(e, p, timeout=60) for p in paths]
+            t.check(wait_metric(e, "ess_subscriptions", float(n)), "%d sessions subscribed" % n)
+            t.eq(metrics(e).get("ess_broker_subscriptions"), 1.0, "flip: shared at first")
+            time.sleep(0.5)
+            publish(stream, count, fmt="text")
+            first = read_all(clients, count)
+            t.check(all(len(x) == count and all(b"|es: shared|" in f for f in x) for x in first),
+                    "flip: %d shared frames each" % count)
+            write_flip(True)
+            st, res = e.json("POST", "/admin/reload")
+            t.eq(st, 200, "flip: reload accepted (%r)" % (res,))
+            publish(stream, count, fmt="text")
+            second = read_all(clients, count)
+            for p, a, b in zip(paths, first, second):
+                uuid = p.rsplit("/", 1)[1].encode()
+                offs = [text_offset(f) for f in a + b]
+                t.eq(offs, list(range(offs[0], offs[0] + 2 * count)) if offs else [],
+                     "flip: every offset once, in order, across the reload")
+                t.check(len(b) == count and all((b"|es: " + uuid + b"|") in f for f in b[-10:]),
+                        "flip: frames after the reload carry the client's own uuid")
+            t.eq(metrics(e).get("ess_broker_subscriptions"), float(n), "flip: one subscription each now")
+        t.eq(sanitizer_report(e), "", "flip: no sanitizer report")
+    finally:
+        delete_stream(stream)
+
+
 shared()
 slow_member()
 per_stream()
+reload_flip()
 t.done()
