@@ -185,13 +185,17 @@ static void on_message(void *ud, const ess_source_msg_t *msg)
         ess_source_pause(s->src);
     }
     /* Caught up with a shared subscription of the stream: rejoin it. A
-     * session already waiting checks every message (the group needs its
-     * latest offset); others look for a group every 64th. */
-    if (s->stream && msg->has_offset && !s->paused && !s->closing &&
-        s->out.payload <= (size_t)s->app->cfg->outbound_budget_bytes / 2 &&
-        (s->fan.waiting || (++s->rejoin_tick & 63) == 0) &&
-        ess_fanout_try_rejoin(s->app, s->stream, s, msg->offset))
-        ess__session_fan_joined(s);
+     * session waiting to rejoin reports every message (the group joins it
+     * at exactly its latest offset), or stops waiting when it is no longer
+     * caught up; others look for a group every 64th message. */
+    if (s->stream && msg->has_offset) {
+        if (s->paused || s->closing ||
+            s->out.payload > (size_t)s->app->cfg->outbound_budget_bytes / 2)
+            ess_fanout_leave(s); /* not a member: only stops waiting */
+        else if ((s->fan.waiting || (++s->rejoin_tick & 63) == 0) &&
+                 ess_fanout_try_rejoin(s->app, s->stream, s, msg->offset))
+            ess__session_fan_joined(s);
+    }
 }
 
 static void ended(ess_session_t *s, int status, int established)

@@ -106,6 +106,20 @@ def read_all(clients, n):
     return [r or [] for r in res]
 
 
+def explain(got, others):
+    """Where frame lists differ (printed for the log)."""
+    for i, ref in enumerate(others + [got]):
+        offs = [offset_of(p) for p in ref]
+        gaps = [(a, b) for a, b in zip(offs, offs[1:]) if b != a + 1][:5]
+        print("client %d: %d frames, first %s last %s, breaks %s" % (
+            i, len(ref), offs[:1], offs[-1:], gaps))
+    for ref in others:
+        for k, (x, y) in enumerate(zip(got, ref)):
+            if x != y:
+                print("first difference at frame %d:\n  %r\n  %r" % (k, x[:300], y[:300]))
+                break
+
+
 def wait_metric(e, name, want, tries=100):
     for _ in range(tries):
         if metrics(e).get(name) == want:
@@ -169,6 +183,11 @@ def slow_member():
             t.check(all(len(f) == count for f in frames),
                     "the others got all %d while one client did not read: %s"
                     % (count, [len(f) for f in frames]))
+            offs0 = [offset_of(p) for p in frames[0]]
+            t.eq(offs0, list(range(offs0[0], offs0[0] + count)) if offs0 else [], "client 0: contiguous offsets")
+            t.check(all(f == frames[0] for f in frames), "the others got the same frames")
+            if not all(f == frames[0] for f in frames):
+                explain(frames[0], frames[1:])
             m = metrics(e)
             t.check(m.get("ess_fanout_leaves_total", 0) >= 1, "the slow client left the shared subscription")
             t.check(m.get("ess_broker_subscriptions", 0) >= 2,
@@ -177,11 +196,15 @@ def slow_member():
             got = read_n(slow, count)
             t.eq(len(got), count, "the slow client then got all %d" % count)
             t.check(got == frames[0], "the same frames, in order, none lost or repeated")
+            if got != frames[0]:
+                explain(got, frames)
             offs = [offset_of(p) for p in got]
             t.eq(offs, list(range(offs[0], offs[0] + count)) if offs else [], "slow: contiguous offsets")
             # Live again: it catches up with the group and rejoins.
             publish(stream, 300, rate=100)
             more = read_all(fast + [slow], 300)
+            if not all(x == more[0] for x in more):
+                explain(more[-1], more[:-1])
             t.check(all(x == more[0] and len(x) == 300 for x in more), "300 more to everyone, same frames")
             m = metrics(e)
             t.check(m.get("ess_fanout_rejoins_total", 0) >= 1, "the slow client rejoined at the tail")
