@@ -33,6 +33,7 @@ struct ess_fanout_s {
     uint64_t last; /* the last offset received */
     int in_cb;     /* inside a source callback: freeing is deferred */
     int paused;    /* its one member is a budget behind: the source is paused */
+    uint64_t msgs; /* messages received */
     ess_hook_es_t es;
     char uuid[ESS_UUID_LEN + 1];
     char *routing_key;
@@ -192,6 +193,11 @@ static void on_message(void *ud, const ess_source_msg_t *msg)
         goto out;
     }
     ess_metrics.msgs_in++;
+    /* One progress line per group, not one per member (log.message_stats_interval). */
+    if (app->cfg->message_stats_interval > 0 &&
+        ++g->msgs % (uint64_t)app->cfg->message_stats_interval == 0)
+        ess_log_info("shared subscription of %s: received %llu, %zu members, %zu waiting",
+                     g->stream, (unsigned long long)g->msgs, g->n, g->nw);
     uint64_t before = g->log.bytes;
     ess_delivery_result_t r = ess_delivery_run_log(msg, enrich, g, &g->log);
     g->has_last = 1;
