@@ -167,8 +167,12 @@ def s1(essd):
             perf = subprocess.Popen(["perf", "record", "-F", "999", "-g", "-o", perf_data, "-p",
                                      str(essd.proc.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.5)
+        c0 = cpu_s(essd.proc.pid)
         e = lc("ess", "--port", essd.public_port, "--path", path + "?stream_from_ordinal=0", "--count", n,
                "--timeout", 300)
+        c1 = cpu_s(essd.proc.pid)
+        # essd's CPU per message: steadier than the rate on a shared, loaded machine.
+        e["essd_cpu_us_per_msg"] = round(1e6 * (c1 - c0) / n, 3) if c0 is not None and c1 is not None else None
         if perf:
             perf.send_signal(2)
             perf.wait(60)
@@ -618,6 +622,95 @@ def s4(essd):
     log("S4: RSS %d..%d KiB over %ds, close %s" % (min(rss), max(rss), S4_SECS, closed))
 
 
+def cpu_s(pid):
+    """utime + stime of a process, in seconds (/proc/PID/stat)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            v = f.read().rsplit(")", 1)[1].split()
+        return (int(v[11]) + int(v[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def fanout_run(essd, target, clients, rate, secs):
+    """clients on one fresh stream, live; publish rate msgs/s for secs; measure."""
+    stream = new_stream("fan-%s-%d" % (target.replace("_", ""), clients))
+    admin = esslib.StreamAdmin()
+    admin.create(stream)
+    admin.close()
+    n = int(rate * secs)
+    if target == "essd":
+        paths_file = os.path.join(WORK, "fan-paths-%d" % clients)
+        with open(paths_file, "w") as f:
+            for _ in range(clients):
+                f.write(esslib.create_es(essd, stream)[1] + "\n")
+        args = [LC, "ess", "--port", essd.public_port, "--paths-file", paths_file]
+        pid = essd.proc.pid
+    else:
+        args = [LC, "stomp", "--port", STOMP_PORT, "--stream", stream, "--offset", "next", "--prefetch", 2000]
+        pid = beam_pid()
+    args += ["--clients", clients, "--count", n, "--latency", "--timeout", int(secs) + 60]
+    cl = subprocess.Popen([str(x) for x in args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        m = {}
+        for _ in range(300):  # every session subscribed (essd), or a fixed settle time (Web-STOMP)
+            time.sleep(0.1)
+            if target == "essd":
+                m = esslib.metrics(essd)
+                if m.get("ess_subscriptions", 0) >= clients + 0:
+                    break
+        time.sleep(3.0 if target == "essd" else 8.0)
+        subs = m.get("ess_broker_subscriptions") if target == "essd" else None
+        c0 = cpu_s(pid) if pid else None
+        pub = lc("pub", "--stream", stream, "--rate", rate, "--seconds", secs, "--size", 250,
+                 timeout=secs * 4 + 120)
+        so, se = cl.communicate(timeout=secs + 90)
+        c1 = cpu_s(pid) if pid else None
+    finally:
+        if cl.poll() is None:
+            cl.kill()
+            cl.wait()
+    res = json.loads([x for x in so.splitlines() if x.startswith("{")][-1])
+    if se.strip():
+        res["stderr"] = se.strip()[-600:]
+    res["published"] = pub["published"]
+    res["publish_rate"] = pub["rate"]
+    res["lost"] = pub["published"] * clients - res["frames"]
+    res["broker_subscriptions"] = subs
+    res["server_cpu_s"] = round(c1 - c0, 3) if c0 is not None and c1 is not None else None
+    res["server_cpu_us_per_frame"] = (round(1e6 * (c1 - c0) / res["frames"], 3)
+                                      if res["frames"] and res["server_cpu_s"] is not None else None)
+    res.pop("latency_hist", None)
+    return res
+
+
+def fanout(essd):
+    """Issue 15: many clients on one stream live (shared subscription), vs
+    one client alone, and Web-STOMP with as many subscribers on the same kind
+    of stream. Server CPU is essd's (or the shared broker's beam.smp for
+    Web-STOMP, which also does other engineers' work)."""
+    wait_broker()
+    out = {"rate": FAN_RATE, "seconds": FAN_SECS, "clients": FAN_CLIENTS}
+    RESULTS["fanout"] = out
+    for key, target, clients in (("essd_1", "essd", 1), ("essd_n", "essd", FAN_CLIENTS),
+                                 ("web_stomp_n", "web_stomp", FAN_CLIENTS)):
+        wait_broker()
+        try:
+            r = fanout_run(essd, target, clients, FAN_RATE, FAN_SECS)
+        except Exception as e:  # noqa: BLE001 - keep the other rows
+            log("fan-out %s failed: %r" % (key, e))
+            out[key + "_error"] = repr(e)
+            continue
+        out[key] = r
+        lat = r.get("latency_us") or {}
+        log("fan-out %s: %d clients, frames %d, lost %d, p50 %s p99 %s us, server CPU %s s (%s us/frame), "
+            "broker subs %s" % (key, clients, r["frames"], r["lost"], lat.get("p50"), lat.get("p99"),
+                                r["server_cpu_s"], r["server_cpu_us_per_frame"], r["broker_subscriptions"]))
+    a = ((out.get("essd_n") or {}).get("latency_us") or {}).get("p99")
+    b = ((out.get("essd_1") or {}).get("latency_us") or {}).get("p99")
+    out["p99_n_over_1"] = ratio(a, b)
+
+
 def profile(essd):
     """Where essd's time goes during a replay: syscalls per message (strace -c)
     and the hottest symbols (perf, caller graph folded to self time)."""
@@ -725,18 +818,18 @@ def summary(cmd):
                   fmt(c["msgs_per_s"]), fmt(c["mb_per_s"], 1), c["client_cpu_s"]), ""]
     if "s1" in R:
         L += ["## S1 replay from offset 0 (~250-byte bodies)", "",
-              "| body | messages | ess-cat raw | essd | Web-STOMP | essd / ess-cat | essd / Web-STOMP | essd TTFM ms | Web-STOMP TTFM ms | client CPU s (essd run) |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+              "| body | messages | ess-cat raw | essd | Web-STOMP | essd / ess-cat | essd / Web-STOMP | essd TTFM ms | Web-STOMP TTFM ms | client CPU s (essd run) | essd CPU µs/msg |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for kind in ("json", "text"):
             r = R["s1"].get(kind)
             if not r:
                 continue
             e, s = r["essd"], r["web_stomp"]
-            L.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %.2f |" % (
+            L.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %.2f | %s |" % (
                 kind, fmt(r["messages"]), fmt(r["ess_cat"]["msgs_per_s"]), fmt(e["msgs_per_s"]),
                 fmt(s["msgs_per_s"]), r["essd_vs_ess_cat"], r["essd_vs_web_stomp"],
                 fmt((e["first_msg_ms"] or {}).get("p50"), 2), fmt((s["first_msg_ms"] or {}).get("p50"), 2),
-                e["client_cpu_s"]))
+                e["client_cpu_s"], e.get("essd_cpu_us_per_msg")))
         L.append("")
     if "s1r" in R:
         L += ["## S1r replay of streams written through AMQP 0-9-1, one message per publish (~250-byte bodies)", "",
@@ -812,6 +905,23 @@ def summary(cmd):
               "essd RSS min %s KiB, max %s KiB, growth %s KiB over %s s (outbound budget %s bytes); close frame seen: %s." % (
                   fmt(r["rss_min_kib"]), fmt(r["rss_max_kib"]), fmt(r["rss_growth_kib"]), r["seconds"],
                   fmt(r["outbound_budget_bytes"]), r["close_seen"]), ""]
+    if "fanout" in R:
+        r = R["fanout"]
+        L += ["## Fan-out: clients on one stream, live, %s msg/s for %s s (~250-byte bodies)" % (
+                  fmt(r["rate"]), r["seconds"]), "",
+              "Server CPU is essd's user+system time during the run; for Web-STOMP it is the shared "
+              "broker's (beam.smp, which also serves other work).", "",
+              "| target | clients | broker subs | frames | lost | p50 µs | p99 µs | max µs | server CPU s | µs CPU/frame |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for k in ("essd_1", "essd_n", "web_stomp_n"):
+            x = r.get(k)
+            if not x:
+                continue
+            lat = x.get("latency_us") or {}
+            L.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                k, x["clients"], x.get("broker_subscriptions"), fmt(x["frames"]), x["lost"], fmt(lat.get("p50")),
+                fmt(lat.get("p99")), fmt(lat.get("max")), x.get("server_cpu_s"), x.get("server_cpu_us_per_frame")))
+        L += ["", "p99 of %s clients over one client's: %s." % (r["clients"], r.get("p99_n_over_1")), ""]
     if "profile" in R:
         r = R["profile"]
         L += ["## Profile of essd during a %s-message replay" % fmt(r["messages"]), "",
@@ -838,11 +948,14 @@ def perf_report():
 def main():
     global LC, CAT, N1, N1T, RATES, S2_SECS, S3_CLIENTS, S4_SECS, PREFIX, DATE, OUTDIR, WORK, PERF, LOAD_START
     global N1R_SLOW, N1R_FAST, S2R_REPEAT, IDLE_N
+    global FAN_CLIENTS, FAN_RATE, FAN_SECS
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--build", required=True)
     ap.add_argument("--loadclient", required=True)
-    ap.add_argument("--only", default=None, help="ceiling,s1,s1r,s2,s2r,s3,s4,s5,profile (default: all; --quick: no profile)")
+    ap.add_argument("--only", default=None,
+                    help="ceiling,s1,s1r,s2,s2r,s3,s4,s5,fanout,profile (default: all; --quick: no profile)")
+    ap.add_argument("--fan-clients", type=int, default=1000, help="clients of the fan-out scenario")
     ap.add_argument("--cmd", default="bench/run")
     ap.add_argument("--idle", type=int, default=0, help="S5 idle connections (default 20000; --quick 2000)")
     ap.add_argument("--perf-s1", action="store_true", help="also perf-record essd during S1 (slows it)")
@@ -865,6 +978,7 @@ def main():
     # the hard limit allows it, else as many as it does.
     IDLE_N = a.idle or (2000 if q else min(20000, hard - 300 if hard != resource.RLIM_INFINITY else 20000))
     PERF = a.perf_s1
+    FAN_CLIENTS, FAN_RATE, FAN_SECS = a.fan_clients, 1000, (5 if q else 10)
     PREFIX = "bench-%d" % os.getpid()
     DATE = datetime.datetime.utcnow().strftime("%Y%m%dT%H%MZ") + ("-quick" if q else "")
     OUTDIR = os.path.join(HERE, "results")
@@ -872,7 +986,8 @@ def main():
     import tempfile
     WORK = tempfile.mkdtemp(prefix="ess-bench-")
     LOAD_START = uptime()
-    only = (a.only or ("ceiling,s1,s1r,s2,s2r,s3,s4,s5" if q else "ceiling,s1,s1r,s2,s2r,s3,s4,s5,profile")).split(",")
+    only = (a.only or ("ceiling,s1,s1r,s2,s2r,s3,s4,s5,fanout" if q else
+                       "ceiling,s1,s1r,s2,s2r,s3,s4,s5,fanout,profile")).split(",")
     essd = esslib.Essd(workdir=os.path.join(WORK, "main"))
     os.makedirs(essd.workdir, exist_ok=True)
     essd.start()
@@ -881,7 +996,8 @@ def main():
         RESULTS["versions"] = versions(essd)
         for name, fn in (("ceiling", ceilings), ("s1", lambda: s1(essd)), ("s1r", lambda: s1r(essd)),
                          ("s2", lambda: s2(essd)), ("s2r", lambda: s2r(essd)),
-                         ("s4", lambda: s4(essd)), ("s3", s3), ("s5", s5), ("profile", lambda: profile(essd))):
+                         ("s4", lambda: s4(essd)), ("fanout", lambda: fanout(essd)), ("s3", s3), ("s5", s5),
+                         ("profile", lambda: profile(essd))):
             if name not in only:
                 continue
             try:
@@ -916,7 +1032,7 @@ def main():
     RESULTS["machine"] = machine()
     RESULTS["wall_s"] = round(time.time() - t0, 1)
     RESULTS["command"] = a.cmd
-    for k in ("ceiling_loadclient", "s1", "s1r", "s2", "s2r", "s3", "s4", "s5", "profile"):
+    for k in ("ceiling_loadclient", "s1", "s1r", "s2", "s2r", "s3", "s4", "s5", "fanout", "profile"):
         if k in RESULTS:
             with open(os.path.join(OUTDIR, "%s-%s.json" % (DATE, k.replace("_loadclient", ""))), "w") as f:
                 json.dump({"scenario": k, "result": RESULTS[k], "machine": RESULTS["machine"],

@@ -3,7 +3,8 @@
  * a session's output blocks. Owns the output blocks and their free list;
  * knows the WebSocket frame header (RFC 6455 5.2), POISON, AMQP body
  * joining, protobuf rendering and the enrich hook's contract (one string,
- * or nil to skip), and nothing of sockets, brokers or Lua.
+ * or nil to skip), and nothing of sockets, brokers or Lua. Also owns the
+ * shared logs of fan-out (reference-counted blocks read through cursors).
  */
 #include "gateway/delivery.h"
 #include "ess.h"
@@ -33,6 +34,7 @@ static ess_out_block_t *block_new(size_t need)
         b->cap = cap;
     }
     b->next = NULL;
+    b->refs = 0;
     b->used = 0;
     b->payload = 0;
     b->frames = 0;
@@ -109,13 +111,43 @@ static ess_out_block_t *room_for(ess_outq_t *q, size_t framed)
     return b;
 }
 
+static void block_unref(ess_out_block_t *b)
+{
+    while (b != NULL && --b->refs == 0) {
+        ess_out_block_t *next = b->next;
+        ess_out_block_free(b);
+        b = next; /* b held a link to next */
+    }
+}
+
+/* Room in a log's tail: a full tail is succeeded by a new block, which
+ * the old one's link and the log hold; the log lets go of the old one. */
+static ess_out_block_t *log_room(ess_outlog_t *log, size_t framed)
+{
+    ess_out_block_t *t = log->tail;
+    if (t->cap - t->used >= framed)
+        return t;
+    ess_out_block_t *b = block_new(framed);
+    b->refs = 2;
+    t->next = b;
+    log->tail = b;
+    block_unref(t);
+    return b;
+}
+
+/* Where frames go: a session's queue or a shared log. */
+typedef struct {
+    ess_outq_t *q;
+    ess_outlog_t *log;
+} sink_t;
+
 /* Frame data; known_text is 1 or 0 when the caller already knows whether
  * data is valid UTF-8, -1 when not. */
-static void frame(ess_outq_t *q, const uint8_t *data, size_t len, int known_text, int has_offset,
-                  uint64_t offset)
+static void frame(const sink_t *k, const uint8_t *data, size_t len, int known_text,
+                  int has_offset, uint64_t offset)
 {
     size_t hl = header_len(len);
-    ess_out_block_t *b = room_for(q, hl + len);
+    ess_out_block_t *b = k->q ? room_for(k->q, hl + len) : log_room(k->log, hl + len);
     uint8_t *h = b->data + ESS_OUT_HEADROOM + b->used;
     int text = copy_ascii(h + hl, data, len);
     if (!text)
@@ -128,7 +160,12 @@ static void frame(ess_outq_t *q, const uint8_t *data, size_t len, int known_text
         b->has_offset = 1;
         b->last_offset = offset;
     }
-    q->payload += len;
+    if (k->q) {
+        k->q->payload += len;
+    } else {
+        k->log->bytes += hl + len;
+        k->log->payload += len;
+    }
 }
 
 ess_out_block_t *ess_outq_pop(ess_outq_t *q)
@@ -153,7 +190,7 @@ void ess_outq_clear(ess_outq_t *q)
 }
 
 typedef struct {
-    ess_outq_t *q;
+    sink_t k;
     int emitted;
 } emit_ctx_t;
 
@@ -164,18 +201,18 @@ static void emit(void *ud, const ess_hook_msg_t *m, const uint8_t *data, size_t 
     emit_ctx_t *ec = ud;
     int known =
         len == m->len && (data == m->body || memcmp(data, m->body, len) == 0) ? m->is_text : -1;
-    frame(ec->q, data, len, known, 1, m->offset);
+    frame(&ec->k, data, len, known, 1, m->offset);
     ec->emitted = 1;
 }
 
-ess_delivery_result_t ess_delivery_run(const ess_source_msg_t *rec, ess_delivery_enrich_fn enrich,
-                                       void *ctx, ess_outq_t *q)
+static ess_delivery_result_t run(const ess_source_msg_t *rec, ess_delivery_enrich_fn enrich,
+                                 void *ctx, const sink_t *k)
 {
     if (rec->len == 6 && memcmp(rec->body, "POISON", 6) == 0)
         return ESS_DELIVERY_POISON;
     if (!rec->has_offset || enrich == NULL) {
         /* Classic queues: raw, no offsets, no hook (SPEC.md, issue 4). */
-        frame(q, rec->body, rec->len, -1, rec->has_offset, rec->offset);
+        frame(k, rec->body, rec->len, -1, rec->has_offset, rec->offset);
         return ESS_DELIVERY_QUEUED;
     }
     const uint8_t *body = rec->body;
@@ -215,9 +252,127 @@ ess_delivery_result_t ess_delivery_run(const ess_source_msg_t *rec, ess_delivery
         .protobuf_type = pt,
         .protobuf_type_len = ptl,
     };
-    emit_ctx_t ec = {q, 0};
+    emit_ctx_t ec = {*k, 0};
     enrich(ctx, &hm, emit, &ec);
     ess_buf_free(&pb);
     free(joined);
     return ec.emitted ? ESS_DELIVERY_QUEUED : ESS_DELIVERY_SKIPPED;
+}
+
+ess_delivery_result_t ess_delivery_run(const ess_source_msg_t *rec, ess_delivery_enrich_fn enrich,
+                                       void *ctx, ess_outq_t *q)
+{
+    sink_t k = {q, NULL};
+    return run(rec, enrich, ctx, &k);
+}
+
+ess_delivery_result_t ess_delivery_run_log(const ess_source_msg_t *rec,
+                                           ess_delivery_enrich_fn enrich, void *ctx,
+                                           ess_outlog_t *log)
+{
+    sink_t k = {NULL, log};
+    return run(rec, enrich, ctx, &k);
+}
+
+/* ---- Shared logs and their cursors ---- */
+
+void ess_outlog_init(ess_outlog_t *log)
+{
+    log->tail = block_new(ESS_OUT_BLOCK);
+    log->tail->refs = 1;
+    log->bytes = 0;
+    log->payload = 0;
+}
+
+void ess_outlog_release(ess_outlog_t *log)
+{
+    block_unref(log->tail);
+    log->tail = NULL;
+}
+
+void ess_outcur_open(ess_outcur_t *c, ess_outlog_t *log)
+{
+    c->b = log->tail;
+    c->b->refs++;
+    c->pos = c->b->used;
+    c->payload = c->b->payload;
+    c->frames = c->b->frames;
+    c->bytes_abs = log->bytes;
+    c->payload_abs = log->payload;
+}
+
+void ess_outcur_close(ess_outcur_t *c)
+{
+    block_unref(c->b);
+    c->b = NULL;
+}
+
+int ess_outcur_pending(const ess_outcur_t *c)
+{
+    return c->b != NULL && (c->pos < c->b->used || c->b->next != NULL);
+}
+
+/* Move c past a block it has read whole onto the next one. */
+static void cur_step(ess_outcur_t *c)
+{
+    while (c->pos == c->b->used && c->b->next != NULL) {
+        ess_out_block_t *old = c->b;
+        c->b = old->next;
+        c->b->refs++;
+        c->pos = 0;
+        c->payload = 0;
+        c->frames = 0;
+        block_unref(old);
+    }
+}
+
+int ess_outcur_peek(ess_outcur_t *c, const uint8_t **data, size_t *len)
+{
+    if (c->b == NULL)
+        return 0;
+    cur_step(c);
+    if (c->pos == c->b->used)
+        return 0;
+    *data = ess_out_block_bytes(c->b) + c->pos;
+    *len = c->b->used - c->pos;
+    return 1;
+}
+
+void ess_outcur_advance(ess_outcur_t *c, uint32_t *frames, size_t *payload, int *has_offset,
+                        uint64_t *last_offset)
+{
+    ess_out_block_t *b = c->b;
+    *frames = b->frames - c->frames;
+    *payload = b->payload - c->payload;
+    *has_offset = b->has_offset;
+    *last_offset = b->last_offset;
+    c->bytes_abs += b->used - c->pos;
+    c->payload_abs += *payload;
+    c->pos = b->used;
+    c->payload = b->payload;
+    c->frames = b->frames;
+}
+
+void ess_outcur_copy_rest(ess_outcur_t *c, ess_outq_t *q)
+{
+    const uint8_t *data;
+    size_t len;
+    while (ess_outcur_peek(c, &data, &len)) {
+        ess_out_block_t *b = room_for(q, len);
+        memcpy(b->data + ESS_OUT_HEADROOM + b->used, data, len);
+        b->used += len;
+        uint32_t frames;
+        size_t payload;
+        int has_offset;
+        uint64_t last;
+        ess_outcur_advance(c, &frames, &payload, &has_offset, &last);
+        b->frames += frames;
+        b->payload += payload;
+        if (has_offset) {
+            b->has_offset = 1;
+            b->last_offset = last;
+        }
+        q->payload += payload;
+    }
+    ess_outcur_close(c);
 }

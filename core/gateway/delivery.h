@@ -26,6 +26,7 @@
 
 typedef struct ess_out_block_s {
     struct ess_out_block_s *next;
+    uint32_t refs;  /* shared log blocks only: holders (see ess_outlog_t); 0 in a queue */
     size_t cap;     /* room after the headroom */
     size_t used;    /* framed bytes (headers and payloads) */
     size_t payload; /* payload bytes: what the budget counts */
@@ -55,6 +56,66 @@ void ess_out_block_free(ess_out_block_t *b);
 /** Drop everything queued. */
 void ess_outq_clear(ess_outq_t *q);
 
+/*
+ * A shared output log (fan-out): the frames of one broker subscription,
+ * appended once and read by many sessions, each through its own cursor.
+ * Blocks are reference-counted: a block is held by the log while it is the
+ * tail, by its predecessor's link while that one lives, and by each cursor
+ * positioned in it; the last release frees it and releases its successor.
+ * So a block lives exactly as long as some reader can still reach it, and
+ * a frame's bytes exist once whatever the number of readers. The log
+ * writes only past a block's `used`, and readers hand on only bytes before
+ * it, so nothing a reader holds ever changes.
+ */
+typedef struct {
+    ess_out_block_t *tail; /* frames are appended here; never NULL while open */
+    uint64_t bytes;        /* framed bytes appended, in total */
+    uint64_t payload;      /* payload bytes appended, in total */
+} ess_outlog_t;
+
+/** One reader of a log: what it has handed on so far. */
+typedef struct {
+    ess_out_block_t *b;    /* the block it reads (held), or NULL: closed */
+    size_t pos;            /* bytes of b handed on */
+    size_t payload;        /* payload bytes of b handed on */
+    uint32_t frames;       /* frames of b handed on */
+    uint64_t bytes_abs;    /* the log's bytes total at pos */
+    uint64_t payload_abs;  /* the log's payload total at pos */
+} ess_outcur_t;
+
+/** Open an empty log. */
+void ess_outlog_init(ess_outlog_t *log);
+
+/** Drop the log's own hold: cursors keep what they can still read. */
+void ess_outlog_release(ess_outlog_t *log);
+
+/** Open c at the log's end: it reads what is appended from now on. */
+void ess_outcur_open(ess_outcur_t *c, ess_outlog_t *log);
+
+/** Release c's hold (no-op when closed). */
+void ess_outcur_close(ess_outcur_t *c);
+
+/** 1 when c has bytes to hand on. */
+int ess_outcur_pending(const ess_outcur_t *c);
+
+/**
+ * The next bytes to hand on (whole frames, at most one block's worth):
+ * 1 with *data and *len, or 0 when nothing is pending. Stays pending
+ * until ess_outcur_advance.
+ */
+int ess_outcur_peek(ess_outcur_t *c, const uint8_t **data, size_t *len);
+
+/**
+ * The bytes of the last peek were handed on: count them. Fills the frames
+ * and payload bytes they held and, when *has_offset, the last offset.
+ */
+void ess_outcur_advance(ess_outcur_t *c, uint32_t *frames, size_t *payload, int *has_offset,
+                        uint64_t *last_offset);
+
+/** Copy what c has not handed on to the end of q (a reader that must
+ * flush, then stop following the log); c is closed afterwards. */
+void ess_outcur_copy_rest(ess_outcur_t *c, ess_outq_t *q);
+
 /** The enrich hook as the delivery step sees it (ess_hooks_enrich in essd). */
 typedef int (*ess_delivery_enrich_fn)(void *ctx, const ess_hook_msg_t *msg, ess_hook_emit_fn emit,
                                       void *emit_ud);
@@ -76,5 +137,10 @@ typedef enum {
  */
 ess_delivery_result_t ess_delivery_run(const ess_source_msg_t *rec, ess_delivery_enrich_fn enrich,
                                        void *ctx, ess_outq_t *q);
+
+/** As ess_delivery_run, appending the frame to a shared log instead. */
+ess_delivery_result_t ess_delivery_run_log(const ess_source_msg_t *rec,
+                                           ess_delivery_enrich_fn enrich, void *ctx,
+                                           ess_outlog_t *log);
 
 #endif

@@ -5,9 +5,19 @@
  * outbound budget the source is paused, so the broker keeps the data; it
  * resumes below half the budget. The transport (http/ws.c) writes whole
  * blocks, several per write callback while the socket takes them.
+ *
+ * A live session of a stream whose enrich hook is shared (per_stream =
+ * false) is instead a member of the stream's fan-out group
+ * (gateway/fanout.h): its output is its own queue first (frames of an
+ * earlier solo period), then its cursor in the group's shared log. Over
+ * the budget a member leaves the group and resubscribes on its own from
+ * the offset after the last frame it handed on; a solo session of such a
+ * stream (a replay, or one that left) rejoins when its own subscription
+ * reaches the group's position.
  */
 #include "gateway/session.h"
 #include "ess.h"
+#include "gateway/fanout.h"
 #include "gateway/gateway.h"
 #include "metrics/metrics.h"
 #include "script/hooks.h"
@@ -32,6 +42,10 @@ struct ess_session_s {
     ess_source_t *src;
     int has_offsets; /* the source's messages carry offsets */
     int paused;
+    int subscribed; /* counted in ess_metrics.subscriptions */
+    char *stream;   /* a stream that may be shared (its hook is shared), or NULL */
+    ess_fan_member_t fan;
+    unsigned rejoin_tick;
 
     ess_outq_t out;
     uint64_t last_progress_ms;
@@ -64,19 +78,37 @@ static void want_write(ess_session_t *s)
     s->transport->want_write(s->conn);
 }
 
-static void unsubscribe(ess_session_t *s)
+static void drop_source(ess_session_t *s)
 {
     if (s->src) {
         ess_source_unsubscribe(s->src);
         s->src = NULL;
+        ess_metrics.broker_subscriptions--;
+    }
+}
+
+static void unsubscribe(ess_session_t *s)
+{
+    s->msgs_in += s->fan.msgs;
+    s->fan.msgs = 0;
+    ess_fanout_leave(s);
+    drop_source(s);
+    if (s->subscribed) {
+        s->subscribed = 0;
         ess_metrics.subscriptions--;
     }
+}
+
+/* The session has output to hand on: its queue, or its cursor in a group's log. */
+static int pending(const ess_session_t *s)
+{
+    return s->out.head != NULL || (s->fan.group != NULL && ess_outcur_pending(&s->fan.cur));
 }
 
 static void log_stats(ess_session_t *s, const char *when)
 {
     ess_log_info("session %s (es %lld): %s: received %llu, sent %llu, bytes %llu%s", s->uuid,
-                 (long long)s->es_id, when, (unsigned long long)s->msgs_in,
+                 (long long)s->es_id, when, (unsigned long long)(s->msgs_in + s->fan.msgs),
                  (unsigned long long)s->msgs_out, (unsigned long long)s->bytes_out,
                  s->delivered ? "" : ", nothing delivered");
 }
@@ -89,6 +121,8 @@ void ess_session_close(ess_session_t *s, int code, const char *reason, int flush
     s->flush = flush;
     s->close_code = code;
     snprintf(s->close_reason, sizeof s->close_reason, "%s", reason);
+    if (flush && s->fan.group)
+        ess_outcur_copy_rest(&s->fan.cur, &s->out); /* what the member still had to send */
     unsubscribe(s);
     if (s->waiting_registry) {
         ess_registry_forget(s->app->registry, s);
@@ -155,13 +189,22 @@ static void on_message(void *ud, const ess_source_msg_t *msg)
         ess_metrics.credit_stalls++;
         ess_source_pause(s->src);
     }
+    /* Caught up with a shared subscription of the stream: rejoin it. A
+     * session waiting to rejoin reports every message (the group joins it
+     * at exactly its latest offset), or stops waiting when it is no longer
+     * caught up; others look for a group every 64th message. */
+    if (s->stream && msg->has_offset) {
+        if (s->paused || s->closing ||
+            s->out.payload > (size_t)s->app->cfg->outbound_budget_bytes / 2)
+            ess_fanout_leave(s); /* not a member: only stops waiting */
+        else if ((s->fan.waiting || (++s->rejoin_tick & 63) == 0) &&
+                 ess_fanout_try_rejoin(s->app, s->stream, s, msg->offset))
+            ess__session_fan_joined(s);
+    }
 }
 
-static void on_ended(void *ud, int status, int established)
+static void ended(ess_session_t *s, int status, int established)
 {
-    ess_session_t *s = ud;
-    s->src = NULL; /* freed by the source after this callback */
-    ess_metrics.subscriptions--;
     if (!established)
         ess_session_close(s, 1013,
                           status == ESS_ENOTFOUND ? "the event stream cannot be found"
@@ -171,6 +214,78 @@ static void on_ended(void *ud, int status, int established)
         ess_session_close(s, 1000, "The stream has been deleted", 1);
     else
         ess_session_close(s, 1011, "the broker subscription ended", 1);
+}
+
+static void on_ended(void *ud, int status, int established)
+{
+    ess_session_t *s = ud;
+    s->src = NULL; /* freed by the source after this callback */
+    ess_metrics.broker_subscriptions--;
+    ended(s, status, established);
+}
+
+static const ess_source_cbs_t own_cbs = {on_message, on_ended};
+
+/* Subscribe s on its own to its (shared-eligible) stream from `from`. */
+static int subscribe_own(ess_session_t *s, ess_offset_spec_t from)
+{
+    ess_route_t route = {0};
+    snprintf(route.stream, sizeof route.stream, "%s", s->stream);
+    if (ess_gateway_subscribe(s->app, &route, from, &own_cbs, s, &s->src) != ESS_OK) {
+        s->src = NULL;
+        return ESS_ECONN;
+    }
+    s->paused = 0;
+    ess_metrics.broker_subscriptions++;
+    return ESS_OK;
+}
+
+ess_fan_member_t *ess__session_fan(ess_session_t *s)
+{
+    return &s->fan;
+}
+
+void ess__session_fan_wake(ess_session_t *s)
+{
+    want_write(s);
+}
+
+void ess__session_fan_slow(ess_session_t *s)
+{
+    ess_fan_member_t *f = &s->fan;
+    ess_offset_spec_t from = {.kind = ESS_OFFSET_NEXT};
+    if (f->next_known) {
+        from.kind = ESS_OFFSET_ABS;
+        from.offset = f->next_offset;
+    }
+    s->msgs_in += f->msgs;
+    f->msgs = 0;
+    ess_fanout_leave(s);
+    ess_metrics_add("ess_fanout_leaves_total", "", 1);
+    ess_log_info("session %s: left the shared subscription of %s (a budget behind); continues "
+                 "on its own from offset %llu",
+                 s->uuid, s->stream, (unsigned long long)from.offset);
+    if (subscribe_own(s, from) != ESS_OK)
+        ess_session_close_resumable(s, 1013, "the broker is unavailable; retry later");
+}
+
+void ess__session_fan_joined(ess_session_t *s)
+{
+    drop_source(s);
+    s->paused = 0;
+    ess_metrics_add("ess_fanout_rejoins_total", "", 1);
+    ess_log_info("session %s: caught up; rejoined the shared subscription of %s", s->uuid,
+                 s->stream);
+}
+
+void ess__session_fan_poison(ess_session_t *s)
+{
+    ess_session_close(s, 1000, "The stream has been deleted", 1);
+}
+
+void ess__session_fan_ended(ess_session_t *s, int status, int established)
+{
+    ended(s, status, established);
 }
 
 static void open_known(ess_session_t *s, const ess_es_row_t *found);
@@ -263,16 +378,29 @@ static void open_known(ess_session_t *s, const ess_es_row_t *found)
         from.kind = ESS_OFFSET_TIMESTAMP;
         from.timestamp_ms = s->sel.timestamp_ms;
     }
-    static const ess_source_cbs_t cbs = {on_message, on_ended};
-    if (ess_gateway_subscribe(app, &route, from, &cbs, s, &s->src) != ESS_OK) {
-        s->src = NULL;
+    if (!route.classic && ess_fanout_eligible(app, route.stream))
+        s->stream = ess_xstrndup(route.stream, strlen(route.stream));
+    int rc;
+    if (s->stream && from.kind == ESS_OFFSET_NEXT) {
+        rc = ess_fanout_join(app, s->stream, &s->hook_es, s);
+        s->has_offsets = 1;
+    } else {
+        rc = ess_gateway_subscribe(app, &route, from, &own_cbs, s, &s->src);
+        if (rc == ESS_OK) {
+            s->has_offsets = s->src->has_offsets;
+            ess_metrics.broker_subscriptions++;
+        } else {
+            s->src = NULL;
+        }
+    }
+    if (rc != ESS_OK) {
         ess_session_close(s, 1013, "the broker is unavailable; retry later", 0);
         return;
     }
-    s->has_offsets = s->src->has_offsets;
     if (!s->has_offsets && s->sel.kind != ESS_SEL_NONE)
         ess_log_info("session %s: classic (version 1) mode has no history: start selector ignored",
                      s->uuid);
+    s->subscribed = 1;
     ess_metrics.subscriptions++;
 }
 
@@ -291,16 +419,44 @@ ess_session_t *ess_session_open(ess_app_t *app, const ess_session_request_t *req
     return s;
 }
 
-const ess_out_block_t *ess_session_next_block(const ess_session_t *s)
+int ess_session_next_bytes(ess_session_t *s, const uint8_t **data, size_t *len)
 {
-    return s->out.head;
+    if (s->out.head != NULL) {
+        *data = ess_out_block_bytes(s->out.head);
+        *len = s->out.head->used;
+        return 1;
+    }
+    return s->fan.group != NULL && ess_outcur_peek(&s->fan.cur, data, len);
+}
+
+/* The member handed on the bytes of its last peek at the log. */
+static void sent_shared(ess_session_t *s)
+{
+    uint32_t frames;
+    size_t payload;
+    int has_offset;
+    uint64_t last;
+    ess_outcur_advance(&s->fan.cur, &frames, &payload, &has_offset, &last);
+    s->delivered = 1;
+    if (has_offset) {
+        s->last_offset = last;
+        s->fan.next_known = 1;
+        s->fan.next_offset = last + 1;
+    }
+    s->msgs_out += frames;
+    s->bytes_out += payload;
+    ess_metrics.msgs_out += frames;
+    ess_metrics.bytes_out += payload;
 }
 
 void ess_session_sent(ess_session_t *s)
 {
     ess_out_block_t *b = ess_outq_pop(&s->out);
-    if (b == NULL)
+    if (b == NULL) {
+        if (s->fan.group != NULL)
+            sent_shared(s);
         return;
+    }
     s->delivered = 1;
     if (b->has_offset)
         s->last_offset = b->last_offset;
@@ -320,8 +476,10 @@ int ess_session_after_write(ess_session_t *s, int n)
             s->paused = 0;
             ess_source_resume(s->src);
         }
+        if (s->fan.group)
+            ess_fanout_drained(s, s->out.payload);
     }
-    return s->out.head != NULL || s->closing;
+    return pending(s) || s->closing;
 }
 
 int ess_session_close_due(const ess_session_t *s, int *code, const char **reason)
@@ -356,7 +514,7 @@ void ess_session_close_resumable(ess_session_t *s, int code, const char *what)
 
 void ess_session_check_stall(ess_session_t *s, uint64_t now_ms)
 {
-    if (s->closing || s->out.head == NULL)
+    if (s->closing || !pending(s))
         return;
     if (now_ms - s->last_progress_ms < (uint64_t)s->app->cfg->stall_timeout_s * 1000)
         return;
@@ -377,5 +535,6 @@ void ess_session_closed(ess_session_t *s)
     ess_hooks_es_release(s->app->vm, &s->hook_es);
     ess_metrics.ws_open--;
     free(s->routing_key);
+    free(s->stream);
     free(s);
 }

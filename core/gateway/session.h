@@ -13,6 +13,7 @@
 
 #include "app.h"
 #include "gateway/delivery.h"
+#include "gateway/fanout.h"
 #include "gateway/selector.h"
 
 typedef struct ess_session_s ess_session_t;
@@ -35,10 +36,16 @@ typedef struct {
 ess_session_t *ess_session_open(ess_app_t *app, const ess_session_request_t *req,
                                 const ess_session_transport_t *transport, void *conn);
 
-/** The next output block to write, or NULL. Still queued until ess_session_sent. */
-const ess_out_block_t *ess_session_next_block(const ess_session_t *s);
+/**
+ * The next bytes to write (whole frames: an output block, or a run of a
+ * shared log): 1 with *data and *len, 0 when none. Still pending until
+ * ess_session_sent; never written to by anyone (shared bytes are read by
+ * other sessions too), and there are ESS_OUT_HEADROOM bytes before them
+ * that the transport must not write either.
+ */
+int ess_session_next_bytes(ess_session_t *s, const uint8_t **data, size_t *len);
 
-/** The transport has handed the next block to the socket: count it and free it. */
+/** The transport has handed the last next bytes to the socket: count them (and free them). */
 void ess_session_sent(ess_session_t *s);
 
 /**
@@ -74,5 +81,19 @@ void ess_session_check_stall(ess_session_t *s, uint64_t now_ms);
 
 /** The event stream id (gateway.c indexes sessions by it). */
 int64_t ess_session_es_id(const ess_session_t *s);
+
+/* ---- For gateway/fanout.c only ---- */
+/** The session's member state (gateway/fanout.h). */
+ess_fan_member_t *ess__session_fan(ess_session_t *s);
+/** New frames in the group's log for a member that had sent everything: ask for a write. */
+void ess__session_fan_wake(ess_session_t *s);
+/** A member is a budget behind (or the hook turned per_stream): leave, continue on its own. */
+void ess__session_fan_slow(ess_session_t *s);
+/** A solo session joined a group at its own position: drop its own source. */
+void ess__session_fan_joined(ess_session_t *s);
+/** The group read POISON: close with 1000 after what the member has queued. */
+void ess__session_fan_poison(ess_session_t *s);
+/** The group's source ended (as a session's own source's on_ended). */
+void ess__session_fan_ended(ess_session_t *s, int status, int established);
 
 #endif

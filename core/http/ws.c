@@ -246,19 +246,22 @@ static int write_close(struct lws *wsi, int code, const char *reason)
 
 /* Hands whole output blocks to lws as raw bytes (the frames are already
  * framed: no extension such as permessage-deflate is offered, so they need
- * no lws state): one send() per block. lws buffers what the socket does not
- * take and reports the pipe choked until it is out; the first block is
- * always written, further ones only while the pipe is clear. */
+ * no lws state): one send() per block, or per run of a shared log's block
+ * (fan-out). lws buffers what the socket does not take and reports the
+ * pipe choked until it is out; the first block is always written, further
+ * ones only while the pipe is clear. LWS_WRITE_RAW (LWS_WRITE_HTTP) goes
+ * straight to lws_issue_raw: lws writes nothing before or into the bytes,
+ * which shared blocks need (other sessions read them). */
 static int writeable(struct lws *wsi, ess_ws_pss_t *pss)
 {
     ess_session_t *s = pss->session;
     int n = 0;
-    const ess_out_block_t *b;
-    while (n < BLOCKS_PER_WRITEABLE && (b = ess_session_next_block(s)) != NULL) {
+    const uint8_t *data;
+    size_t len;
+    while (n < BLOCKS_PER_WRITEABLE && ess_session_next_bytes(s, &data, &len)) {
         if (n > 0 && lws_send_pipe_choked(wsi))
             break;
-        /* The block's headroom serves as LWS_PRE. */
-        if (lws_write(wsi, (unsigned char *)ess_out_block_bytes(b), b->used, LWS_WRITE_RAW) < 0)
+        if (lws_write(wsi, (unsigned char *)data, len, LWS_WRITE_RAW) < 0)
             return -1;
         ess_session_sent(s);
         n++;

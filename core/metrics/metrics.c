@@ -83,7 +83,12 @@ void ess_metrics_render(ess_buf_t *o, int64_t event_streams)
     gauge(o, "ess_replay_truncated_total",
           "Replays whose ordinal selector pointed before the first retained message.", "counter",
           (int64_t)m->replay_truncated);
-    gauge(o, "ess_subscriptions", "Live broker subscriptions.", "gauge", m->subscriptions);
+    gauge(o, "ess_subscriptions",
+          "Sessions subscribed to a broker source (their own or a shared one).", "gauge",
+          m->subscriptions);
+    gauge(o, "ess_broker_subscriptions",
+          "Subscriptions held at the broker (shared ones count once).", "gauge",
+          m->broker_subscriptions);
     gauge(o, "ess_enrich_errors_total", "Enrichment script errors.", "counter",
           (int64_t)m->enrich_errors);
     gauge(o, "ess_reloads_total", "Successful script/config reloads.", "counter",

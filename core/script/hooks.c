@@ -267,6 +267,20 @@ static int load_hook(ess_vm_t *vm, const char *module, const char *field, const 
         return ESS_ESCRIPT;
     }
     lua_setfield(L, LUA_REGISTRYINDEX, key);
+    if (strcmp(field, "enrich") == 0) {
+        /* per_stream = false: the result does not depend on es, so one
+         * call serves every session of a shared subscription. */
+        lua_pushliteral(L, "per_stream");
+        lua_rawget(L, -3);
+        if (!lua_isnil(L, -1) && !lua_isboolean(L, -1)) {
+            snprintf(err, errlen, "%s: field per_stream is a %s, not a boolean", module,
+                     luaL_typename(L, -1));
+            lua_settop(L, top);
+            return ESS_ESCRIPT;
+        }
+        vm->enrich_shared = lua_isboolean(L, -1) && !lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
     int rc = load_conf(vm, module, lua_gettop(L) - 1, opt, conf_key, err, errlen);
     lua_settop(L, top);
     return rc;
@@ -277,7 +291,9 @@ static int load_hook(ess_vm_t *vm, const char *module, const char *field, const 
  * stream, just before it is sent to the WebSocket client (classic mode has
  * no offsets or timestamps and sends bodies unchanged, without the hook). A
  * hook error never loses a message: the original body is sent, the error
- * logged and counted.
+ * logged and counted. A module that sets `per_stream = false` declares that
+ * the result does not depend on `es`: live connections of one broker stream
+ * then share one call (and one frame) per message.
  * @hook enrich
  * @tparam table msg the message (see `msg`); reused for every message
  * @tparam table es the event stream (see `es`)
@@ -345,7 +361,9 @@ static int load_hook(ess_vm_t *vm, const char *module, const char *field, const 
 
 /***
  * The event stream a message belongs to. Cached per connection and VM: the
- * same table for every message of one connection. Read-only.
+ * same table for every message of one connection. Read-only. For a hook
+ * with `per_stream = false`, the event stream of the connection that opened
+ * the shared subscription.
  * @table es
  * @tfield number id the registry id
  * @tfield string uuid the public id in the WebSocket URL

@@ -17,6 +17,7 @@ typedef struct ess_vm_s {
     int cfg_ref;             /* the validated config table (LUA_NOREF until loaded) */
     int api_ref;             /* the API module's handle function */
     int enrich_ref, msg_ref; /* the enrich hook and its reused msg table (script/hooks.c) */
+    int enrich_shared;       /* the enrich module declared per_stream = false (script/hooks.c) */
     uint64_t gen;            /* unique per VM built in this process; never reused */
     char *lua_path;
     /* Memory ceiling (lua.max_memory_mb): every allocation of the state goes

@@ -128,4 +128,6 @@ local function new(names)
     end
 end
 
-return { enrich = new(), new = new }
+-- per_stream = false: the result does not depend on `es`, so sessions that
+-- read the same stream live share one subscription and one call per message.
+return { enrich = new(), new = new, per_stream = false }

@@ -98,4 +98,4 @@ local function enrich(msg, es, conf)
     return default(msg, es)
 end
 
-return { enrich = enrich, schema = schema, message_type = message_type }
+return { enrich = enrich, schema = schema, message_type = message_type, per_stream = false }

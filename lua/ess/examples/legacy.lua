@@ -18,4 +18,4 @@ local enrich = require("ess.enrich").new({
     text_timestamp = "|timestamp: ",
 })
 
-return { enrich = enrich }
+return { enrich = enrich, per_stream = false }

@@ -147,4 +147,4 @@ local function enrich(msg, es, conf)
     return default(msg, es)
 end
 
-return { enrich = enrich, schema = schema, redact = redact }
+return { enrich = enrich, schema = schema, redact = redact, per_stream = false }
