@@ -143,8 +143,8 @@ typedef struct {
 
 /* Frame data; known_text is 1 or 0 when the caller already knows whether
  * data is valid UTF-8, -1 when not. */
-static void frame(const sink_t *k, const uint8_t *data, size_t len, int known_text,
-                  int has_offset, uint64_t offset)
+static void frame(const sink_t *k, const uint8_t *data, size_t len, int known_text, int has_offset,
+                  uint64_t offset)
 {
     size_t hl = header_len(len);
     ess_out_block_t *b = k->q ? room_for(k->q, hl + len) : log_room(k->log, hl + len);

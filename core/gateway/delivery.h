@@ -75,12 +75,12 @@ typedef struct {
 
 /** One reader of a log: what it has handed on so far. */
 typedef struct {
-    ess_out_block_t *b;    /* the block it reads (held), or NULL: closed */
-    size_t pos;            /* bytes of b handed on */
-    size_t payload;        /* payload bytes of b handed on */
-    uint32_t frames;       /* frames of b handed on */
-    uint64_t bytes_abs;    /* the log's bytes total at pos */
-    uint64_t payload_abs;  /* the log's payload total at pos */
+    ess_out_block_t *b;   /* the block it reads (held), or NULL: closed */
+    size_t pos;           /* bytes of b handed on */
+    size_t payload;       /* payload bytes of b handed on */
+    uint32_t frames;      /* frames of b handed on */
+    uint64_t bytes_abs;   /* the log's bytes total at pos */
+    uint64_t payload_abs; /* the log's payload total at pos */
 } ess_outcur_t;
 
 /** Open an empty log. */

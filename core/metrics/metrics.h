@@ -18,8 +18,8 @@ typedef struct {
     uint64_t msgs_in;  /* from the broker */
     uint64_t msgs_out; /* frames sent to clients */
     uint64_t bytes_out;
-    uint64_t credit_stalls;    /* times a subscription was paused for its budget */
-    uint64_t replay_truncated; /* ordinal selectors that started after retention removed them */
+    uint64_t credit_stalls;       /* times a subscription was paused for its budget */
+    uint64_t replay_truncated;    /* ordinal selectors that started after retention removed them */
     int64_t subscriptions;        /* gauge: sessions subscribed (own or shared) */
     int64_t broker_subscriptions; /* gauge: subscriptions held at the broker */
     uint64_t enrich_errors;
