@@ -24,6 +24,8 @@ typedef struct {
     const char *selector[ESS_SEL_SOURCES];
     /* How many times each was given (a repeated query parameter is several). */
     unsigned count[ESS_SEL_SOURCES];
+    const char *peer;       /* the client's address (for the console), or NULL */
+    const char *user_agent; /* its User-Agent header, or NULL */
 } ess_session_request_t;
 
 /** The transport's side: how a session asks to be written. */
@@ -74,5 +76,38 @@ void ess_session_check_stall(ess_session_t *s, uint64_t now_ms);
 
 /** The event stream id (gateway.c indexes sessions by it). */
 int64_t ess_session_es_id(const ess_session_t *s);
+
+/** What the operator console (gateway/console.c) shows of a session. Strings are borrowed. */
+typedef struct {
+    int64_t es_id;
+    const char *uuid, *routing_key;
+    const char *stream;     /* the broker stream, or NULL (classic route, or not subscribed) */
+    const char *peer;       /* "" when unknown */
+    const char *user_agent; /* "" when none */
+    const char *selector;   /* "name=value" of the start selector used, "" for none */
+    int64_t connected_ms;   /* wall clock */
+    int has_offsets, delivered, paused, closing;
+    uint64_t last_offset; /* last offset handed to the socket (when delivered) */
+    uint64_t msgs_in, msgs_out, bytes_out, stalls;
+    size_t queued_bytes;
+    uint64_t rate_in, rate_out, rate_bytes; /* per second, over the last ess_session_sample */
+    int64_t stream_tail;                    /* last committed offset; -1 empty; -2 not known */
+    uint64_t stream_tail_ms;                /* loop time it was learned */
+} ess_session_info_t;
+
+/** Fill info from s (no allocation). */
+void ess_session_info(const ess_session_t *s, ess_session_info_t *info);
+
+/** Once a second (console tick): turn the counters into per-second rates. */
+void ess_session_sample(ess_session_t *s);
+
+/** The stream's last committed offset (-1: empty), learned at loop time at_ms. */
+void ess_session_set_stream_tail(ess_session_t *s, int64_t last_offset, uint64_t at_ms);
+
+/**
+ * The session's tail (gateway/tail.h): NULL unless an operator watches it.
+ * While set, each enriched frame and its raw body are recorded there.
+ */
+struct ess_tail_s **ess_session_tail_slot(ess_session_t *s);
 
 #endif

@@ -111,6 +111,8 @@ fail:
     r->phase = 2; /* the caller closes the connection */
 }
 
+static void access_log(struct lws *wsi, ess_api_req_t *r);
+
 static void dispatch(struct lws *wsi, ess_app_t *app, ess_api_req_t *r)
 {
     ess_kv_t headers[ESS_ARRAY_SIZE(header_tokens)];
@@ -171,6 +173,24 @@ static void dispatch(struct lws *wsi, ess_app_t *app, ess_api_req_t *r)
         snprintf(resp.route, sizeof resp.route, "draining");
     } else {
         ess_script_api_handle(app, &req, &resp);
+        /* The console's feed: the router has authorized it; feed.c streams. */
+        if (resp.status == 200 && strcmp(resp.route, "/admin/feed") == 0) {
+            if (ess__feed_adopt(wsi, app) == 0) {
+                ess_buf_free(&resp.body);
+                ess_buf_free(&resp.headers);
+                r->phase = 5;
+                r->status = 200;
+                r->route = ess_xstrdup(resp.route);
+                app->api_inflight--;
+                access_log(wsi, r);
+                return;
+            }
+            resp.status = 503;
+            ess_buf_reset(&resp.body);
+            ess_buf_reset(&resp.headers);
+            ess_buf_appendf(&resp.body, "{\"detail\":\"Too many feed connections\"}");
+            snprintf(resp.content_type, sizeof resp.content_type, "application/json");
+        }
     }
     write_response(wsi, r, &resp);
 }
@@ -251,6 +271,8 @@ int ess__api_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
         dispatch(wsi, app, r);
         return r->phase == 2 ? -1 : 0;
     case LWS_CALLBACK_HTTP_WRITEABLE: {
+        if (r->phase == 5)
+            return ess__feed_writeable(wsi);
         if (r->phase == 3)
             return -1; /* lws has flushed what it had buffered: close */
         if (r->phase != 1)
@@ -293,6 +315,11 @@ int ess__api_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
          * CLOSED_HTTP after that with user NULL. */
         if (r == NULL)
             return 0;
+        if (r->phase == 5) {
+            ess__feed_drop(wsi);
+            req_free(r);
+            return 0;
+        }
         /* In flight until the response is written: phase 0 (reading),
          * 1 (writing) and 2 (could not answer). */
         if (r->phase != 3 && r->path != NULL) {

@@ -167,6 +167,7 @@ void ess_server_destroy(ess_app_t *app)
      * loop must run for them to close, and a call after that (when lws has
      * not already cleared app->lws through pcontext) frees what remains. */
     ess__edge_stop();
+    ess__feed_stop();
     if (app->lws != NULL)
         lws_context_destroy(app->lws);
 }
