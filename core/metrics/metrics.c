@@ -134,8 +134,9 @@ void ess_metrics_render(ess_buf_t *o, int64_t event_streams)
           m->broker_connected);
 
     if (lag_known) {
-        ess_buf_appendf(o, "# HELP ess_stream_lag_messages Messages a live client is behind its "
-                           "stream's tail (the %d largest).\n# TYPE ess_stream_lag_messages gauge\n",
+        ess_buf_appendf(o,
+                        "# HELP ess_stream_lag_messages Messages a live client is behind its "
+                        "stream's tail (the %d largest).\n# TYPE ess_stream_lag_messages gauge\n",
                         ESS_METRICS_LAG_MAX);
         for (size_t i = 0; i < nlag; i++)
             ess_buf_appendf(o, "ess_stream_lag_messages{event_stream=\"%lld\"} %lld\n",
