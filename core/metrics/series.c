@@ -135,6 +135,16 @@ void ess_series_latest_json(ess_buf_t *out)
                     (unsigned long long)m->msgs_out, (unsigned long long)m->bytes_out,
                     (unsigned long long)m->credit_stalls, (unsigned long long)m->enrich_errors,
                     (unsigned long long)m->reloads_ok, (unsigned long long)m->reloads_failed);
+    /* The last second's closes by code, as the series' columns name them. */
+    out->len--; /* reopen the object */
+    ess_buf_append(out, ",\"closes_by\":{", 14);
+    for (int c = 0; c < ESS_SERIES_CODES; c++) {
+        if (codes[c])
+            ess_buf_appendf(out, "%s\"%d\":%u", c ? "," : "", codes[c], s ? s->closes[c] : 0);
+        else
+            ess_buf_appendf(out, "%s\"other\":%u", c ? "," : "", s ? s->closes[c] : 0);
+    }
+    ess_buf_append(out, "}}", 2);
 }
 
 void ess_series_reset(void)
