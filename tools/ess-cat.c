@@ -1,7 +1,8 @@
 /*
  * ess-cat: read a RabbitMQ stream from a given position and print its
  * messages (raw, JSON lines, or only a summary), or publish stdin lines to
- * a stream with confirms, or print a stream's StreamStats (--stats). A thin
+ * a stream with confirms, or print a stream's StreamStats (--stats) or the
+ * offset of its last committed message (--tail). A thin
  * command-line shell over the stream client (mq/stream_client.h); it owns
  * argument parsing and output formatting, nothing of the protocol.
  *
@@ -34,6 +35,7 @@ typedef struct {
     const char *pub_name; /* --publisher-name: reference for broker deduplication */
     int port, quiet, publish, create, delete_, exists, lb, fanout, credit, heartbeat, latency;
     int stats, read_after; /* --stats; with --from or --count: read afterwards */
+    int tail;              /* --tail */
     long long credit_window;
     long long generate; /* --publish --generate N: N stamped bodies instead of stdin, at --rate */
     int size;
@@ -83,6 +85,7 @@ static void usage(FILE *f)
         "       (--publish also takes --publisher-name NAME)\n"
         "       ess-cat [--url URL] [--stream-port P] --delete|--exists STREAM\n"
         "       ess-cat [--url URL] [--stream-port P] --stats STREAM [--from ... --count N ...]\n"
+        "       ess-cat [--url URL] [--stream-port P] --tail STREAM\n"
         "--count is per subscription; --fanout opens SUBS subscriptions (only the summary\n"
         "is printed); --rate reads slowly by pausing credit; --credit-window keeps about\n"
         "BYTES of chunks outstanding instead of --credit chunks (as essd does). --format json "
@@ -95,6 +98,8 @@ static void usage(FILE *f)
         "--stats prints the stream's StreamStats as one JSON line, or \"unsupported by this\n"
         "broker (version X)\" (exit 3) when the broker is older than 3.11 (nothing is sent);\n"
         "with --from or --count it then reads as usual on the same connection.\n"
+        "--tail prints {\"stream\":...,\"last_offset\":N} (-1: empty), the offset of the last\n"
+        "committed message, learned from a short subscription at \"last\" (any version).\n"
         "The publisher follows the stream's leader across a lost connection and resends\n"
         "what is unconfirmed; with --publisher-name the broker stores each message once\n"
         "(deduplication by publishing id), without it a resent message may be stored twice.\n"
@@ -600,9 +605,25 @@ static void on_stats(int status, const ess_stream_stats_t *st, void *ud)
     }
 }
 
+static void on_tail(int status, int64_t last, void *ud)
+{
+    (void)ud;
+    if (status == ESS_OK) {
+        printf("{\"stream\":\"");
+        json_body((const uint8_t *)A.stream, strlen(A.stream));
+        printf("\",\"last_offset\":%" PRId64 "}\n", last);
+        fflush(stdout);
+    } else {
+        fprintf(stderr, "ess-cat: %s: %s\n", A.stream, status_text(status));
+    }
+    finish(status == ESS_OK ? 0 : status_exit(status));
+}
+
 static void start_work(void)
 {
-    if (A.stats) {
+    if (A.tail) {
+        ess_stream_tail(C, A.stream, on_tail, NULL);
+    } else if (A.stats) {
         ess_stream_stats(C, A.stream, on_stats, NULL);
     } else if (A.exists) {
         ess_stream_exists(C, A.stream, on_exists, NULL);
@@ -764,6 +785,8 @@ static int parse_args(int argc, char **argv)
             A.exists = 1;
         } else if (strcmp(a, "--stats") == 0) {
             A.stats = 1;
+        } else if (strcmp(a, "--tail") == 0) {
+            A.tail = 1;
         } else if (strcmp(a, "--lb") == 0) {
             A.lb = 1;
         } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
@@ -779,7 +802,7 @@ static int parse_args(int argc, char **argv)
     }
     if (A.stream == NULL || A.stream[0] == '\0' || strlen(A.stream) > 255)
         return -1;
-    if (A.publish + A.delete_ + A.exists + A.stats > 1 || (A.generate && !A.publish) ||
+    if (A.publish + A.delete_ + A.exists + A.stats + A.tail > 1 || (A.generate && !A.publish) ||
         (A.pub_name && (!A.publish || A.pub_name[0] == '\0' || strlen(A.pub_name) > 255)))
         return -1;
     return 0;
@@ -825,7 +848,7 @@ int main(int argc, char **argv)
     /* Requests queue on the connecting client; a refused login or a
      * broker that is down comes back through their callbacks. */
     from_spec = from;
-    if (!A.publish && !A.delete_ && !A.exists && !A.stats) {
+    if (!A.publish && !A.delete_ && !A.exists && !A.stats && !A.tail) {
         if (start_readers(&from) != 0) {
             fprintf(stderr, "ess-cat: bad stream name\n");
             finish(2);

@@ -206,6 +206,7 @@ void ess_stream_client_close(ess_stream_client_t *c, void (*done)(void *ud), voi
     c->done_ud = ud;
     for (ess__stream_conn_t *k = c->conns; k; k = k->next)
         ess__stream_conn_destroy(k); /* a no-op when its handles are already closing */
+    ess__stream_tail_close_all(c);
     uv_close((uv_handle_t *)&c->defer_timer, on_client_handle_closed);
     uv_close((uv_handle_t *)&c->retry_timer, on_client_handle_closed);
     uv_close((uv_handle_t *)&c->turn, on_client_handle_closed);

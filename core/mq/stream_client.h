@@ -162,6 +162,26 @@ typedef void (*ess_stream_stats_cb)(int status, const ess_stream_stats_t *stats,
  */
 int ess_stream_stats(ess_stream_client_t *c, const char *stream, ess_stream_stats_cb cb, void *ud);
 
+/** How long a tail probe waits for a chunk before it calls the stream empty. */
+#define ESS_STREAM_TAIL_EMPTY_MS 1000
+
+/** status ESS_OK with the offset of the stream's last committed message
+ *  (-1: empty), else ESS_ENOTFOUND | ESS_ECONN | ... with -1. */
+typedef void (*ess_stream_tail_cb)(int status, int64_t last_offset, void *ud);
+
+/**
+ * Learn the offset of the last message committed in stream, on any broker
+ * version (3.10 has no StreamStats): a short subscription at OFFSET_LAST
+ * whose first chunk is the stream's last; every message delivered before
+ * the next loop turn counts, so the answer is at least the tail when the
+ * broker served the request. A stream that delivers nothing within
+ * ESS_STREAM_TAIL_EMPTY_MS is reported empty (-1). cb runs once, never
+ * synchronously, and not at all once the client is closed. Costs one
+ * Subscribe/Unsubscribe and one chunk read. Returns ESS_OK, ESS_EINVAL or
+ * ESS_ESTATE (client closing).
+ */
+int ess_stream_tail(ess_stream_client_t *c, const char *stream, ess_stream_tail_cb cb, void *ud);
+
 /** The `version` peer property of the locator connection's broker (e.g.
  *  "3.10.8"), borrowed until the next call into the client; NULL when not
  *  connected yet or the broker did not say. */

@@ -168,6 +168,8 @@ struct ess__stream_conn_s {
         (head) = (n);                                                                              \
     } while (0)
 
+typedef struct ess__stream_tail_s ess__stream_tail_t;
+
 struct ess_stream_client_s {
     uv_loop_t *loop;
     ess_url_t url;
@@ -178,6 +180,7 @@ struct ess_stream_client_s {
     ess__stream_conn_t *conns, *locator;
     ess_stream_sub_t *subs;
     ess_stream_pub_t *pubs;
+    ess__stream_tail_t *tails; /* stream_tail.c: probes in flight */
     ess__stream_req_t *deferred;
     uv_timer_t defer_timer, retry_timer;
     uv_idle_t turn; /* active while a connection counted bytes this turn */
@@ -194,6 +197,9 @@ ess__stream_req_t *ess__stream_req_new(int kind, const char *stream);
 void ess__stream_defer(ess_stream_client_t *c, ess__stream_req_t *r, int status);
 void ess__stream_client_maybe_finish(ess_stream_client_t *c);
 int ess__stream_name_ok(const char *s);
+
+/* stream_tail.c: close every probe of a closing client (no callbacks) */
+void ess__stream_tail_close_all(ess_stream_client_t *c);
 
 /* stream_conn.c: one TCP connection to a node */
 int ess__stream_conn_usable(const ess__stream_conn_t *k);
