@@ -100,11 +100,13 @@ function facts(dl, pairs) {
 
 // ---- charts ----------------------------------------------------------------
 
-function polyline(values, max, cls) {
+// The x axis spans the points held, at least two minutes, at most 15.
+function polyline(values, max, cls, span) {
   const n = values.length;
+  const x0 = span - n;
   const pts = values.map((v, i) =>
-    ((n <= 1 ? 0 : (i / (SERIES_POINTS - 1)) * 300) + (SERIES_POINTS - n) * 300 / (SERIES_POINTS - 1))
-      .toFixed(1) + "," + (58 - (max ? (v / max) * 56 : 0)).toFixed(1)).join(" ");
+    (((x0 + i) / Math.max(1, span - 1)) * 300).toFixed(1) + "," +
+    (58 - (max ? (v / max) * 56 : 0)).toFixed(1)).join(" ");
   const p = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
   p.setAttribute("points", pts);
   p.setAttribute("class", cls);
@@ -113,7 +115,8 @@ function polyline(values, max, cls) {
 function chart(svg, lines) {
   let max = 1;
   for (const l of lines) for (const v of l.values) if (v > max) max = v;
-  svg.replaceChildren(...lines.map((l) => polyline(l.values, max, l.cls)));
+  const span = Math.min(SERIES_POINTS, Math.max(120, ...lines.map((l) => l.values.length)));
+  svg.replaceChildren(...lines.map((l) => polyline(l.values, max, l.cls, span)));
   svg.setAttribute("data-max", max);
 }
 function drawCharts() {
@@ -225,7 +228,7 @@ function renderState() {
     ["subscriptions", num(s.gateway.subscriptions)],
     ["WebSocket connections", num(s.gateway.connections)],
     ["live sessions", num(s.gateway.live_sessions)],
-    ["tail-offset poll", lp.available ? `every ${lp.every_s} s, ≤ ${lp.max_streams} streams a round` : "not available in this build"],
+    ["tail-offset poll", `every ${lp.every_s} s, ≤ ${lp.max_streams} streams a round`],
     ["last poll round", lp.last_round ? when(lp.last_round) : "–"],
     ["polls answered / failed", num(lp.answers) + " / " + num(lp.failures)],
   ]);
@@ -294,7 +297,7 @@ function renderStreams(s) {
       el("td", { class: "num rate" }, c ? num(c.rate_out) : "–",
         c ? el("span", { class: "sub" }, num(c.msgs_out) + " sent") : null),
       el("td", { class: "num" }, c ? bytes(c.rate_bytes) : "–"),
-      el("td", { class: "num" }, c ? num(c.credit_stalls) + (c.paused ? " ⏸" : "") : "–"),
+      el("td", { class: "num" }, c ? num(c.credit_stalls) + (c.paused ? " (paused)" : "") : "–"),
       el("td", {}, tail, " ", del));
   });
   $("stream-table").tBodies[0].replaceChildren(...rows);

@@ -22,13 +22,6 @@
 #include <string.h>
 #include <sys/time.h>
 
-/* The exact last committed offset of a stream, from a short subscription
- * at OFFSET_LAST (works on RabbitMQ 3.10, which has no StreamStats);
- * core/mq provides it. cb(ESS_OK, last_offset or -1 when empty, ud). */
-int ess_stream_tail(ess_stream_client_t *c, const char *stream,
-                    void (*cb)(int status, int64_t last_offset, void *ud), void *ud)
-    __attribute__((weak));
-
 typedef struct {
     int used;
     int64_t es_id;
@@ -142,7 +135,7 @@ static void poll_pass(void *ud, ess_session_t *s)
 static void poll_tails(void)
 {
     ess_stream_client_t *c = ess_gateway_stream_client(C.app);
-    if (ess_stream_tail == NULL || c == NULL || !ess_stream_client_connected(c))
+    if (c == NULL || !ess_stream_client_connected(c))
         return;
     pass_t ps = {
         .client = c, .want_from = C.cursor, .budget = (size_t)(ESS_CONSOLE_LAG_POLLS - C.inflight)};
@@ -485,12 +478,12 @@ static int provide_state(ess_app_t *app, const ess_console_query_t *q, ess_buf_t
         else
             ess_buf_append(o, "null", 4);
         ess_buf_appendf(o,
-                        ",\"lag_poll\":{\"available\":%s,\"every_s\":%d,\"max_streams\":%d,"
+                        ",\"lag_poll\":{\"every_s\":%d,\"max_streams\":%d,"
                         "\"in_flight\":%d,\"last_round\":%lld,\"answers\":%llu,"
                         "\"failures\":%llu}},",
-                        ess_stream_tail != NULL ? "true" : "false", ESS_CONSOLE_LAG_EVERY_S,
-                        ESS_CONSOLE_LAG_POLLS, C.inflight, (long long)C.lag_round_ms,
-                        (unsigned long long)C.lag_answers, (unsigned long long)C.lag_failures);
+                        ESS_CONSOLE_LAG_EVERY_S, ESS_CONSOLE_LAG_POLLS, C.inflight,
+                        (long long)C.lag_round_ms, (unsigned long long)C.lag_answers,
+                        (unsigned long long)C.lag_failures);
         int64_t off = q->offset < 0 ? 0 : q->offset;
         int64_t lim = q->limit < 0 ? 0 : q->limit;
         ess_buf_appendf(o,
