@@ -81,6 +81,8 @@ typedef struct {
     size_t index, want_from, budget;
 } pass_t;
 
+static void update_lag_metrics(void);
+
 static void on_tail(int status, int64_t last_offset, void *ud)
 {
     poll_t *p = ud;
@@ -96,6 +98,8 @@ static void on_tail(int status, int64_t last_offset, void *ud)
     ess_session_t *s = ess_gateway_find(C.app, p->es_id);
     if (s)
         ess_session_set_stream_tail(s, last_offset, uv_now(C.app->loop));
+    if (C.inflight == 0) /* the round is answered: the gauges at once */
+        update_lag_metrics();
 }
 
 static void poll_one(pass_t *ps, ess_session_t *s)
@@ -139,9 +143,10 @@ static void poll_tails(void)
         return;
     pass_t ps = {
         .client = c, .want_from = C.cursor, .budget = (size_t)(ESS_CONSOLE_LAG_POLLS - C.inflight)};
-    size_t before = C.cursor;
+    if (ps.budget == 0)
+        return; /* every slot still waits for an answer */
     ess_gateway_foreach(C.app, poll_pass, &ps);
-    if (C.cursor == before || ps.budget > 0) /* reached the end: start over next time */
+    if (ps.budget > 0) /* reached the end of the sessions: start over next round */
         C.cursor = 0;
     C.lag_round_ms = wall_ms();
 }
@@ -246,7 +251,7 @@ static int provide_tail(ess_app_t *app, int64_t id, uint64_t after, int stop, es
                     (long long)id, ESS_CONSOLE_TAIL_IDLE_S, ESS_TAIL_ENTRIES,
                     (unsigned long long)ess_tail_seq(*t));
     ess_tail_json(*t, after, out);
-    ess_buf_append(out, "}", 1);
+    ess_buf_append(out, "}", sizeof "}" - 1);
     return ESS_OK;
 }
 
@@ -403,34 +408,35 @@ static void row_json(ess_buf_t *o, const row_t *r, uint64_t now_loop)
     ess_buf_appendf(o, ",\"created\":%lld,\"client\":", (long long)r->created);
     const ess_session_info_t *c = r->client;
     if (c == NULL) {
-        ess_buf_append(o, "null}", 5);
+        ess_buf_append(o, "null}", sizeof "null}" - 1);
         return;
     }
-    ess_buf_append(o, "{\"peer\":", 8);
+    ess_buf_append(o, "{\"peer\":", sizeof "{\"peer\":" - 1);
     json_str(o, c->peer);
-    ess_buf_append(o, ",\"user_agent\":", 14);
+    ess_buf_append(o, ",\"user_agent\":", sizeof ",\"user_agent\":" - 1);
     json_str(o, c->user_agent);
-    ess_buf_append(o, ",\"selector\":", 12);
+    ess_buf_append(o, ",\"selector\":", sizeof ",\"selector\":" - 1);
     json_str(o, c->selector);
-    ess_buf_append(o, ",\"stream\":", 10);
+    ess_buf_append(o, ",\"stream\":", sizeof ",\"stream\":" - 1);
     if (c->stream)
         json_str(o, c->stream);
     else
-        ess_buf_append(o, "null", 4);
+        ess_buf_append(o, "null", sizeof "null" - 1);
     ess_buf_appendf(o, ",\"since\":%lld", (long long)c->connected_ms);
     if (c->delivered && c->has_offsets)
         ess_buf_appendf(o, ",\"delivered_offset\":%llu", (unsigned long long)c->last_offset);
     else
-        ess_buf_append(o, ",\"delivered_offset\":null", 24);
+        ess_buf_append(o, ",\"delivered_offset\":null", sizeof ",\"delivered_offset\":null" - 1);
     if (c->stream_tail >= -1)
         ess_buf_appendf(o, ",\"tail_offset\":%lld,\"tail_age_ms\":%llu", (long long)c->stream_tail,
                         (unsigned long long)(now_loop - c->stream_tail_ms));
     else
-        ess_buf_append(o, ",\"tail_offset\":null,\"tail_age_ms\":null", 37);
+        ess_buf_append(o, ",\"tail_offset\":null,\"tail_age_ms\":null",
+                       sizeof ",\"tail_offset\":null,\"tail_age_ms\":null" - 1);
     if (r->has_lag)
         ess_buf_appendf(o, ",\"lag\":%lld", (long long)r->lag);
     else
-        ess_buf_append(o, ",\"lag\":null", 11);
+        ess_buf_append(o, ",\"lag\":null", sizeof ",\"lag\":null" - 1);
     int watched = 0;
     for (int i = 0; i < ESS_CONSOLE_TAILS; i++)
         watched |= C.watches[i].used && C.watches[i].es_id == r->id;
@@ -476,7 +482,7 @@ static int provide_state(ess_app_t *app, const ess_console_query_t *q, ess_buf_t
         if (bv)
             json_str(o, bv);
         else
-            ess_buf_append(o, "null", 4);
+            ess_buf_append(o, "null", sizeof "null" - 1);
         ess_buf_appendf(o,
                         ",\"lag_poll\":{\"every_s\":%d,\"max_streams\":%d,"
                         "\"in_flight\":%d,\"last_round\":%lld,\"answers\":%llu,"
@@ -495,10 +501,10 @@ static int provide_state(ess_app_t *app, const ess_console_query_t *q, ess_buf_t
         uint64_t now_loop = uv_now(app->loop);
         for (int64_t i = off; i < (int64_t)st.nrows && i < off + lim; i++) {
             if (i > off)
-                ess_buf_append(o, ",", 1);
+                ess_buf_append(o, ",", sizeof "," - 1);
             row_json(o, &st.rows[i], now_loop);
         }
-        ess_buf_append(o, "]}}", 3);
+        ess_buf_append(o, "]}}", sizeof "]}}" - 1);
     }
     for (size_t i = 0; i < st.nrows; i++)
         free(st.rows[i].rk);

@@ -89,7 +89,7 @@ int ess_tail_enrich(ess_tail_t *t, ess_vm_t *vm, ess_hook_es_t *es, const ess_ho
 void ess_tail_json_str(ess_buf_t *out, const char *s, size_t len)
 {
     int valid = ess_utf8_valid((const uint8_t *)s, len);
-    ess_buf_append(out, "\"", 1);
+    ess_buf_append(out, "\"", sizeof "\"" - 1);
     size_t run = 0; /* bytes copied as they are */
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
@@ -114,7 +114,7 @@ void ess_tail_json_str(ess_buf_t *out, const char *s, size_t len)
             run++;
     }
     ess_buf_append(out, s + len - run, run);
-    ess_buf_append(out, "\"", 1);
+    ess_buf_append(out, "\"", sizeof "\"" - 1);
 }
 
 /* Cut text back to a whole UTF-8 character when the copy stopped inside one. */
@@ -132,7 +132,7 @@ static size_t whole(const char *s, size_t n, size_t full)
 
 void ess_tail_json(const ess_tail_t *t, uint64_t after, ess_buf_t *out)
 {
-    ess_buf_append(out, "[", 1);
+    ess_buf_append(out, "[", sizeof "[" - 1);
     uint64_t first = t->seq > ESS_TAIL_ENTRIES ? t->seq - ESS_TAIL_ENTRIES + 1 : 1;
     if (first <= after)
         first = after + 1;
@@ -149,12 +149,12 @@ void ess_tail_json(const ess_tail_t *t, uint64_t after, ess_buf_t *out)
                         (long long)e->seen_ms, e->skipped ? "true" : "false",
                         e->error ? "true" : "false", e->raw_len, e->frame_len);
         ess_tail_json_str(out, e->raw, whole(e->raw, rn, e->raw_len));
-        ess_buf_append(out, ",\"frame\":", 9);
+        ess_buf_append(out, ",\"frame\":", sizeof ",\"frame\":" - 1);
         if (e->skipped)
-            ess_buf_append(out, "null", 4);
+            ess_buf_append(out, "null", sizeof "null" - 1);
         else
             ess_tail_json_str(out, e->frame, whole(e->frame, fn, e->frame_len));
-        ess_buf_append(out, "}", 1);
+        ess_buf_append(out, "}", sizeof "}" - 1);
     }
-    ess_buf_append(out, "]", 1);
+    ess_buf_append(out, "]", sizeof "]" - 1);
 }

@@ -87,7 +87,7 @@ static const sample_t *at(size_t i, size_t count)
             const sample_t *s = at(i, count);                                                      \
             ess_buf_appendf(out, "%s%lld", i ? "," : "", (long long)(expr));                       \
         }                                                                                          \
-        ess_buf_append(out, "]", 1);                                                               \
+        ess_buf_append(out, "]", sizeof "]" - 1);                                                  \
     } while (0)
 
 void ess_series_json(ess_buf_t *out, int seconds)
@@ -102,7 +102,7 @@ void ess_series_json(ess_buf_t *out, int seconds)
     COLUMN("connections", s->connections);
     COLUMN("subscriptions", s->subscriptions);
     COLUMN("enrich_errors", s->enrich_errors);
-    ess_buf_append(out, ",\"closes\":{", 11);
+    ess_buf_append(out, ",\"closes\":{", sizeof ",\"closes\":{" - 1);
     for (int c = 0; c < ESS_SERIES_CODES; c++) {
         if (codes[c])
             ess_buf_appendf(out, "%s\"%d\":[", c ? "," : "", codes[c]);
@@ -110,9 +110,9 @@ void ess_series_json(ess_buf_t *out, int seconds)
             ess_buf_appendf(out, "%s\"other\":[", c ? "," : "");
         for (size_t i = 0; i < count; i++)
             ess_buf_appendf(out, "%s%u", i ? "," : "", at(i, count)->closes[c]);
-        ess_buf_append(out, "]", 1);
+        ess_buf_append(out, "]", sizeof "]" - 1);
     }
-    ess_buf_append(out, "}}", 2);
+    ess_buf_append(out, "}}", sizeof "}}" - 1);
 }
 
 void ess_series_latest_json(ess_buf_t *out)
@@ -137,14 +137,14 @@ void ess_series_latest_json(ess_buf_t *out)
                     (unsigned long long)m->reloads_ok, (unsigned long long)m->reloads_failed);
     /* The last second's closes by code, as the series' columns name them. */
     out->len--; /* reopen the object */
-    ess_buf_append(out, ",\"closes_by\":{", 14);
+    ess_buf_append(out, ",\"closes_by\":{", sizeof ",\"closes_by\":{" - 1);
     for (int c = 0; c < ESS_SERIES_CODES; c++) {
         if (codes[c])
             ess_buf_appendf(out, "%s\"%d\":%u", c ? "," : "", codes[c], s ? s->closes[c] : 0);
         else
             ess_buf_appendf(out, "%s\"other\":%u", c ? "," : "", s ? s->closes[c] : 0);
     }
-    ess_buf_append(out, "}}", 2);
+    ess_buf_append(out, "}}", sizeof "}}" - 1);
 }
 
 void ess_series_reset(void)
