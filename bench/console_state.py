@@ -10,9 +10,10 @@ client (bench/loadclient.c, built here with cc), then:
 
 1. times GET /admin/state (client wall time and essd's own access-log
    time) for a default page, sort=lag, a filter and limit=500;
-2. publishes --rate messages/s for --seconds to every stream, alternately
-   with no feed listener (A) and with 4 listeners on /admin/feed (B), and
-   compares essd's CPU time per delivered frame.
+2. in a second, fresh essd with --ab-clients reading clients (no idle
+   holders), publishes --rate messages/s for --seconds to every stream,
+   alternately with no feed listener (A) and with 4 listeners on
+   /admin/feed (B), and compares essd's CPU time per delivered frame.
 
 Writes bench/results/<UTC date>-console.json and prints a summary. A
 measurement, not a test: no threshold. Streams it creates start with
@@ -38,9 +39,10 @@ import esslib  # noqa: E402
 ap = argparse.ArgumentParser()
 ap.add_argument("--clients", type=int, default=5000)
 ap.add_argument("--streams", type=int, default=20)
-ap.add_argument("--rate", type=int, default=2, help="messages/s per stream while measuring the feed")
+ap.add_argument("--rate", type=int, default=50, help="messages/s per stream while measuring the feed")
+ap.add_argument("--ab-clients", type=int, default=100)
 ap.add_argument("--seconds", type=int, default=10)
-ap.add_argument("--rounds", type=int, default=2)
+ap.add_argument("--rounds", type=int, default=3)
 args = ap.parse_args()
 
 BUILD = os.environ.get("ESS_BUILD_DIR") or os.path.join(SOURCE, "build")
@@ -92,7 +94,7 @@ work = __import__("tempfile").mkdtemp(prefix="ess-console-bench-")
 essd = esslib.Essd(workdir=work).start()
 result = {"clients": args.clients, "streams": args.streams, "when": datetime.datetime.utcnow().isoformat() + "Z",
           "cpus": os.cpu_count(), "loadavg_start": open("/proc/loadavg").read().split()[:3]}
-holder = None
+holders = []
 try:
     t0 = time.time()
     paths = os.path.join(work, "paths")
@@ -101,12 +103,22 @@ try:
             _, path = esslib.create_es(essd, streams[i % len(streams)])
             f.write(path + "?stream_from_ordinal=0\n")
     log("%d event streams in %.1f s" % (args.clients, time.time() - t0))
-    holder = subprocess.Popen([LC, "ess", "--port", str(essd.public_port), "--paths-file", paths, "--clients",
-                               str(args.clients), "--count", "1", "--timeout", "300", "--hold"],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    line = holder.stdout.readline().strip()
-    if line != "HOLDING":
-        raise RuntimeError("load client: %r %s" % (line, holder.stderr.read()[-2000:]))
+    # In batches of 1,000: a burst of 5,000 at once meets the edge's cap on
+    # connections still being read (4,096) and some would be closed.
+    with open(paths) as f:
+        lines = f.read().splitlines()
+    holders = []
+    for b in range(0, len(lines), 1000):
+        part = os.path.join(work, "paths-%d" % b)
+        with open(part, "w") as f:
+            f.write("\n".join(lines[b:b + 1000]) + "\n")
+        h = subprocess.Popen([LC, "ess", "--port", str(essd.public_port), "--paths-file", part, "--clients",
+                              str(len(lines[b:b + 1000])), "--count", "1", "--timeout", "300", "--hold"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        holders.append(h)
+        line = h.stdout.readline().strip()
+        if line != "HOLDING":
+            raise RuntimeError("load client: %r %s" % (line, h.stderr.read()[-2000:]))
     st, body = essd.json("GET", "/admin/state?limit=1")
     live = body["gateway"]["live_sessions"]
     log("%d clients open (%d live sessions)" % (args.clients, live))
@@ -123,6 +135,7 @@ try:
     for name, path in cases.items():
         wall = []
         size = 0
+        c0 = cpu_s(essd.proc.pid)
         for _ in range(30):
             t = time.perf_counter()
             st, hdrs, data = essd.request("GET", path)
@@ -130,11 +143,29 @@ try:
             size = len(data)
             assert st == 200, (st, data[:200])
             time.sleep(0.05)
+        cpu_ms = (cpu_s(essd.proc.pid) - c0) * 1000 / 30  # includes the idle loop's own work
         marker = path.split("case=")[1].split("&")[0]
         server = access_ms(essd, "case=" + marker)
-        result["state"][name] = {"wall_ms": summary(wall), "essd_ms": summary(server), "bytes": size}
-        log("%-45s wall p50 %.2f p99 %.2f ms; essd p50 %.2f p99 %.2f ms; %d bytes" % (
-            name, pct(wall, 50), pct(wall, 99), pct(server, 50), pct(server, 99), size))
+        result["state"][name] = {"wall_ms": summary(wall), "essd_ms": summary(server), "bytes": size,
+                                 "essd_cpu_ms_per_request": round(cpu_ms, 2)}
+        log("%-45s wall p50 %.2f p99 %.2f ms; essd p50 %.2f p99 %.2f ms; CPU %.2f ms/request; %d bytes" % (
+            name, pct(wall, 50), pct(wall, 99), pct(server, 50), pct(server, 99), cpu_ms, size))
+    result["loadavg_after_state"] = open("/proc/loadavg").read().split()[:3]
+    for h in holders:
+        try:
+            h.stdin.write("release\n")
+            h.stdin.flush()
+            h.communicate(timeout=120)
+        except Exception:  # noqa: BLE001
+            h.kill()
+    holders = []
+    essd.stop()
+
+    # The feed A/B, on a fresh essd with reading clients only.
+    essd = esslib.Essd(workdir=os.path.join(work, "ab")).start()
+    ab_paths = []
+    for i in range(args.ab_clients):
+        ab_paths.append(esslib.create_es(essd, streams[i % len(streams)])[1])
 
     # The feed: A (no listener) and B (4 listeners), alternately.
     def feeds(n, stop):
@@ -162,7 +193,14 @@ try:
     def run(listeners):
         stop = threading.Event()
         th, got = feeds(listeners, stop) if listeners else (None, [0])
-        time.sleep(1.5)
+        pf = os.path.join(work, "ab-paths")
+        with open(pf, "w") as f:
+            f.write("\n".join(ab_paths) + "\n")
+        readers = subprocess.Popen([LC, "ess", "--port", str(essd.public_port), "--paths-file", pf, "--clients",
+                                    str(args.ab_clients), "--count", str(args.rate * args.seconds),
+                                    "--timeout", str(args.seconds + 60)],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(2)
         _, m0 = None, esslib.metrics(essd)
         c0 = cpu_s(essd.proc.pid)
         pubs = [subprocess.Popen([LC, "pub", "--stream", s, "--rate", str(args.rate), "--seconds",
@@ -170,7 +208,7 @@ try:
                                  stderr=subprocess.PIPE) for s in streams]
         for p in pubs:
             p.wait(args.seconds + 120)
-        time.sleep(2)
+        readers.wait(120)
         c1 = cpu_s(essd.proc.pid)
         m1 = esslib.metrics(essd)
         stop.set()
@@ -188,6 +226,9 @@ try:
             result["feed_ab"].append(res)
             log("feed listeners %d: %d frames, %.2f s CPU, %.3f us/frame, %d events read" % (
                 listeners, res["frames"], res["cpu_s"], res["cpu_us_per_frame"] or 0, res["feed_events_read"]))
+    result["feed_ab_note"] = ("%d reading clients over %d streams, %d msg/s per stream for %d s; CPU is essd's "
+                              "utime+stime while publishing (the machine is shared: compare the spread of "
+                              "A with A)" % (args.ab_clients, args.streams, args.rate, args.seconds))
     a = [x["cpu_us_per_frame"] for x in result["feed_ab"] if x["listeners"] == 0 and x["cpu_us_per_frame"]]
     b = [x["cpu_us_per_frame"] for x in result["feed_ab"] if x["listeners"] == 4 and x["cpu_us_per_frame"]]
     if a and b:
@@ -197,13 +238,13 @@ try:
                                                           result["feed_cpu_us_per_frame"]["difference_pct"]))
     result["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
 finally:
-    if holder:
+    for h in holders:
         try:
-            holder.stdin.write("release\n")
-            holder.stdin.flush()
-            holder.communicate(timeout=120)
+            h.stdin.write("release\n")
+            h.stdin.flush()
+            h.communicate(timeout=120)
         except Exception:  # noqa: BLE001
-            holder.kill()
+            h.kill()
     essd.stop()
     for s in streams:
         esslib.delete_stream(s)
