@@ -162,6 +162,7 @@ try:
     essd.stop()
 
     # The feed A/B, on a fresh essd with reading clients only.
+    os.makedirs(os.path.join(work, "ab"), exist_ok=True)
     essd = esslib.Essd(workdir=os.path.join(work, "ab")).start()
     ab_paths = []
     for i in range(args.ab_clients):
@@ -200,7 +201,11 @@ try:
                                     str(args.ab_clients), "--count", str(args.rate * args.seconds),
                                     "--timeout", str(args.seconds + 60)],
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(2)
+        # Publish only once every reader is subscribed (they start at the next message).
+        deadline = time.time() + 60
+        while time.time() < deadline and esslib.metrics(essd).get("ess_subscriptions", 0) < args.ab_clients:
+            time.sleep(0.2)
+        time.sleep(0.5)
         _, m0 = None, esslib.metrics(essd)
         c0 = cpu_s(essd.proc.pid)
         pubs = [subprocess.Popen([LC, "pub", "--stream", s, "--rate", str(args.rate), "--seconds",
@@ -208,9 +213,10 @@ try:
                                  stderr=subprocess.PIPE) for s in streams]
         for p in pubs:
             p.wait(args.seconds + 120)
-        readers.wait(120)
+        time.sleep(1)  # the last frames out
         c1 = cpu_s(essd.proc.pid)
         m1 = esslib.metrics(essd)
+        readers.wait(120)
         stop.set()
         if th:
             th.join(5)
