@@ -1,7 +1,7 @@
 /*
  * The console's time series: the last ESS_SERIES_SECONDS seconds of the
  * process totals, one sample a second, in a fixed ring (no allocation
- * after the first sample: ~40 KB). Sampled by the console's one-second
+ * after the first sample: about 60 KB). Sampled by the console's one-second
  * timer (gateway/console.c) from ess_metrics; rendered as JSON columns
  * for GET /admin/series and as the latest point for the live feed.
  * Event-loop thread only.
