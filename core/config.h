@@ -43,6 +43,14 @@ typedef struct ess_config_s {
 
     char *database_path;
 
+    int registry_stream_backend; /* registry.backend: 0 sqlite, 1 stream */
+    char *registry_stream;       /* registry.stream */
+    int registry_initial_cluster_size;
+    int64_t registry_max_length_bytes;
+    int64_t registry_max_segment_size_bytes;
+    int64_t registry_snapshot_every;
+    int registry_timeout_ms;
+
     int log_level;
     char *log_dir;
     int64_t log_max_bytes;

@@ -40,7 +40,8 @@ static const char usage[] =
     "\n"
     "Environment overrides: ESS_AMPQ_URL (or ESS_AMQP_URL), ESS_INGRESS_LOCATION,\n"
     "ESS_INGRESS_SECURE, ESS_MESSAGE_STATS_INTERVAL, ESS_PUBLIC_LISTEN, ESS_INTERNAL_LISTEN,\n"
-    "ESS_DATABASE_PATH, ESS_LOG_DIR, ESS_LOG_LEVEL, ESS_API_TOKEN, ESS_LUA_PATH.\n";
+    "ESS_DATABASE_PATH, ESS_REGISTRY_BACKEND, ESS_REGISTRY_STREAM, ESS_LOG_DIR, ESS_LOG_LEVEL,\n"
+    "ESS_API_TOKEN, ESS_LUA_PATH.\n";
 
 static uv_timer_t drain_timer;
 static uint64_t drain_deadline;
@@ -74,6 +75,7 @@ static void finish(ess_app_t *app)
     uv_timer_stop(&drain_timer);
     uv_close((uv_handle_t *)&drain_timer, NULL);
     ess_server_destroy(app);
+    ess_registry_stream_stop(app->registry);
     ess_script_watch_stop(app);
     ess_signals_stop();
 }
@@ -222,8 +224,10 @@ int main(int argc, char **argv)
     ess_log_info("essd %s starting (config %s, lua %s)", ESS_VERSION, path ? path : "defaults",
                  app.vm->lua_path);
 
-    if (ess_registry_open_sqlite(app.cfg->database_path, &app.registry, err, sizeof err) !=
-        ESS_OK) {
+    if ((app.cfg->registry_stream_backend
+             ? ess_registry_open_stream(app.cfg, &app.registry, err, sizeof err)
+             : ess_registry_open_sqlite(app.cfg->database_path, &app.registry, err,
+                                        sizeof err)) != ESS_OK) {
         ess_log_error("registry: %s", err);
         goto fail_registry;
     }
@@ -248,12 +252,21 @@ int main(int argc, char **argv)
         ess_log_error("%s", err);
         goto fail_loop;
     }
+    if (ess_registry_is_stream(app.registry) &&
+        ess_registry_stream_start(app.registry, &loop, err, sizeof err) != ESS_OK) {
+        ess_log_error("registry: %s", err);
+        ess_gateway_stop(&app, NULL);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        status = 2;
+        goto fail_loop;
+    }
     ess_script_api_broker_start(&app);
     raise_fd_limit(app.cfg);
     if (ess_server_start(&app, err, sizeof err) != ESS_OK) {
         ess_log_error("%s", err);
         ess_server_destroy(&app);
         ess_gateway_stop(&app, NULL);
+        ess_registry_stream_stop(app.registry);
         uv_run(&loop, UV_RUN_DEFAULT);
         ess_server_destroy(&app);
         status = 2;

@@ -17,6 +17,7 @@
 #include "util/log.h"
 
 #include <string.h>
+#include <sys/random.h>
 
 #define BUCKETS 4096
 
@@ -26,6 +27,8 @@ typedef struct entry_s {
     struct entry_s *next;
     int64_t id;
     ess_session_t *s;
+    uint64_t token; /* its connection claim (shared registry) */
+    int claimed;    /* its own claim was read back from the log */
 } entry_t;
 
 typedef struct ess_gateway_s {
@@ -95,10 +98,35 @@ static void tick(uv_timer_t *t)
     free(v);
 }
 
-/* The registry deleted an event stream: close its live session at once (1000). */
+/* A connection claim read from the shared registry's log (in log order):
+ * the session whose own claim came earlier is replaced by the newer one,
+ * wherever that one is. A session whose claim is not read back yet came
+ * later in the log than this one and stays. */
+static void on_claim(gateway_t *g, const ess_es_row_t *row)
+{
+    size_t n = 0;
+    ess_session_t *v[16];
+    for (entry_t *e = *bucket_of(g, row->id); e; e = e->next) {
+        if (e->id != row->id)
+            continue;
+        if (e->token == row->token)
+            e->claimed = 1;
+        else if (e->claimed && n < ESS_ARRAY_SIZE(v))
+            v[n++] = e->s;
+    }
+    for (size_t i = 0; i < n; i++)
+        ess_session_close(v[i], 1000, "replaced by a newer connection", 0);
+}
+
+/* The registry deleted an event stream: close its live session at once
+ * (1000); or a connection claim was read. */
 static void on_registry(void *ud, ess_registry_event_t ev, const ess_es_row_t *row)
 {
     gateway_t *g = ud;
+    if (ev == ESS_REGISTRY_CLAIMED) {
+        on_claim(g, row);
+        return;
+    }
     if (ev != ESS_REGISTRY_DELETED)
         return;
     ess_log_info("gateway: event stream %lld (%s) deleted", (long long)row->id, row->uuid);
@@ -246,9 +274,13 @@ void ess_gateway_attach(ess_app_t *app, ess_session_t *s)
     for (size_t i = 0; i < n; i++)
         ess_session_close(v[i], 1000, "replaced by a newer connection", 0);
     free(v);
-    entry_t *e = ess_xmalloc(sizeof *e);
+    entry_t *e = ess_xcalloc(1, sizeof *e);
     e->id = id;
     e->s = s;
+    if (getrandom(&e->token, sizeof e->token, 0) != (ssize_t)sizeof e->token)
+        e->token = uv_hrtime() ^ (uint64_t)(uintptr_t)e;
+    /* Tell the other replicas (the shared registry; nothing for SQLite). */
+    ess_registry_claim(g->app->registry, id, e->token);
     e->next = *bucket_of(g, id);
     *bucket_of(g, id) = e;
     g->count++;

@@ -22,6 +22,7 @@ struct ess_session_s {
     const ess_session_transport_t *transport;
     void *conn;
     int attached;
+    int waiting_registry; /* reading the shared registry to its tail (unknown uuid) */
 
     int64_t es_id;
     char uuid[ESS_UUID_LEN + 1];
@@ -103,6 +104,10 @@ void ess_session_close(ess_session_t *s, int code, const char *reason, int flush
     s->close_code = code;
     snprintf(s->close_reason, sizeof s->close_reason, "%s", reason);
     unsubscribe(s);
+    if (s->waiting_registry) {
+        ess_registry_forget(s->app->registry, s);
+        s->waiting_registry = 0;
+    }
     if (!flush)
         ess_outq_clear(&s->out);
     if (s->attached) {
@@ -185,6 +190,9 @@ static void on_ended(void *ud, int status, int established)
         ess_session_close(s, 1011, "the broker subscription ended", 1);
 }
 
+static void open_known(ess_session_t *s, const ess_es_row_t *found);
+static void on_registry_synced(void *ud, int status, const ess_es_row_t *unused);
+
 static void open_session(ess_session_t *s, const ess_session_request_t *req)
 {
     ess_app_t *app = s->app;
@@ -212,13 +220,43 @@ static void open_session(ess_session_t *s, const ess_session_request_t *req)
     }
 
     ess_es_row_t row;
-    char uuidz[ESS_UUID_LEN + 1];
-    if (!ess_uuid_valid(uuid, ulen) ||
-        (memcpy(uuidz, uuid, ulen), uuidz[ulen] = '\0',
-         ess_registry_find_uuid(app->registry, uuidz, &row) != ESS_OK)) {
+    if (!ess_uuid_valid(uuid, ulen)) {
         ess_session_close(s, 1000, "the event stream is unknown", 0);
         return;
     }
+    memcpy(s->uuid, uuid, ulen);
+    s->uuid[ulen] = '\0';
+    if (ess_registry_find_uuid(app->registry, s->uuid, &row) != ESS_OK) {
+        /* The shared registry: it may have been created on another replica
+         * a moment ago; read the log to its tail before saying unknown. */
+        if (ess_registry_sync(app->registry, on_registry_synced, s) == ESS_OK)
+            s->waiting_registry = 1;
+        else
+            ess_session_close(s, 1000, "the event stream is unknown", 0);
+        return;
+    }
+    open_known(s, &row);
+}
+
+static void on_registry_synced(void *ud, int status, const ess_es_row_t *unused)
+{
+    ess_session_t *s = ud;
+    s->waiting_registry = 0;
+    ess_es_row_t row;
+    if (s->closing)
+        return;
+    if (ess_registry_find_uuid(s->app->registry, s->uuid, &row) != ESS_OK) {
+        ess_session_close(s, 1000, "the event stream is unknown", 0);
+        return;
+    }
+    open_known(s, &row);
+}
+
+/* The event stream is known: index the session, route, subscribe. */
+static void open_known(ess_session_t *s, const ess_es_row_t *found)
+{
+    ess_app_t *app = s->app;
+    ess_es_row_t row = *found;
     s->es_id = row.id;
     memcpy(s->uuid, row.uuid, sizeof s->uuid);
     s->routing_key = ess_xstrndup(row.routing_key, row.routing_key_len);
@@ -359,6 +397,8 @@ void ess_session_closed(ess_session_t *s)
     if (s == NULL)
         return;
     unsubscribe(s);
+    if (s->waiting_registry)
+        ess_registry_forget(s->app->registry, s);
     if (s->attached)
         ess_gateway_detach(s->app, s);
     log_stats(s, s->closing ? s->close_reason : "client went away");

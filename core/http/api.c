@@ -26,8 +26,23 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+static void ready_free(ess_api_req_t *r)
+{
+    ess_api_response_t *resp = r->ready;
+    if (resp) {
+        ess_buf_free(&resp->body);
+        ess_buf_free(&resp->headers);
+        free(resp);
+    }
+    r->ready = NULL;
+}
+
 static void req_free(ess_api_req_t *r)
 {
+    if (r->pending)
+        ess_script_api_abandon(r->pending);
+    r->pending = NULL;
+    ready_free(r);
     free(r->path);
     free(r->query);
     free(r->route);
@@ -112,6 +127,19 @@ fail:
 }
 
 static void access_log(struct lws *wsi, ess_api_req_t *r);
+/* The registry answered a waiting request: keep the response and write it
+ * from the next WRITEABLE callback (lws's own context). */
+static void deferred_done(void *ud, ess_api_response_t *resp)
+{
+    ess_api_req_t *r = ud;
+    r->pending = NULL;
+    ess_api_response_t *copy = ess_xmalloc(sizeof *copy);
+    *copy = *resp;
+    resp->body = (ess_buf_t){0};
+    resp->headers = (ess_buf_t){0};
+    r->ready = copy;
+    lws_callback_on_writable(r->wsi);
+}
 
 static void dispatch(struct lws *wsi, ess_app_t *app, ess_api_req_t *r)
 {
@@ -172,7 +200,17 @@ static void dispatch(struct lws *wsi, ess_app_t *app, ess_api_req_t *r)
         snprintf(resp.content_type, sizeof resp.content_type, "application/json");
         snprintf(resp.route, sizeof resp.route, "draining");
     } else {
-        ess_script_api_handle(app, &req, &resp);
+        ess_api_pending_t *p = ess_script_api_start(app, &req, &resp, deferred_done, r);
+        if (p != NULL) {
+            /* The handler waits for the registry (its own deadline answers
+             * 503); lws must not time the connection out first. */
+            r->pending = p;
+            r->wsi = wsi;
+            r->phase = 4;
+            lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK,
+                            app->cfg->registry_timeout_ms / 1000 + 10);
+            return;
+        }
         /* The console's feed: the router has authorized it; feed.c streams. */
         if (resp.status == 200 && strcmp(resp.route, "/admin/feed") == 0) {
             if (ess__feed_adopt(wsi, app) == 0) {
@@ -275,6 +313,15 @@ int ess__api_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
             return ess__feed_writeable(wsi);
         if (r->phase == 3)
             return -1; /* lws has flushed what it had buffered: close */
+        if (r->phase == 4) {
+            if (r->ready == NULL)
+                return 0;
+            ess_api_response_t *resp = r->ready;
+            r->ready = NULL;
+            write_response(wsi, r, resp);
+            free(resp);
+            return r->phase == 2 ? -1 : 0;
+        }
         if (r->phase != 1)
             return 0;
         if (r->resp.len > 0) {
@@ -321,7 +368,8 @@ int ess__api_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
             return 0;
         }
         /* In flight until the response is written: phase 0 (reading),
-         * 1 (writing) and 2 (could not answer). */
+         * 1 (writing), 2 (could not answer) and 4 (waiting for the
+         * registry; req_free abandons the wait). */
         if (r->phase != 3 && r->path != NULL) {
             app->api_inflight--;
             r->phase = 3;

@@ -21,9 +21,13 @@ typedef struct {
     int status;
     ess_buf_t resp; /* response body */
     size_t resp_sent;
-    int phase; /* 0 reading, 1 headers sent and body being written,
-                * 2 could not answer (close), 3 done (closing),
-                * 5 a live feed (feed.c), not in flight */
+    int phase;       /* 0 reading, 1 headers sent and body being written,
+                      * 2 could not answer (close), 3 done (closing),
+                      * 4 waiting for the registry (registry.backend: stream),
+                      * 5 a live feed (feed.c), not in flight */
+    void *pending;   /* script/api.h ess_api_pending_t while phase 4 */
+    void *ready;     /* its ess_api_response_t once answered, until written */
+    struct lws *wsi; /* the connection, for the deferred answer */
     uint64_t start_ns;
     char *route; /* owned: route label for metrics */
 } ess_api_req_t;

@@ -22,6 +22,49 @@
 
 #define CORE_KEY "ess.core"
 
+/* A request waiting for the registry: the continuation the handler gave
+ * (a reference in its VM), the route label of the deferred response, the
+ * deadline, and who to tell. Freed when its timer has closed. */
+struct ess_api_pending_s {
+    ess_app_t *app;
+    ess_vm_t *vm; /* the VM the continuation lives in */
+    uint64_t gen; /* its generation: a freed VM's address may be reused */
+    int kref;     /* LUA_NOREF until a registry call started */
+    int is_delete;
+    int finished; /* done called, or abandoned */
+    uv_timer_t timer;
+    int timer_on;
+    ess_api_done_fn done;
+    void *ud;
+    char route[128];
+    char method[16];
+    char path[256];
+};
+
+/* The request whose handler is running (the loop runs one at a time). */
+static ess_api_pending_t *current;
+
+static void pending_free_cb(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void pending_free(ess_api_pending_t *p)
+{
+    if (p->kref != LUA_NOREF && p->vm == p->app->vm && p->gen == p->app->vm->gen)
+        luaL_unref(p->vm->L, LUA_REGISTRYINDEX, p->kref);
+    p->kref = LUA_NOREF;
+    if (p->timer_on) {
+        uv_timer_stop(&p->timer);
+        uv_close((uv_handle_t *)&p->timer, pending_free_cb);
+    } else {
+        free(p);
+    }
+}
+
+/* The status a pending request is finished with when its deadline passes. */
+#define ESS_ETIMEDOUT_API (-1000)
+
 static ess_app_t *app_of(lua_State *L)
 {
     return lua_touserdata(L, lua_upvalueindex(1));
@@ -40,12 +83,77 @@ static void push_row(lua_State *L, const ess_es_row_t *row)
     lua_setfield(L, -2, "created");
 }
 
-/* core.registry_create(routing_key) -> row | nil, err */
+static void on_registry_done(void *ud, int status, const ess_es_row_t *row);
+
+/* With an asynchronous registry: keep the continuation at index k, start
+ * the call through start(), and return the deferred marker { deferred =
+ * true } for the handler to return. Without a request to defer (or a
+ * second call in one request): nil, err. */
+static int defer(lua_State *L, int k, int is_delete, int (*start)(ess_app_t *, void *, void *),
+                 void *arg)
+{
+    ess_app_t *app = app_of(L);
+    if (!lua_isfunction(L, k)) {
+        lua_pushnil(L);
+        lua_pushstring(L, "the stream registry answers later: pass a continuation function");
+        return 2;
+    }
+    if (current == NULL || current->kref != LUA_NOREF) {
+        lua_pushnil(L);
+        lua_pushstring(L, "one registry write per request, from an API handler");
+        return 2;
+    }
+    int rc = start(app, arg, current);
+    if (rc == ESS_ENOTFOUND && is_delete) {
+        lua_pushboolean(L, 0); /* known not to exist without asking the broker */
+        return 1;
+    }
+    if (rc != ESS_OK) {
+        lua_pushnil(L);
+        lua_pushstring(L, rc == ESS_ECONN ? "the registry stream is unavailable" : ess_strerror(rc));
+        return 2;
+    }
+    lua_pushvalue(L, k);
+    current->kref = luaL_ref(L, LUA_REGISTRYINDEX);
+    current->is_delete = is_delete;
+    lua_createtable(L, 0, 1);
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, "deferred");
+    return 1;
+}
+
+typedef struct {
+    const char *rk;
+    size_t len;
+} create_arg_t;
+
+static int start_create(ess_app_t *app, void *arg, void *ud)
+{
+    create_arg_t *a = arg;
+    return ess_registry_create_async(app->registry, a->rk, a->len, on_registry_done, ud);
+}
+
+static int start_delete(ess_app_t *app, void *arg, void *ud)
+{
+    return ess_registry_delete_async(app->registry, *(int64_t *)arg, on_registry_done, ud);
+}
+
+/* core.registry_create(routing_key [, k]) -> row | nil, err; with the
+ * stream backend -> the deferred marker, and k(row | nil, err) later. */
 static int l_registry_create(lua_State *L)
 {
     ess_app_t *app = app_of(L);
     size_t len;
     const char *rk = luaL_checklstring(L, 1, &len);
+    if (ess_registry_is_async(app->registry)) {
+        create_arg_t a = {rk, len};
+        if (!ess_routing_key_valid(rk, len)) {
+            lua_pushnil(L);
+            lua_pushstring(L, ess_strerror(ESS_EINVAL));
+            return 2;
+        }
+        return defer(L, 2, 0, start_create, &a);
+    }
     ess_es_row_t row;
     int rc = ess_registry_create(app->registry, rk, len, &row);
     if (rc != ESS_OK) {
@@ -79,11 +187,17 @@ static int l_registry_list(lua_State *L)
     return 1;
 }
 
-/* core.registry_delete(id) -> true | false | nil, err; closes live sockets. */
+/* core.registry_delete(id [, k]) -> true | false | nil, err; closes live
+ * sockets. With the stream backend -> the deferred marker, and k(true |
+ * false | nil, err) later. */
 static int l_registry_delete(lua_State *L)
 {
     ess_app_t *app = app_of(L);
     lua_Number n = luaL_checknumber(L, 1);
+    if (ess_registry_is_async(app->registry)) {
+        int64_t id = (int64_t)n;
+        return defer(L, 2, 1, start_delete, &id);
+    }
     ess_es_row_t row;
     int rc = ess_registry_delete(app->registry, (int64_t)n, &row);
     if (rc == ESS_ENOTFOUND) {
@@ -325,11 +439,16 @@ static int read_response(lua_State *L, ess_api_response_t *resp)
     return ESS_OK;
 }
 
-void ess_script_api_handle(ess_app_t *app, const ess_api_request_t *req, ess_api_response_t *resp)
+/* Build the request table and call the API handler; the response table
+ * (or the handler's error) is read into resp. Returns 1 when the handler
+ * returned the deferred marker of a started registry call. */
+static int run_handler(ess_app_t *app, const ess_api_request_t *req, ess_api_response_t *resp,
+                       ess_api_pending_t *p)
 {
     lua_State *L = app->vm->L;
     int top = lua_gettop(L);
     char err[4096];
+    int deferred = 0;
 
     lua_rawgeti(L, LUA_REGISTRYINDEX, app->vm->api_ref);
     lua_createtable(L, 0, 5);
@@ -349,12 +468,134 @@ void ess_script_api_handle(ess_app_t *app, const ess_api_request_t *req, ess_api
     lua_setfield(L, -2, "headers");
     lua_getfield(L, LUA_REGISTRYINDEX, CORE_KEY);
 
-    if (ess_vm_pcall(L, 2, 1, err, sizeof err) != ESS_OK) {
+    ess_api_pending_t *outer = current;
+    current = p;
+    int rc = ess_vm_pcall(L, 2, 1, err, sizeof err);
+    current = outer;
+    if (rc != ESS_OK) {
         ess_log_error("api: %s %s: handler error: %s", req->method, req->path, err);
         internal_error(resp, "error");
-    } else if (read_response(L, resp) != ESS_OK) {
-        ess_log_error("api: %s %s: handler returned an invalid response", req->method, req->path);
-        internal_error(resp, "error");
+    } else {
+        if (p != NULL && p->kref != LUA_NOREF && lua_istable(L, -1)) {
+            lua_getfield(L, -1, "deferred");
+            deferred = lua_toboolean(L, -1);
+            lua_pop(L, 1);
+            lua_getfield(L, -1, "route");
+            snprintf(p->route, sizeof p->route, "%s",
+                     lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "unmatched");
+            lua_pop(L, 1);
+        }
+        if (!deferred && read_response(L, resp) != ESS_OK) {
+            ess_log_error("api: %s %s: handler returned an invalid response", req->method,
+                          req->path);
+            internal_error(resp, "error");
+        }
     }
     lua_settop(L, top);
+    return deferred;
+}
+
+void ess_script_api_handle(ess_app_t *app, const ess_api_request_t *req, ess_api_response_t *resp)
+{
+    run_handler(app, req, resp, NULL);
+}
+
+static void finish_pending(ess_api_pending_t *p, int status, const ess_es_row_t *row)
+{
+    ess_app_t *app = p->app;
+    ess_api_response_t resp = {0};
+    p->finished = 1;
+    ess_registry_forget(app->registry, p);
+    if (p->vm != app->vm || p->gen != app->vm->gen) {
+        /* The scripts were reloaded meanwhile: the continuation is gone. */
+        resp.status = 503;
+        ess_buf_appendf(&resp.body, "{\"detail\":\"The scripts were reloaded while the request "
+                                    "waited for the registry; retry\"}");
+        snprintf(resp.content_type, sizeof resp.content_type, "application/json");
+        snprintf(resp.route, sizeof resp.route, "%s", p->route);
+    } else {
+        lua_State *L = p->vm->L;
+        int top = lua_gettop(L);
+        char err[4096];
+        lua_rawgeti(L, LUA_REGISTRYINDEX, p->kref);
+        int nargs = 1;
+        if (status == ESS_OK && !p->is_delete) {
+            push_row(L, row);
+        } else if (status == ESS_OK || (status == ESS_ENOTFOUND && p->is_delete)) {
+            lua_pushboolean(L, status == ESS_OK);
+        } else {
+            lua_pushnil(L);
+            lua_pushstring(L, status == ESS_ETIMEDOUT_API
+                                  ? "no answer from the registry stream in registry.timeout_ms"
+                              : status == ESS_ECONN ? "the registry stream is unavailable"
+                                                    : ess_strerror(status));
+            nargs = 2;
+        }
+        if (ess_vm_pcall(L, nargs, 1, err, sizeof err) != ESS_OK) {
+            ess_log_error("api: %s %s: handler error: %s", p->method, p->path, err);
+            internal_error(&resp, "error");
+        } else if (read_response(L, &resp) != ESS_OK) {
+            ess_log_error("api: %s %s: handler returned an invalid response", p->method, p->path);
+            internal_error(&resp, "error");
+        }
+        if (strcmp(resp.route, "unmatched") == 0)
+            snprintf(resp.route, sizeof resp.route, "%s", p->route);
+        lua_settop(L, top);
+    }
+    p->done(p->ud, &resp);
+    ess_buf_free(&resp.body);
+    ess_buf_free(&resp.headers);
+    pending_free(p);
+}
+
+static void on_registry_done(void *ud, int status, const ess_es_row_t *row)
+{
+    ess_api_pending_t *p = ud;
+    if (!p->finished)
+        finish_pending(p, status, row);
+}
+
+static void on_deadline(uv_timer_t *t)
+{
+    ess_api_pending_t *p = t->data;
+    if (!p->finished)
+        finish_pending(p, ESS_ETIMEDOUT_API, NULL);
+}
+
+ess_api_pending_t *ess_script_api_start(ess_app_t *app, const ess_api_request_t *req,
+                                        ess_api_response_t *resp, ess_api_done_fn done, void *ud)
+{
+    if (app->registry == NULL || !ess_registry_is_async(app->registry)) {
+        run_handler(app, req, resp, NULL);
+        return NULL;
+    }
+    ess_api_pending_t *p = ess_xcalloc(1, sizeof *p);
+    p->app = app;
+    p->vm = app->vm;
+    p->gen = app->vm->gen;
+    p->kref = LUA_NOREF;
+    p->done = done;
+    p->ud = ud;
+    snprintf(p->method, sizeof p->method, "%s", req->method);
+    snprintf(p->path, sizeof p->path, "%s", req->path);
+    if (run_handler(app, req, resp, p)) {
+        uv_timer_init(app->loop, &p->timer);
+        p->timer.data = p;
+        p->timer_on = 1;
+        uv_timer_start(&p->timer, on_deadline, (uint64_t)app->cfg->registry_timeout_ms, 0);
+        return p;
+    }
+    /* A registry call started but the handler did not wait for it. */
+    ess_registry_forget(app->registry, p);
+    pending_free(p);
+    return NULL;
+}
+
+void ess_script_api_abandon(ess_api_pending_t *p)
+{
+    if (p == NULL || p->finished)
+        return;
+    p->finished = 1;
+    ess_registry_forget(p->app->registry, p);
+    pending_free(p);
 }

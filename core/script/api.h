@@ -42,6 +42,27 @@ typedef struct {
  */
 void ess_script_api_handle(ess_app_t *app, const ess_api_request_t *req, ess_api_response_t *resp);
 
+/** A request whose handler waits for the registry (registry.backend: stream). */
+typedef struct ess_api_pending_s ess_api_pending_t;
+
+/** Called once with the final response (the callee frees nothing; copy or take the buffers). */
+typedef void (*ess_api_done_fn)(void *ud, ess_api_response_t *resp);
+
+/**
+ * Like ess_script_api_handle, but a handler may wait for an asynchronous
+ * registry call (core.registry_create / registry_delete with the stream
+ * backend): then resp is left empty, a pending request is returned, and
+ * done(ud, resp) runs later on the loop exactly once (the handler's
+ * continuation's response, or its answer to a timeout after
+ * registry.timeout_ms) unless ess_script_api_abandon is called first.
+ * Returns NULL when resp is filled now.
+ */
+ess_api_pending_t *ess_script_api_start(ess_app_t *app, const ess_api_request_t *req,
+                                        ess_api_response_t *resp, ess_api_done_fn done, void *ud);
+
+/** The client went away: no done call, everything the request held is freed. */
+void ess_script_api_abandon(ess_api_pending_t *p);
+
 /**
  * Build the `core` table the API handlers receive and keep it in the VM.
  * Called once per VM, after the config is loaded. ESS_OK or ESS_ESCRIPT.

@@ -131,6 +131,15 @@ int ess__config_from_table(lua_State *L, int idx, ess_config_t *c, char *err, si
     c->reconnect_max_ms = (int)num(&r, "broker.reconnect_max_ms");
     c->manage_streams = flag(&r, "manage_streams");
     c->database_path = str(&r, "database.path");
+    char *backend = str(&r, "registry.backend");
+    c->registry_stream_backend = backend != NULL && strcmp(backend, "stream") == 0;
+    free(backend);
+    c->registry_stream = str(&r, "registry.stream");
+    c->registry_initial_cluster_size = (int)num(&r, "registry.initial_cluster_size");
+    c->registry_max_length_bytes = num(&r, "registry.max_length_bytes");
+    c->registry_max_segment_size_bytes = num(&r, "registry.max_segment_size_bytes");
+    c->registry_snapshot_every = num(&r, "registry.snapshot_every");
+    c->registry_timeout_ms = (int)num(&r, "registry.timeout_ms");
     char *level = str(&r, "log.level");
     c->log_level = level ? ess_log_level_parse(level) : ESS_LOG_INFO;
     if (c->log_level < 0)
@@ -156,7 +165,7 @@ void ess_config_free(ess_config_t *c)
     if (c == NULL)
         return;
     char **strings[] = {&c->path,          &c->api_token, &c->ingress_location, &c->broker_url,
-                        &c->database_path, &c->log_dir,   &c->lua_path,         &c->lua_enrich,
+                        &c->database_path, &c->registry_stream, &c->log_dir,   &c->lua_path,         &c->lua_enrich,
                         &c->lua_route,     &c->lua_api};
     for (size_t i = 0; i < ESS_ARRAY_SIZE(strings); i++)
         free(*strings[i]);

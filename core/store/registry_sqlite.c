@@ -13,6 +13,7 @@
  * included) get "database is locked".
  */
 #include "store/registry.h"
+#include "store/registry_view.h"
 #include "ess.h"
 #include "util/log.h"
 #include "util/utf8.h"
@@ -34,6 +35,7 @@ typedef struct {
     ess_registry_t base;
     sqlite3 *db;
     sqlite3_stmt *insert, *remove, *list, *by_uuid, *count;
+    sqlite3_stmt *insert_id, *meta_get, *meta_set, *by_id; /* the stream backend's view, lazily */
     int write_failed;      /* the last write failed: not ready */
     int64_t write_at_ms;   /* monotonic time of the last write outcome, 0 = none */
     char write_error[256]; /* why the last write failed */
@@ -305,6 +307,10 @@ static void sq_close(ess_registry_t *r)
     sqlite3_finalize(s->list);
     sqlite3_finalize(s->by_uuid);
     sqlite3_finalize(s->count);
+    sqlite3_finalize(s->insert_id);
+    sqlite3_finalize(s->meta_get);
+    sqlite3_finalize(s->meta_set);
+    sqlite3_finalize(s->by_id);
     sqlite3_close(s->db);
     free(r->routing_key_buf);
     free(s);
@@ -528,6 +534,126 @@ int ess_registry_open_sqlite(const char *path, ess_registry_t **out, char *err, 
 fail_open:
     sq_close(&s->base);
     return rc;
+}
+
+/* The stream backend's view (registry_view.h). The key/value table is
+ * created on first use, outside the numbered migrations: a database used
+ * only by the SQLite backend never gets it. */
+
+static int view_prepare(sqlite_registry_t *s, sqlite3_stmt **st, const char *sql)
+{
+    if (*st != NULL)
+        return ESS_OK;
+    if (sqlite3_exec(s->db,
+                     "CREATE TABLE IF NOT EXISTS registry_log (key TEXT PRIMARY KEY, value TEXT "
+                     "NOT NULL)",
+                     NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL) != SQLITE_OK)
+        return write_error(s, "prepare");
+    return ESS_OK;
+}
+
+int ess__view_begin(ess_registry_t *r)
+{
+    sqlite_registry_t *s = (sqlite_registry_t *)r;
+    return sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK
+               ? ESS_OK
+               : write_error(s, "begin");
+}
+
+int ess__view_commit(ess_registry_t *r)
+{
+    sqlite_registry_t *s = (sqlite_registry_t *)r;
+    if (sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK) {
+        note_write(s, 1, NULL);
+        return ESS_OK;
+    }
+    int rc = write_error(s, "commit");
+    if (!sqlite3_get_autocommit(s->db))
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
+}
+
+int ess__view_insert(ess_registry_t *r, const ess_es_row_t *row)
+{
+    sqlite_registry_t *s = (sqlite_registry_t *)r;
+    if (view_prepare(s, &s->insert_id,
+                     "INSERT OR IGNORE INTO event_stream (id, uuid, routing_key, created_ms) "
+                     "VALUES (?, ?, ?, ?)") != ESS_OK)
+        return ESS_EIO;
+    sqlite3_stmt *st = s->insert_id;
+    sqlite3_reset(st);
+    sqlite3_bind_int64(st, 1, row->id);
+    sqlite3_bind_text(st, 2, row->uuid, ESS_UUID_LEN, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, row->routing_key, (int)row->routing_key_len, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, row->created_ms);
+    int rc = sqlite3_step(st);
+    int err = rc == SQLITE_DONE ? ESS_OK : write_error(s, "insert");
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return err;
+}
+
+int ess__view_remove(ess_registry_t *r, int64_t id, ess_es_row_t *removed)
+{
+    return sq_remove(r, id, removed);
+}
+
+int ess__view_clear(ess_registry_t *r)
+{
+    sqlite_registry_t *s = (sqlite_registry_t *)r;
+    return sqlite3_exec(s->db, "DELETE FROM event_stream", NULL, NULL, NULL) == SQLITE_OK
+               ? ESS_OK
+               : write_error(s, "clear");
+}
+
+int ess__view_has_id(ess_registry_t *r, int64_t id)
+{
+    sqlite_registry_t *s = (sqlite_registry_t *)r;
+    if (view_prepare(s, &s->by_id, "SELECT 1 FROM event_stream WHERE id = ?") != ESS_OK)
+        return -1;
+    sqlite3_reset(s->by_id);
+    sqlite3_bind_int64(s->by_id, 1, id);
+    int rc = sqlite3_step(s->by_id);
+    sqlite3_reset(s->by_id);
+    return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+}
+
+int ess__view_meta_get(ess_registry_t *r, const char *key, char *buf, size_t len)
+{
+    sqlite_registry_t *s = (sqlite_registry_t *)r;
+    if (view_prepare(s, &s->meta_get, "SELECT value FROM registry_log WHERE key = ?") != ESS_OK)
+        return ESS_EIO;
+    sqlite3_stmt *st = s->meta_get;
+    sqlite3_reset(st);
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        const unsigned char *v = sqlite3_column_text(st, 0);
+        snprintf(buf, len, "%s", v ? (const char *)v : "");
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (rc == SQLITE_ROW)
+        return ESS_OK;
+    return rc == SQLITE_DONE ? ESS_ENOTFOUND : db_error(s, "meta");
+}
+
+int ess__view_meta_set(ess_registry_t *r, const char *key, const char *value)
+{
+    sqlite_registry_t *s = (sqlite_registry_t *)r;
+    if (view_prepare(s, &s->meta_set,
+                     "INSERT OR REPLACE INTO registry_log (key, value) VALUES (?, ?)") != ESS_OK)
+        return ESS_EIO;
+    sqlite3_stmt *st = s->meta_set;
+    sqlite3_reset(st);
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, value, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(st);
+    int err = rc == SQLITE_DONE ? ESS_OK : write_error(s, "meta");
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return err;
 }
 
 int ess_routing_key_valid(const char *rk, size_t len)

@@ -335,6 +335,36 @@ local SCHEMA = {
                 .. " its directory must exist and be writable.",
             check_nonempty, "ESS_DATABASE_PATH"),
     } },
+    { name = "registry", doc = "where the event-stream registry lives (docs/scaling.md)", keys = {
+        leaf("backend", "sqlite | stream", "sqlite",
+            "sqlite: one process owns the registry in database.path; stream: the registry is"
+                .. " a log in a replicated RabbitMQ stream shared by every replica, and"
+                .. " database.path holds this replica's materialised view of it.",
+            function(v)
+                return v == "sqlite" or v == "stream", "one of sqlite, stream"
+            end, "ESS_REGISTRY_BACKEND"),
+        leaf("stream", "string", "ess-registry",
+            "Name of the registry stream (backend stream); connection claims go to"
+                .. " <stream>-claims.",
+            string_checker("a stream name of 1..200 printable ASCII characters", function(s)
+                return #s >= 1 and #s <= 200 and not find(s, "[^\33-\126]")
+            end), "ESS_REGISTRY_STREAM"),
+        int("initial_cluster_size", 0, 0, 255,
+            "x-initial-cluster-size of the registry streams when essd creates them (0 = the"
+                .. " broker's default: every node)."),
+        int("max_length_bytes", 0, 0, nil,
+            "x-max-length-bytes of the registry stream when essd creates it (0 = no limit;"
+                .. " snapshots let a new replica rebuild after retention)."),
+        int("max_segment_size_bytes", 0, 0, nil,
+            "x-stream-max-segment-size-bytes of the registry stream when essd creates it"
+                .. " (0 = the broker's default)."),
+        int("snapshot_every", 1000, 1, 1000000,
+            "Records between snapshots of the live rows written to the registry stream."),
+        int("timeout_ms", 5000, 100, 600000,
+            "How long POST/DELETE wait for the broker's confirm and the local apply before"
+                .. " answering 503; also how long a WebSocket for an unknown uuid waits for"
+                .. " the registry to catch up."),
+    } },
     { name = "log", doc = "logging", keys = {
         leaf("level", "debug | info | warn | error", "info", "Lowest level that is logged.",
             function(v)

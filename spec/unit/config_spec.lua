@@ -34,6 +34,9 @@ describe("ess.config", function()
                 },
                 manage_streams = false,
                 database = { path = "ess.db" },
+                registry = { backend = "sqlite", stream = "ess-registry",
+                    initial_cluster_size = 0, max_length_bytes = 0, max_segment_size_bytes = 0,
+                    snapshot_every = 1000, timeout_ms = 5000 },
                 log = { level = "info", dir = "", max_bytes = 10485760, keep = 5,
                     message_stats_interval = 800 },
                 lua = { path = "lua", enrich = "ess.enrich", enrich_options = {},
@@ -214,6 +217,8 @@ describe("ess.config", function()
             { "ESS_PUBLIC_LISTEN", "127.0.0.1:18080", "public", "listen", "127.0.0.1:18080" },
             { "ESS_INTERNAL_LISTEN", "[::1]:18081", "internal", "listen", "[::1]:18081" },
             { "ESS_DATABASE_PATH", "/tmp/x.db", "database", "path", "/tmp/x.db" },
+            { "ESS_REGISTRY_BACKEND", "stream", "registry", "backend", "stream" },
+            { "ESS_REGISTRY_STREAM", "my-registry", "registry", "stream", "my-registry" },
             { "ESS_LOG_DIR", "/var/log/essd", "log", "dir", "/var/log/essd" },
             { "ESS_LOG_LEVEL", "debug", "log", "level", "debug" },
             { "ESS_API_TOKEN", "t0ken", "internal", "api_token", "t0ken" },
@@ -225,6 +230,12 @@ describe("ess.config", function()
                 assert.equal(c[5], cfg[c[3]][c[4]])
             end)
         end
+
+        it("refuses an unknown registry backend", function()
+            local cfg, err = config.load(nil, { ESS_REGISTRY_BACKEND = "etcd" })
+            assert.is_nil(cfg)
+            assert.truthy(err:find("ESS_REGISTRY_BACKEND: expected one of sqlite, stream", 1, true), err)
+        end)
 
         it("overrides the YAML file", function()
             local path = tmpfile("ingress:\n  location: from-file:1\n")

@@ -3,7 +3,11 @@
 -- It owns the validation of request bodies and path ids and the wording of
 -- their errors, which follows the FastAPI/pydantic service this replaces.
 -- It does not store anything: the registry lives in C (core.registry_*),
--- which also closes live WebSockets on delete.
+-- which also closes live WebSockets on delete. With the shared registry
+-- (registry.backend: stream) a create or delete waits for the broker: the
+-- core function then returns a deferred marker ({ deferred = true }) that
+-- the handler returns as is, and C calls the continuation given as the
+-- last argument with the outcome, whose return value is the response.
 
 local json = require "ess.api.json"
 local response = require "ess.api.response"
@@ -21,6 +25,10 @@ local function location(core, uuid)
         .. "/event-stream/" .. tostring(uuid)
 end
 M.location = location
+
+local function deferred(v)
+    return type(v) == "table" and v.deferred == true
+end
 
 local function unavailable(core, what, err)
     core.log("error", format("%s failed: %s", what, tostring(err)))
@@ -85,11 +93,17 @@ function M.create(req, core)
     if not key then
         return bad
     end
-    local row, err = core.registry_create(key)
-    if type(row) ~= "table" then
-        return unavailable(core, "registry_create", err)
+    local function created(row, err)
+        if type(row) ~= "table" then
+            return unavailable(core, "registry_create", err)
+        end
+        return response.json(201, json.object("id", row.id, "location", location(core, row.uuid)))
     end
-    return response.json(201, json.object("id", row.id, "location", location(core, row.uuid)))
+    local row, err = core.registry_create(key, created)
+    if deferred(row) then
+        return row
+    end
+    return created(row, err)
 end
 
 --- GET /event-stream/
@@ -124,13 +138,19 @@ function M.delete(_, core, params)
     if sub(shown, 1, 1) == "-" or #digits > 16 or tonumber(digits) >= MAX_ID then
         return not_known
     end
-    local ok, err = core.registry_delete(tonumber(digits))
-    if ok == true then
-        return response.empty(204)
-    elseif ok == false then
-        return not_known
+    local function deleted(ok, err)
+        if ok == true then
+            return response.empty(204)
+        elseif ok == false then
+            return not_known
+        end
+        return unavailable(core, "registry_delete", err)
     end
-    return unavailable(core, "registry_delete", err)
+    local ok, err = core.registry_delete(tonumber(digits), deleted)
+    if deferred(ok) then
+        return ok
+    end
+    return deleted(ok, err)
 end
 
 return M
