@@ -8,6 +8,7 @@
  * per-connection logic is in session.c.
  */
 #include "gateway/gateway.h"
+#include "gateway/console.h"
 #include "ess.h"
 #include "metrics/metrics.h"
 #include "mq/classic.h"
@@ -179,6 +180,7 @@ int ess_gateway_start(ess_app_t *app, char *err, size_t errlen)
     app->broker_ready = broker_ready;
     if (app->registry)
         ess_registry_listen(app->registry, on_registry, g);
+    ess_console_start(app);
     return ESS_OK;
 }
 
@@ -228,6 +230,7 @@ void ess_gateway_stop(ess_app_t *app, void (*done)(ess_app_t *app))
         return;
     g->stopping = 1;
     g->stopped = done;
+    ess_console_stop(app);
     size_t n;
     ess_session_t **v = snapshot(g, 1, 0, &n);
     for (size_t i = 0; i < n; i++)
@@ -299,4 +302,33 @@ void ess_gateway_detach(ess_app_t *app, ess_session_t *s)
             return;
         }
     }
+}
+
+size_t ess_gateway_foreach(ess_app_t *app, void (*fn)(void *ud, ess_session_t *s), void *ud)
+{
+    gateway_t *g = app->gateway;
+    if (g == NULL)
+        return 0;
+    size_t n = 0;
+    for (size_t b = 0; b < BUCKETS; b++)
+        for (entry_t *e = g->buckets[b]; e; e = e->next, n++)
+            fn(ud, e->s);
+    return n;
+}
+
+ess_session_t *ess_gateway_find(ess_app_t *app, int64_t id)
+{
+    gateway_t *g = app->gateway;
+    if (g == NULL)
+        return NULL;
+    for (entry_t *e = *bucket_of(g, id); e; e = e->next)
+        if (e->id == id)
+            return e->s;
+    return NULL;
+}
+
+ess_stream_client_t *ess_gateway_stream_client(ess_app_t *app)
+{
+    gateway_t *g = app->gateway;
+    return g != NULL && !g->stopping ? g->client : NULL;
 }

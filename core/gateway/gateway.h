@@ -41,4 +41,16 @@ void ess_gateway_attach(ess_app_t *app, ess_session_t *s);
 /** Remove s from the index (when it closes). */
 void ess_gateway_detach(ess_app_t *app, ess_session_t *s);
 
+/**
+ * Call fn for every indexed session (the console's state and sampling);
+ * fn must not close or detach sessions. Returns how many.
+ */
+size_t ess_gateway_foreach(ess_app_t *app, void (*fn)(void *ud, ess_session_t *s), void *ud);
+
+/** The live session of event stream id, or NULL. */
+ess_session_t *ess_gateway_find(ess_app_t *app, int64_t id);
+
+/** The stream client (for the console's tail-offset poll), or NULL when stopped. */
+ess_stream_client_t *ess_gateway_stream_client(ess_app_t *app);
+
 #endif

@@ -19,6 +19,7 @@
 #include "ess.h"
 #include "gateway/fanout.h"
 #include "gateway/gateway.h"
+#include "gateway/tail.h"
 #include "metrics/metrics.h"
 #include "script/hooks.h"
 #include "util/log.h"
@@ -57,6 +58,19 @@ struct ess_session_s {
 
     int closing;
     int flush;
+
+    /* The operator console (gateway/console.c): who, since when, rates, the
+     * stream's tail offset; tail is NULL unless someone watches. */
+    char peer[64];
+    char user_agent[128];
+    char selector[96];
+    char *broker_stream; /* the route's broker stream (NULL: classic), for display */
+    int64_t connected_ms;
+    uint64_t stalls;
+    uint64_t prev_in, prev_out, prev_bytes, rate_in, rate_out, rate_bytes;
+    int64_t stream_tail;
+    uint64_t stream_tail_ms;
+    struct ess_tail_s *tail;
     int close_code;
     char close_reason[124];
 };
@@ -143,6 +157,8 @@ void ess_session_close(ess_session_t *s, int code, const char *reason, int flush
 static int enrich(void *ctx, const ess_hook_msg_t *m, ess_hook_emit_fn emit, void *emit_ud)
 {
     ess_session_t *s = ctx;
+    if (s->tail != NULL) /* an operator watches: record the frame and the raw body */
+        return ess_tail_enrich(s->tail, s->app->vm, &s->hook_es, m, emit, emit_ud);
     return ess_hooks_enrich(s->app->vm, &s->hook_es, m, emit, emit_ud);
 }
 
@@ -186,6 +202,7 @@ static void on_message(void *ud, const ess_source_msg_t *msg)
         log_stats(s, "progress");
     if (!s->paused && s->src && s->out.payload >= (size_t)s->app->cfg->outbound_budget_bytes) {
         s->paused = 1;
+        s->stalls++;
         ess_metrics.credit_stalls++;
         ess_source_pause(s->src);
     }
@@ -194,7 +211,7 @@ static void on_message(void *ud, const ess_source_msg_t *msg)
      * at exactly its latest offset), or stops waiting when it is no longer
      * caught up; others look for a group every 64th message. */
     if (s->stream && msg->has_offset) {
-        if (s->paused || s->closing ||
+        if (s->paused || s->closing || s->tail != NULL ||
             s->out.payload > (size_t)s->app->cfg->outbound_budget_bytes / 2)
             ess_fanout_leave(s); /* not a member: only stops waiting */
         else if ((s->fan.waiting || (++s->rejoin_tick & 63) == 0) &&
@@ -250,7 +267,9 @@ void ess__session_fan_wake(ess_session_t *s)
     want_write(s);
 }
 
-void ess__session_fan_slow(ess_session_t *s)
+/* Leave the group and continue on an own subscription from the offset after
+ * the last frame handed on (frames queued but not sent are read again). */
+static void leave_group(ess_session_t *s, const char *why)
 {
     ess_fan_member_t *f = &s->fan;
     ess_offset_spec_t from = {.kind = ESS_OFFSET_NEXT};
@@ -262,11 +281,24 @@ void ess__session_fan_slow(ess_session_t *s)
     f->msgs = 0;
     ess_fanout_leave(s);
     ess_metrics_add("ess_fanout_leaves_total", "", 1);
-    ess_log_info("session %s: left the shared subscription of %s (a budget behind); continues "
-                 "on its own from offset %llu",
-                 s->uuid, s->stream, (unsigned long long)from.offset);
+    ess_log_info("session %s: left the shared subscription of %s (%s); continues on its own from "
+                 "offset %llu",
+                 s->uuid, s->stream, why, (unsigned long long)from.offset);
     if (subscribe_own(s, from) != ESS_OK)
         ess_session_close_resumable(s, 1013, "the broker is unavailable; retry later");
+}
+
+void ess__session_fan_slow(ess_session_t *s)
+{
+    leave_group(s, "a budget behind");
+}
+
+void ess_session_watched(ess_session_t *s)
+{
+    /* The Tail records the session's own enrichment, which a member of a
+     * group does not run: it continues on its own while watched. */
+    if (s->fan.group != NULL && !s->closing)
+        leave_group(s, "an operator watches its Tail");
 }
 
 void ess__session_fan_joined(ess_session_t *s)
@@ -397,6 +429,8 @@ static void open_known(ess_session_t *s, const ess_es_row_t *found)
         ess_session_close(s, 1013, "the broker is unavailable; retry later", 0);
         return;
     }
+    if (!route.classic)
+        s->broker_stream = ess_xstrdup(route.stream);
     if (!s->has_offsets && s->sel.kind != ESS_SEL_NONE)
         ess_log_info("session %s: classic (version 1) mode has no history: start selector ignored",
                      s->uuid);
@@ -413,6 +447,16 @@ ess_session_t *ess_session_open(ess_app_t *app, const ess_session_request_t *req
     s->conn = conn;
     s->hook_es.ref = -2; /* LUA_NOREF */
     s->last_progress_ms = uv_now(app->loop);
+    s->connected_ms = wall_ms();
+    s->stream_tail = -2;
+    snprintf(s->peer, sizeof s->peer, "%s", req->peer ? req->peer : "");
+    snprintf(s->user_agent, sizeof s->user_agent, "%s", req->user_agent ? req->user_agent : "");
+    for (int i = 0; i < ESS_SEL_SOURCES; i++)
+        if (req->selector[i] != NULL) {
+            snprintf(s->selector, sizeof s->selector, "%s=%s", ess_selector_names[i],
+                     req->selector[i]);
+            break;
+        }
     ess_metrics.ws_open++;
     ess_metrics.ws_accepted++;
     open_session(s, req);
@@ -534,7 +578,60 @@ void ess_session_closed(ess_session_t *s)
     ess_outq_clear(&s->out);
     ess_hooks_es_release(s->app->vm, &s->hook_es);
     ess_metrics.ws_open--;
+    ess_tail_free(s->tail);
+    free(s->broker_stream);
     free(s->routing_key);
     free(s->stream);
     free(s);
+}
+
+void ess_session_info(const ess_session_t *s, ess_session_info_t *info)
+{
+    *info = (ess_session_info_t){
+        .es_id = s->es_id,
+        .uuid = s->uuid,
+        .routing_key = s->routing_key ? s->routing_key : "",
+        .stream = s->broker_stream,
+        .peer = s->peer,
+        .user_agent = s->user_agent,
+        .selector = s->selector,
+        .connected_ms = s->connected_ms,
+        .has_offsets = s->has_offsets,
+        .delivered = s->delivered,
+        .paused = s->paused,
+        .closing = s->closing,
+        .last_offset = s->last_offset,
+        .msgs_in = s->msgs_in + s->fan.msgs,
+        .msgs_out = s->msgs_out,
+        .bytes_out = s->bytes_out,
+        .stalls = s->stalls,
+        .queued_bytes = s->out.payload,
+        .rate_in = s->rate_in,
+        .rate_out = s->rate_out,
+        .rate_bytes = s->rate_bytes,
+        .stream_tail = s->stream_tail,
+        .stream_tail_ms = s->stream_tail_ms,
+    };
+}
+
+void ess_session_sample(ess_session_t *s)
+{
+    uint64_t in = s->msgs_in + s->fan.msgs; /* a group member counts in fan.msgs */
+    s->rate_in = in - s->prev_in;
+    s->rate_out = s->msgs_out - s->prev_out;
+    s->rate_bytes = s->bytes_out - s->prev_bytes;
+    s->prev_in = in;
+    s->prev_out = s->msgs_out;
+    s->prev_bytes = s->bytes_out;
+}
+
+void ess_session_set_stream_tail(ess_session_t *s, int64_t last_offset, uint64_t at_ms)
+{
+    s->stream_tail = last_offset;
+    s->stream_tail_ms = at_ms;
+}
+
+struct ess_tail_s **ess_session_tail_slot(ess_session_t *s)
+{
+    return &s->tail;
 }

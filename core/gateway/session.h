@@ -25,6 +25,8 @@ typedef struct {
     const char *selector[ESS_SEL_SOURCES];
     /* How many times each was given (a repeated query parameter is several). */
     unsigned count[ESS_SEL_SOURCES];
+    const char *peer;       /* the client's address (for the console), or NULL */
+    const char *user_agent; /* its User-Agent header, or NULL */
 } ess_session_request_t;
 
 /** The transport's side: how a session asks to be written. */
@@ -95,5 +97,43 @@ void ess__session_fan_joined(ess_session_t *s);
 void ess__session_fan_poison(ess_session_t *s);
 /** The group's source ended (as a session's own source's on_ended). */
 void ess__session_fan_ended(ess_session_t *s, int status, int established);
+
+/** What the operator console (gateway/console.c) shows of a session. Strings are borrowed. */
+typedef struct {
+    int64_t es_id;
+    const char *uuid, *routing_key;
+    const char *stream;     /* the broker stream, or NULL (classic route, or not subscribed) */
+    const char *peer;       /* "" when unknown */
+    const char *user_agent; /* "" when none */
+    const char *selector;   /* "name=value" of the start selector used, "" for none */
+    int64_t connected_ms;   /* wall clock */
+    int has_offsets, delivered, paused, closing;
+    uint64_t last_offset; /* last offset handed to the socket (when delivered) */
+    uint64_t msgs_in, msgs_out, bytes_out, stalls;
+    size_t queued_bytes;
+    uint64_t rate_in, rate_out, rate_bytes; /* per second, over the last ess_session_sample */
+    int64_t stream_tail;                    /* last committed offset; -1 empty; -2 not known */
+    uint64_t stream_tail_ms;                /* loop time it was learned */
+} ess_session_info_t;
+
+/** Fill info from s (no allocation). */
+void ess_session_info(const ess_session_t *s, ess_session_info_t *info);
+
+/** Once a second (console tick): turn the counters into per-second rates. */
+void ess_session_sample(ess_session_t *s);
+
+/** The stream's last committed offset (-1: empty), learned at loop time at_ms. */
+void ess_session_set_stream_tail(ess_session_t *s, int64_t last_offset, uint64_t at_ms);
+
+/**
+ * The session's tail (gateway/tail.h): NULL unless an operator watches it.
+ * While set, each enriched frame and its raw body are recorded there.
+ */
+struct ess_tail_s **ess_session_tail_slot(ess_session_t *s);
+
+/** A watch started on s: a member of a shared subscription leaves it and
+ *  continues on its own (from the offset after its last sent frame), so
+ *  that its own enrichment runs and is recorded; it rejoins once unwatched. */
+void ess_session_watched(ess_session_t *s);
 
 #endif

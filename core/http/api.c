@@ -126,6 +126,7 @@ fail:
     r->phase = 2; /* the caller closes the connection */
 }
 
+static void access_log(struct lws *wsi, ess_api_req_t *r);
 /* The registry answered a waiting request: keep the response and write it
  * from the next WRITEABLE callback (lws's own context). */
 static void deferred_done(void *ud, ess_api_response_t *resp)
@@ -210,6 +211,24 @@ static void dispatch(struct lws *wsi, ess_app_t *app, ess_api_req_t *r)
                             app->cfg->registry_timeout_ms / 1000 + 10);
             return;
         }
+        /* The console's feed: the router has authorized it; feed.c streams. */
+        if (resp.status == 200 && strcmp(resp.route, "/admin/feed") == 0) {
+            if (ess__feed_adopt(wsi, app) == 0) {
+                ess_buf_free(&resp.body);
+                ess_buf_free(&resp.headers);
+                r->phase = 5;
+                r->status = 200;
+                r->route = ess_xstrdup(resp.route);
+                app->api_inflight--;
+                access_log(wsi, r);
+                return;
+            }
+            resp.status = 503;
+            ess_buf_reset(&resp.body);
+            ess_buf_reset(&resp.headers);
+            ess_buf_appendf(&resp.body, "{\"detail\":\"Too many feed connections\"}");
+            snprintf(resp.content_type, sizeof resp.content_type, "application/json");
+        }
     }
     write_response(wsi, r, &resp);
 }
@@ -290,6 +309,8 @@ int ess__api_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
         dispatch(wsi, app, r);
         return r->phase == 2 ? -1 : 0;
     case LWS_CALLBACK_HTTP_WRITEABLE: {
+        if (r->phase == 5)
+            return ess__feed_writeable(wsi);
         if (r->phase == 3)
             return -1; /* lws has flushed what it had buffered: close */
         if (r->phase == 4) {
@@ -341,6 +362,11 @@ int ess__api_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
          * CLOSED_HTTP after that with user NULL. */
         if (r == NULL)
             return 0;
+        if (r->phase == 5) {
+            ess__feed_drop(wsi);
+            req_free(r);
+            return 0;
+        }
         /* In flight until the response is written: phase 0 (reading),
          * 1 (writing), 2 (could not answer) and 4 (waiting for the
          * registry; req_free abandons the wait). */

@@ -23,13 +23,22 @@ typedef struct {
     size_t resp_sent;
     int phase;       /* 0 reading, 1 headers sent and body being written,
                       * 2 could not answer (close), 3 done (closing),
-                      * 4 waiting for the registry (registry.backend: stream) */
+                      * 4 waiting for the registry (registry.backend: stream),
+                      * 5 a live feed (feed.c), not in flight */
     void *pending;   /* script/api.h ess_api_pending_t while phase 4 */
     void *ready;     /* its ess_api_response_t once answered, until written */
     struct lws *wsi; /* the connection, for the deferred answer */
     uint64_t start_ns;
     char *route; /* owned: route label for metrics */
 } ess_api_req_t;
+
+/* The console's live feed (feed.c): take over a GET /admin/feed connection
+ * the router answered 200 (0, or -1 when full: answer normally); its write
+ * callback; forget it when it closes; free the feed at exit. */
+int ess__feed_adopt(struct lws *wsi, struct ess_app_s *app);
+int ess__feed_writeable(struct lws *wsi);
+void ess__feed_drop(struct lws *wsi);
+void ess__feed_stop(void);
 
 int ess__api_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                       size_t len);

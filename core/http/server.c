@@ -178,6 +178,7 @@ void ess_server_destroy(ess_app_t *app)
      * not already cleared app->lws through pcontext) frees what remains. */
     ess__edge_stop();
     ess__uvpoll_stop(0);
+    ess__feed_stop();
     if (app->lws != NULL)
         lws_context_destroy(app->lws);
 }

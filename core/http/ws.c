@@ -103,6 +103,13 @@ static ess_session_t *open_session(ess_app_t *app, struct lws *wsi)
         req.count[i] = hdrs[i] != NULL;
     }
     char *args = query_args(wsi, &req);
+    /* Who the client is, for the operator console. */
+    char peer[64] = "", ua[128] = "";
+    lws_get_peer_simple(wsi, peer, sizeof peer);
+    if (lws_hdr_copy(wsi, ua, sizeof ua, WSI_TOKEN_HTTP_USER_AGENT) < 0)
+        ua[0] = '\0';
+    req.peer = peer;
+    req.user_agent = ua;
     ess_session_t *s = ess_session_open(app, &req, &transport, wsi);
     for (int i = 0; i < 3; i++)
         free(hdrs[i]);

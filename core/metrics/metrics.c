@@ -55,6 +55,46 @@ int ess_metrics_add(const char *name, const char *labels, uint64_t by)
     return ESS_OK;
 }
 
+uint64_t ess_metrics_get(const char *name, const char *labels)
+{
+    for (size_t i = 0; i < ntable; i++)
+        if (strcmp(table[i].name, name) == 0 && strcmp(table[i].labels, labels) == 0)
+            return table[i].value;
+    return 0;
+}
+
+uint64_t ess_metrics_sum(const char *name)
+{
+    uint64_t sum = 0;
+    for (size_t i = 0; i < ntable; i++)
+        if (strcmp(table[i].name, name) == 0)
+            sum += table[i].value;
+    return sum;
+}
+
+/* The lag gauges (set by the console's poll, gateway/console.c). */
+static struct {
+    int64_t id, lag;
+} lag_top[ESS_METRICS_LAG_MAX];
+static size_t nlag;
+static int64_t lag_sum;
+static int lag_known; /* set at least once */
+
+void ess_metrics_set_lag(const int64_t *ids, const int64_t *lags, size_t n)
+{
+    lag_known = 1;
+    lag_sum = 0;
+    nlag = 0;
+    for (size_t i = 0; i < n; i++) {
+        lag_sum += lags[i];
+        if (nlag < ESS_METRICS_LAG_MAX) {
+            lag_top[nlag].id = ids[i];
+            lag_top[nlag].lag = lags[i];
+            nlag++;
+        }
+    }
+}
+
 static void gauge(ess_buf_t *o, const char *name, const char *help, const char *type, int64_t v)
 {
     ess_buf_appendf(o, "# HELP %s %s\n# TYPE %s %s\n%s %lld\n", name, help, name, type, name,
@@ -97,6 +137,19 @@ void ess_metrics_render(ess_buf_t *o, int64_t event_streams)
           (int64_t)m->reloads_failed);
     gauge(o, "ess_broker_connected", "1 when the broker connection is up.", "gauge",
           m->broker_connected);
+
+    if (lag_known) {
+        ess_buf_appendf(o,
+                        "# HELP ess_stream_lag_messages Messages a live client is behind its "
+                        "stream's tail (the %d largest).\n# TYPE ess_stream_lag_messages gauge\n",
+                        ESS_METRICS_LAG_MAX);
+        for (size_t i = 0; i < nlag; i++)
+            ess_buf_appendf(o, "ess_stream_lag_messages{event_stream=\"%lld\"} %lld\n",
+                            (long long)lag_top[i].id, (long long)lag_top[i].lag);
+        gauge(o, "ess_stream_lag_sum_messages",
+              "Messages live clients are behind, summed over every client with a known lag.",
+              "gauge", lag_sum);
+    }
 
     /* Labelled counters, grouped by name in first-seen order. */
     for (size_t i = 0; i < ntable; i++) {

@@ -41,6 +41,22 @@ int ess_metrics_add(const char *name, const char *labels, uint64_t by);
 /** Append the whole exposition to out. event_streams is the registry count. */
 void ess_metrics_render(ess_buf_t *out, int64_t event_streams);
 
+/** The value of name{labels} in the labelled table (0 when never added). */
+uint64_t ess_metrics_get(const char *name, const char *labels);
+
+/** The sum of name{...} over all its labels in the labelled table. */
+uint64_t ess_metrics_sum(const char *name);
+
+/* Most event streams given a lag series on /metrics (the label-cardinality cap). */
+#define ESS_METRICS_LAG_MAX 50
+
+/**
+ * Replace the lag gauges: ess_stream_lag_messages{event_stream="<id>"} for
+ * the first ESS_METRICS_LAG_MAX of the n pairs (the caller passes the
+ * largest lags first), and ess_stream_lag_sum_messages over all n.
+ */
+void ess_metrics_set_lag(const int64_t *ids, const int64_t *lags, size_t n);
+
 /** Free the labelled-counter table (at exit). */
 void ess_metrics_free(void);
 

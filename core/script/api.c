@@ -6,6 +6,7 @@
  * registry still refuses an invalid routing key on its own.
  */
 #include "script/api.h"
+#include "script/console.h"
 #include "ess.h"
 #include "script/vm.h"
 #include "script/hooks.h"
@@ -378,6 +379,8 @@ int ess_script_api_init(ess_app_t *app, ess_vm_t *vm, const ess_config_t *cfg, c
     lua_setfield(L, -2, "name");
     lua_pushfstring(L, "%s/ess/api/openapi.json", vm->lua_path);
     lua_setfield(L, -2, "openapi_path");
+    /* The operator console's functions and the folder of its page (ui_path). */
+    ess__script_console_core(L, app);
     lua_setfield(L, LUA_REGISTRYINDEX, CORE_KEY);
     return ESS_OK;
 }

@@ -574,6 +574,7 @@ int ess_hooks_route(ess_vm_t *vm, ess_hook_es_t *es, ess_route_t *out)
     char err[2048];
     if (ess_vm_pcall(L, 3, 1, err, sizeof err) != ESS_OK) {
         ess_log_error("route: %s: %s", es->uuid, err);
+        ess_metrics_add("ess_hook_errors_total", "hook=\"route\"", 1);
         lua_settop(L, top);
         return ESS_ESCRIPT;
     }
@@ -591,8 +592,10 @@ int ess_hooks_route(ess_vm_t *vm, ess_hook_es_t *es, ess_route_t *out)
             rc = ESS_OK;
         }
     }
-    if (rc != ESS_OK)
+    if (rc != ESS_OK) {
         ess_log_error("route: %s: the hook returned no valid route", es->uuid);
+        ess_metrics_add("ess_hook_errors_total", "hook=\"route\"", 1);
+    }
     lua_settop(L, top);
     return rc;
 }

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 
 static int same_dir(const char *a, const char *b)
 {
@@ -149,6 +150,19 @@ static void keep_start_only(ess_config_t *neu, ess_config_t *old, ess_reload_res
     KEEP_STR(log_dir, "log.dir");
 }
 
+ess_reload_last_t ess_reload_last;
+
+static void remember(const char *trigger, int ok, const ess_reload_result_t *r)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    ess_reload_last.at_ms = (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+    snprintf(ess_reload_last.trigger, sizeof ess_reload_last.trigger, "%s", trigger);
+    ess_reload_last.ok = ok;
+    ess_reload_last.generation = r->generation;
+    snprintf(ess_reload_last.error, sizeof ess_reload_last.error, "%s", ok ? "" : r->error);
+}
+
 int ess_script_reload(ess_app_t *app, const char *trigger, ess_reload_result_t *r)
 {
     memset(r, 0, sizeof *r);
@@ -159,6 +173,7 @@ int ess_script_reload(ess_app_t *app, const char *trigger, ess_reload_result_t *
         ess_metrics.reloads_failed++;
         r->generation = app->vm->gen;
         ess_log_error("reload (%s) rejected; the running scripts stay: %s", trigger, r->error);
+        remember(trigger, 0, r);
         return rc;
     }
     keep_start_only(cfg, app->cfg, r);
@@ -174,6 +189,7 @@ int ess_script_reload(ess_app_t *app, const char *trigger, ess_reload_result_t *
     ess_hooks_failing_streak = 0;
     ess_metrics.reloads_ok++;
     r->generation = vm->gen;
+    remember(trigger, 1, r);
     ess_log_info("reload (%s): generation %llu live%s", trigger, (unsigned long long)vm->gen,
                  r->nrestart ? "; some settings need a restart" : "");
     for (int i = 0; i < r->nrestart; i++)

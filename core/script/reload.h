@@ -35,6 +35,17 @@ int ess_script_build(ess_app_t *app, const char *config_path, ess_vm_t **vm_out,
  */
 int ess_script_reload(ess_app_t *app, const char *trigger, ess_reload_result_t *result);
 
+/** The last reload attempt, for the operator console (zero before the first). */
+typedef struct {
+    int64_t at_ms;       /* wall clock; 0: none yet */
+    char trigger[32];    /* "api", "SIGHUP", "file change" */
+    int ok;              /* 1 reloaded, 0 rejected */
+    uint64_t generation; /* the live generation afterwards */
+    char error[2048];    /* when rejected: the first error, with file:line for Lua */
+} ess_reload_last_t;
+
+extern ess_reload_last_t ess_reload_last;
+
 /** Watch the Lua root and the configuration file; reload when they change (lua.watch). */
 int ess_script_watch_start(ess_app_t *app);
 void ess_script_watch_stop(ess_app_t *app);

@@ -30,6 +30,12 @@ e = Essd(env={"ESS_LUA_PATH": lua}, config=cfg).start()
 try:
     st, body = e.json("GET", "/event-stream/version/")
     t.eq(st, 200, "installed essd answers")
+    # The operator console's page comes from share/essd/ui, beside the Lua root.
+    st, hdrs, page = e.request("GET", "/ui/")
+    t.check(st == 200 and b"console.js" in page, "installed essd serves the console page (%d)" % st)
+    st, hdrs, js = e.request("GET", "/ui/console.js")
+    t.check(st == 200 and hdrs.get("content-type", "").startswith("text/javascript"),
+            "installed essd serves the console's script (%d)" % st)
 finally:
     t.eq(e.stop(), 0, "installed essd stops cleanly")
 t.done()

@@ -7,6 +7,7 @@
 -- it counts from resp.route and resp.status.
 
 local bit = require "bit"
+local console = require "ess.api.console"
 local ops = require "ess.api.ops"
 local response = require "ess.api.response"
 local streams = require "ess.api.streams"
@@ -29,6 +30,14 @@ M.routes = {
     { path = "/metrics", methods = { GET = ops.metrics } },
     { path = "/admin/reload", methods = { POST = ops.reload } },
     { path = "/openapi.json", methods = { GET = ops.openapi } },
+    -- The operator console (docs/console.md). Its page is open like /health:
+    -- static files with no data; the page asks for the token.
+    { path = "/admin/state", methods = { GET = console.state } },
+    { path = "/admin/series", methods = { GET = console.series } },
+    { path = "/admin/feed", methods = { GET = console.feed } },
+    { path = "/admin/tail/{id}", methods = { GET = console.tail, DELETE = console.tail_stop } },
+    { path = "/ui/", methods = { GET = console.ui }, public = true },
+    { path = "/ui/{file}", methods = { GET = console.ui }, public = true },
 }
 
 local function segments(path)
@@ -120,7 +129,8 @@ local function dispatch(req, core)
 
     local cfg = type(core.config) == "table" and core.config.internal or nil
     local token = cfg and cfg.api_token or ""
-    if token ~= "" and segs[1] ~= "health" and not authorized(req, token) then
+    local open = segs[1] == "health" or (found ~= nil and found.public and params ~= nil)
+    if token ~= "" and not open and not authorized(req, token) then
         return response.detail(401, "Not authenticated", { ["WWW-Authenticate"] = "Bearer" }),
             label
     end
