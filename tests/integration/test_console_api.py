@@ -71,6 +71,32 @@ try:
     t.check(not state()["event_streams"]["rows"][0]["client"]["tailed"], "not watched any more")
     t.eq(e.request("GET", "/admin/tail/999")[0], 404, "no live client: 404")
 
+    # A live session (no selector) reads through a shared subscription,
+    # where the enrich hook runs once for the group: watching it moves it
+    # to its own subscription, so the Tail records its frames too.
+    live_key = esslib.unique("cons-live")
+    esslib.publish(live_key, 6, declare=True)
+    live_id, live_path = esslib.create_es(e, live_key)
+    live = esslib.ws_open(e, live_path)
+    time.sleep(0.5)  # subscribed (from "next") before anything is published
+    st, _, body = e.request("GET", "/admin/tail/%d" % live_id)
+    t.eq((st, json.loads(body)["entries"]), (200, []), "a live session's watch starts empty")
+    admin = esslib.StreamAdmin()
+    admin.publish(live_key, [b'{"live":1}', b'{"live":2}'])
+    admin.close()
+    got = [json.loads(live.recv(timeout=10)[1])["ess_offset"] for _ in range(2)]
+    t.eq(got, [6, 7], "the watched live session still gets every offset once")
+    entries = []
+    for _ in range(50):
+        entries = json.loads(e.request("GET", "/admin/tail/%d?after=0" % live_id)[2])["entries"]
+        if len(entries) >= 2:
+            break
+        time.sleep(0.1)
+    t.eq([(x["offset"], x["raw"]) for x in entries], [(6, '{"live":1}'), (7, '{"live":2}')],
+         "the Tail of a live (shared) session records its frames")
+    t.eq(e.request("DELETE", "/admin/tail/%d" % live_id)[0], 200, "stop watching the live one")
+    live.close()
+
     # The feed: events, one a second.
     f = socket.create_connection(("127.0.0.1", e.internal_port), timeout=5)
     f.sendall(b"GET /admin/feed HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -108,4 +134,6 @@ finally:
     if t.failed:
         print(e.output()[-4000:])
     esslib.delete_stream(key)
+    if "live_key" in globals():
+        esslib.delete_stream(live_key)
 t.done()
