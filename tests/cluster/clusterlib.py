@@ -1,5 +1,6 @@
 """What the cluster tests share: the endpoints scripts/cluster wrote, esslib
-pointed at node 3 (the node no test kills), and the stream leader lookup."""
+pointed at node 3 (the node no test kills), the stream leader lookup, and
+the exactly-once check of one ess-listen client across a node loss."""
 import json
 import os
 import subprocess
@@ -24,3 +25,30 @@ def leader(stream):
         if q["name"] == stream:
             return q.get("leader")
     return None
+
+
+def check_client_got_all(t, out_path, key):
+    """Check an ess-listen output file (`offset=N ...` lines, `closed: ...`)
+    against the stream: the client stayed connected, got every stored offset
+    once and in order, and nothing is stored after its last one. Returns the
+    offsets received."""
+    from esslib import BROKER_ENV, LISTEN, cat_read
+    with open(out_path, encoding="utf-8", errors="replace") as f:
+        lines = f.read().splitlines()
+    offs = [int(x.split()[0][7:]) for x in lines if x.startswith("offset=")]
+    closed = [x for x in lines if x.startswith("closed:")]
+    stored = [m["offset"] for m in cat_read(key, len(offs))] if offs else []
+    more = None
+    try:
+        subprocess.run([os.path.join(os.path.dirname(LISTEN), "ess-cat"), key, "--from",
+                        str(offs[-1] + 1 if offs else 0), "--count", "1"], capture_output=True,
+                       timeout=5, env=dict(os.environ, **BROKER_ENV))
+        more = "a message after the last one received"
+    except subprocess.TimeoutExpired:
+        pass
+    t.eq(more, None, "nothing in the stream after the client's last offset")
+    t.eq(closed, [], "the client stayed connected")
+    t.eq(len(offs), len(set(offs)), "no offset twice")
+    t.check(offs == stored, "every offset once, in order: %d received, %d stored, missing %r" %
+            (len(offs), len(stored), sorted(set(stored) - set(offs))[:10]))
+    return offs, len(stored)
