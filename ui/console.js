@@ -231,9 +231,28 @@ function renderState() {
     ["tail-offset poll", `every ${lp.every_s} s, ≤ ${lp.max_streams} streams a round`],
     ["last poll round", lp.last_round ? when(lp.last_round) : "–"],
     ["polls answered / failed", num(lp.answers) + " / " + num(lp.failures)],
+    ["connections lost (reconnects)", num(b.connections_lost || 0)],
   ]);
+  renderNodes(b.nodes || []);
   renderLua(s.lua, s.now);
   renderStreams(s);
+}
+
+// One row per broker node: the locator's list (configured, then learned
+// from Metadata) and any other host essd has a connection to.
+function renderNodes(nodes) {
+  const tb = $("broker-nodes").tBodies[0];
+  tb.replaceChildren();
+  for (const n of nodes) {
+    const state = n.ready ? "up" : n.connections ? "connecting" : "no connection";
+    tb.append(el("tr", { class: n.ready ? "" : "idle" },
+      el("td", {}, n.host + ":" + n.port + (n.locator ? " (locator)" : "")),
+      el("td", {}, n.configured ? "configured" : "learned"),
+      el("td", {}, state),
+      el("td", { class: "num" }, num(n.connections)),
+      el("td", { class: "num" }, num(n.subscriptions)),
+      el("td", { class: "num" }, num(n.publishers))));
+  }
 }
 
 function renderLua(l, now) {

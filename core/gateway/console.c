@@ -485,6 +485,21 @@ static int provide_state(ess_app_t *app, const ess_console_query_t *q, ess_buf_t
             json_str(o, bv);
         else
             ess_buf_append(o, "null", sizeof "null" - 1);
+        ess_stream_node_info_t nodes[ESS_CONSOLE_NODES];
+        uint64_t lost = 0;
+        size_t nn = ess_stream_client_nodes(c, nodes, ESS_CONSOLE_NODES, &lost);
+        ess_buf_appendf(o, ",\"connections_lost\":%llu,\"nodes\":[", (unsigned long long)lost);
+        for (size_t i = 0; i < nn; i++) {
+            ess_buf_appendf(o, "%s{\"host\":", i ? "," : "");
+            json_str(o, nodes[i].host);
+            ess_buf_appendf(o,
+                            ",\"port\":%d,\"configured\":%s,\"locator\":%s,\"connections\":%d,"
+                            "\"ready\":%d,\"subscriptions\":%d,\"publishers\":%d}",
+                            nodes[i].port, nodes[i].configured ? "true" : "false",
+                            nodes[i].locator ? "true" : "false", nodes[i].connections,
+                            nodes[i].ready, nodes[i].subscriptions, nodes[i].publishers);
+        }
+        ess_buf_append(o, "]", 1);
         ess_buf_appendf(o,
                         ",\"lag_poll\":{\"every_s\":%d,\"max_streams\":%d,"
                         "\"in_flight\":%d,\"last_round\":%lld,\"answers\":%llu,"

@@ -17,6 +17,8 @@
 #define ESS_CONSOLE_LAG_POLLS 64
 /* Most sessions watched by Tail at once. */
 #define ESS_CONSOLE_TAILS 4
+/* Broker nodes listed in the state (the stream client knows at most 32). */
+#define ESS_CONSOLE_NODES 32
 /* A watch with no read for this long ends (the ring is freed). */
 #define ESS_CONSOLE_TAIL_IDLE_S 15
 

@@ -157,6 +157,51 @@ const char *ess_stream_client_broker_version(const ess_stream_client_t *c)
     return c != NULL && c->locator != NULL ? c->locator->version : NULL;
 }
 
+/* The entry of out[0..n) for host:port, or NULL. */
+static ess_stream_node_info_t *node_find(ess_stream_node_info_t *out, size_t n, const char *host,
+                                         int port)
+{
+    for (size_t i = 0; i < n; i++)
+        if (out[i].port == port && strcmp(out[i].host, host) == 0)
+            return &out[i];
+    return NULL;
+}
+
+size_t ess_stream_client_nodes(const ess_stream_client_t *c, ess_stream_node_info_t *out,
+                               size_t max, uint64_t *lost)
+{
+    size_t n = 0;
+    if (lost)
+        *lost = c ? c->conns_lost : 0;
+    if (c == NULL)
+        return 0;
+    for (int i = 0; i < c->nnodes && n < max; i++) {
+        const ess__stream_node_t *nd = &c->nodes[i];
+        out[n++] = (ess_stream_node_info_t){.host = nd->host,
+                                            .port = nd->port,
+                                            .configured = !nd->learned,
+                                            .locator = i == c->node};
+    }
+    for (const ess__stream_conn_t *k = c->conns; k; k = k->next) {
+        if (k->state == C_DEAD)
+            continue;
+        ess_stream_node_info_t *e = node_find(out, n, k->host, k->port);
+        if (e == NULL && k->adv_host)
+            e = node_find(out, n, k->adv_host, k->adv_port);
+        if (e == NULL && n < max) {
+            e = &out[n++];
+            *e = (ess_stream_node_info_t){.host = k->host, .port = k->port};
+        }
+        if (e == NULL)
+            continue;
+        e->connections++;
+        e->ready += k->state == C_READY;
+        e->subscriptions += k->nsubs;
+        e->publishers += k->npubs;
+    }
+    return n;
+}
+
 void ess__stream_client_maybe_finish(ess_stream_client_t *c)
 {
     if (c->handles > 0)

@@ -207,6 +207,26 @@ typedef void (*ess_stream_tail_cb)(int status, int64_t last_offset, void *ud);
  */
 int ess_stream_tail(ess_stream_client_t *c, const char *stream, ess_stream_tail_cb cb, void *ud);
 
+/** One broker node as the client sees it (for the operator console). */
+typedef struct {
+    const char *host; /* borrowed until the next call into the client */
+    int port;
+    int configured;  /* from broker.url / stream_hosts (else learned from Metadata) */
+    int locator;     /* the locator connection uses this node now */
+    int connections; /* connections to it (any state) */
+    int ready;       /* of those, open and authenticated */
+    int subscriptions, publishers;
+} ess_stream_node_info_t;
+
+/**
+ * The nodes the client knows (its locator list) and every other host it
+ * has a connection to, at most max of them into out; returns how many
+ * were written. *lost (may be NULL) is the number of established
+ * connections lost since the client started.
+ */
+size_t ess_stream_client_nodes(const ess_stream_client_t *c, ess_stream_node_info_t *out,
+                               size_t max, uint64_t *lost);
+
 /** The `version` peer property of the locator connection's broker (e.g.
  *  "3.10.8"), borrowed until the next call into the client; NULL when not
  *  connected yet or the broker did not say. */

@@ -272,9 +272,10 @@ static void conn_reset(ess__stream_conn_t *k, int err)
     ess_stream_client_t *c = k->c;
     if (k->state >= C_CLOSING || c->closing)
         return;
-    if (k->state == C_READY)
+    if (k->state == C_READY) {
         ess_log_warn("stream: connection to %s:%d lost (%s)", k->host, k->port, ess_strerror(err));
-    else
+        c->conns_lost++;
+    } else
         ess_log_debug("stream: connecting to %s:%d failed (%s)", k->host, k->port,
                       ess_strerror(err));
     if (k->state == C_READY && uv_now(c->loop) - k->ready_since >= HEALTHY_MS)

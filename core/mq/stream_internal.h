@@ -203,6 +203,7 @@ struct ess_stream_client_s {
     uv_timer_t defer_timer, retry_timer;
     uv_idle_t turn; /* active while a connection counted bytes this turn or has frames to send */
     int wpending;   /* some connection's wbuf holds frames */
+    uint64_t conns_lost; /* established connections lost (ess_stream_client_nodes) */
     int closing, handles;
     void (*done)(void *);
     void *done_ud;

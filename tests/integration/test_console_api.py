@@ -47,6 +47,13 @@ try:
     t.eq(state("?filter=" + key.upper())["event_streams"]["matched"], 1, "filter, any case")
     t.eq(state("?limit=0")["event_streams"]["rows"], [], "limit=0")
     t.eq(e.request("GET", "/admin/state?limit=501")[0], 422, "limit over 500")
+    b = s["broker"]
+    t.eq(b["connections_lost"], 0, "no broker connection lost yet")
+    node = b["nodes"][0]
+    t.eq((node["port"], node["configured"], node["locator"]), (esslib.STREAM_PORT, True, True),
+         "the configured node is listed first and serves the locator")
+    t.check(node["ready"] >= 1 and node["subscriptions"] >= 1,
+            "the node has a ready connection and the live subscription: %r" % node)
 
     # The Tail: nothing recorded before the watch starts.
     st, _, body = e.request("GET", "/admin/tail/%d" % es_id)
@@ -96,6 +103,27 @@ try:
          "the Tail of a live (shared) session records its frames")
     t.eq(e.request("DELETE", "/admin/tail/%d" % live_id)[0], 200, "stop watching the live one")
     live.close()
+
+    # Broker connections lost are counted, and the node is ready again.
+    proxy = esslib.StreamProxy()
+    pe = Essd(env={"ESS_STREAM_PORT": str(proxy.port)}).start()
+    try:
+        t.check(esslib.wait_ready(pe), "essd behind the proxy is ready")
+        proxy.cut()
+        nodes, lost = [], 0
+        for _ in range(100):
+            st, _, body = pe.request("GET", "/admin/state")
+            b = json.loads(body)["broker"]
+            nodes, lost = b["nodes"], b["connections_lost"]
+            if lost >= 1 and nodes and nodes[0]["ready"] >= 1:
+                break
+            time.sleep(0.1)
+        t.check(lost >= 1, "a cut connection is counted (%d)" % lost)
+        t.check(nodes and nodes[0]["port"] == proxy.port and nodes[0]["ready"] >= 1,
+                "the node is ready again after the cut: %r" % nodes)
+    finally:
+        pe.stop()
+        proxy.close()
 
     # The feed: events, one a second.
     f = socket.create_connection(("127.0.0.1", e.internal_port), timeout=5)

@@ -11,78 +11,13 @@ holds each generated sequence number exactly once and nothing more.
 (The loss of a leader node on a cluster is tests/cluster/test_publisher_failover.py.)
 """
 import os
-import socket
 import subprocess
-import threading
 import time
 
-from esslib import AMQP_URL, BROKER_ENV, CAT, STREAM_PORT, Checker, cat_read, delete_stream, unique
+from esslib import AMQP_URL, BROKER_ENV, CAT, Checker, StreamProxy, cat_read, delete_stream, unique
 
 N, RATE = 6000, 1000
 t = Checker()
-
-
-class Proxy:
-    """127.0.0.1:port -> the broker's stream port; cut() drops every connection."""
-
-    def __init__(self):
-        self.lsock = socket.socket()
-        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.lsock.bind(("127.0.0.1", 0))
-        self.lsock.listen(16)
-        self.port = self.lsock.getsockname()[1]
-        self.socks = []
-        self.lock = threading.Lock()
-        self.accepted = 0
-        threading.Thread(target=self.accept_loop, daemon=True).start()
-
-    def accept_loop(self):
-        while True:
-            try:
-                c, _ = self.lsock.accept()
-            except OSError:
-                return
-            try:
-                u = socket.create_connection(("127.0.0.1", STREAM_PORT), timeout=5)
-                u.settimeout(None)
-            except OSError:
-                c.close()
-                continue
-            with self.lock:
-                self.socks += [c, u]
-                self.accepted += 1
-            for a, b in ((c, u), (u, c)):
-                threading.Thread(target=self.pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def pump(a, b):
-        try:
-            while True:
-                d = a.recv(65536)
-                if not d:
-                    break
-                b.sendall(d)
-        except OSError:
-            pass
-        for s in (a, b):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def cut(self):
-        with self.lock:
-            socks, self.socks = self.socks, []
-        for s in socks:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
-
-    def close(self):
-        self.lsock.close()
-        self.cut()
 
 
 def seqs(stream, count):
@@ -96,7 +31,7 @@ def seqs(stream, count):
 
 
 stream = unique("itpr")
-proxy = Proxy()
+proxy = StreamProxy()
 pub = subprocess.Popen([CAT, "--url", AMQP_URL, "--stream-port", str(proxy.port), "--lb", "--publish",
                         "--create", "--publisher-name", "itpr-" + stream, "--generate", str(N),
                         "--rate", str(RATE), stream], env=dict(os.environ, **BROKER_ENV),
