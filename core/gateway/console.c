@@ -457,12 +457,14 @@ static int provide_state(ess_app_t *app, const ess_console_query_t *q, ess_buf_t
 {
     state_t st = {.q = q};
     ess_gateway_foreach(app, collect_session, &st);
-    qsort(st.infos, st.ninfos, sizeof *st.infos, by_es_id);
+    if (st.ninfos > 1) /* infos is NULL when there is no session */
+        qsort(st.infos, st.ninfos, sizeof *st.infos, by_es_id);
     int rc = ess_registry_list(app->registry, collect_row, &st);
     if (rc == ESS_OK) {
         sort_key = q->sort ? q->sort : "id";
         sort_desc = q->desc;
-        qsort(st.rows, st.nrows, sizeof *st.rows, by_key);
+        if (st.nrows > 1)
+            qsort(st.rows, st.nrows, sizeof *st.rows, by_key);
         int64_t live = 0;
         for (size_t i = 0; i < st.ninfos; i++)
             live += !st.infos[i].closing;

@@ -215,6 +215,7 @@ void ess__stream_client_maybe_finish(ess_stream_client_t *c)
             ess__stream_req_free(r);
         }
         ess_proto_buf_free(&k->rbuf);
+        ess_proto_buf_free(&k->wbuf); /* frames queued for a turn that never came */
         free(k->host);
         free(k->adv_host);
         free(k->version);
