@@ -84,6 +84,7 @@ unsigned long ess__uvpoll_early(void)
     return early_calls;
 }
 
+#if ESS_UVPOLL_FAST /* the early offer needs libuv's watcher layout */
 static void on_check(uv_check_t *c)
 {
     (void)c;
@@ -125,6 +126,7 @@ static void offer_early(uv_poll_t *h)
     }
     early[nearly++] = h;
 }
+#endif
 
 static void on_check_closed(uv_handle_t *h)
 {

@@ -9,9 +9,19 @@
 #include "http/uvpoll.h"
 
 #include <fcntl.h>
+#include <stdio.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <uv.h>
+
+/* The in-place path exists for the libuv versions whose layout uvpoll.c
+ * knows (as its own check); with another libuv every call must still
+ * behave, through libuv's own function. */
+#if UV_VERSION_MAJOR == 1 && UV_VERSION_MINOR >= 30 && UV_VERSION_MINOR < 46 && defined(__linux__)
+#define FAST_EXPECTED 1
+#else
+#define FAST_EXPECTED 0
+#endif
 
 static int seen_events, calls, calls2;
 
@@ -56,7 +66,7 @@ static void test_in_place_changes(void)
     int sv[2];
     CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) == 0);
     unsigned long f0 = 0, f1 = 0;
-    CHECK_EQ_INT(ess__uvpoll_active(&f0), 1);
+    CHECK_EQ_INT(ess__uvpoll_active(&f0), FAST_EXPECTED);
 
     uv_poll_t p;
     CHECK(uv_poll_init(&loop, &p, sv[0]) == 0);
@@ -83,16 +93,17 @@ static void test_in_place_changes(void)
     CHECK_EQ_INT(calls, 0);
     CHECK(calls2 >= 1);
 
-    CHECK_EQ_INT(ess__uvpoll_active(&f1), 1);
-    CHECK_EQ_INT(f1 - f0, 4); /* the four starts after the first took the in-place path */
+    CHECK_EQ_INT(ess__uvpoll_active(&f1), FAST_EXPECTED);
+    /* the four starts after the first took the in-place path */
+    CHECK_EQ_INT(f1 - f0, FAST_EXPECTED ? 4 : 0);
 
     /* Stop and start again: libuv's own path, still correct. */
     CHECK(uv_poll_stop(&p) == 0);
     CHECK(uv_poll_start(&p, UV_READABLE, on_poll) == 0);
     turn(&loop);
     CHECK_EQ_INT(seen_events, UV_READABLE); /* the byte is still unread */
-    CHECK_EQ_INT(ess__uvpoll_active(&f1), 1);
-    CHECK_EQ_INT(f1 - f0, 4);
+    CHECK_EQ_INT(ess__uvpoll_active(&f1), FAST_EXPECTED);
+    CHECK_EQ_INT(f1 - f0, FAST_EXPECTED ? 4 : 0);
 
     ess__uvpoll_stop(1);
     uv_close((uv_handle_t *)&p, NULL);
@@ -138,6 +149,10 @@ static void on_poll_closeq(uv_poll_t *p, int status, int events)
 
 static void test_writable_at_once(void)
 {
+    if (!FAST_EXPECTED) {
+        printf("test_writable_at_once: skipped (this libuv has no early offer)\n");
+        return;
+    }
     uv_loop_t loop;
     uv_loop_init(&loop);
     int sv[2];
