@@ -1,13 +1,11 @@
 /*
  * Shared subscriptions (gateway/fanout.h). Owns the groups: one per broker
  * stream with live members (and per framing: members that negotiated
- * permessage-deflate read a group whose log holds compressed frames), each with its broker source, its shared log,
- * its member and waiting lists and a copy of the event stream its hook
- * calls see. A group's message is framed once into the log; then one pass
- * over the members wakes those that were idle and marks those that are a
- * budget behind, which leave afterwards (session.c resubscribes them on
- * their own). A group without members is freed, its source unsubscribed.
- * Loop thread only.
+ * permessage-deflate read a group whose log holds compressed frames), each with its broker source,
+ * its shared log, its member and waiting lists and a copy of the event stream its hook calls see. A
+ * group's message is framed once into the log; then one pass over the members wakes those that were
+ * idle and marks those that are a budget behind, which leave afterwards (session.c resubscribes
+ * them on their own). A group without members is freed, its source unsubscribed. Loop thread only.
  */
 #include "gateway/fanout.h"
 #include "ess.h"
