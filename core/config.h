@@ -24,6 +24,7 @@ typedef struct ess_config_s {
     int ping_interval_s;
     int64_t outbound_budget_bytes;
     int stall_timeout_s;
+    int compression; /* public.compression: negotiate permessage-deflate */
 
     ess_listen_t internal_listen;
     int64_t max_body_bytes;

@@ -7,6 +7,7 @@
  * shared logs of fan-out (reference-counted blocks read through cursors).
  */
 #include "gateway/delivery.h"
+#include "http/deflate.h"
 #include "ess.h"
 #include "proto/protobuf.h"
 #include "util/buf.h"
@@ -60,9 +61,8 @@ static size_t header_len(size_t len)
     return len < 126 ? 2 : len < 65536 ? 4 : 10;
 }
 
-static void put_header(uint8_t *h, int binary, size_t len)
+static void put_len(uint8_t *h, size_t len)
 {
-    h[0] = binary ? 0x82 : 0x81;
     if (len < 126) {
         h[1] = (uint8_t)len;
     } else if (len < 65536) {
@@ -74,6 +74,12 @@ static void put_header(uint8_t *h, int binary, size_t len)
         for (int i = 0; i < 8; i++)
             h[2 + i] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
     }
+}
+
+static void put_header(uint8_t *h, int binary, size_t len)
+{
+    h[0] = binary ? 0x82 : 0x81;
+    put_len(h, len);
 }
 
 /* Copy len bytes and tell whether they were all ASCII, in one pass. */
@@ -141,11 +147,58 @@ typedef struct {
     ess_outlog_t *log;
 } sink_t;
 
+/* The loop thread's compressor: no context takeover resets it for every
+ * message, so one serves every session and group. */
+static ess_deflate_t zs;
+static uint8_t *zbuf;
+static size_t zcap;
+
+/* Frame data compressed (RSV1 set), as permessage-deflate sends it; 0 when
+ * it could not be compressed (the caller frames it plain). */
+static int frame_deflated(const sink_t *k, const uint8_t *data, size_t len, int known_text,
+                          int has_offset, uint64_t offset)
+{
+    if (!zs.ready && ess_deflate_init(&zs, 1) != 0)
+        return 0;
+    size_t bound = ess_deflate_bound(&zs, len);
+    if (bound > zcap) {
+        zbuf = ess_xrealloc(zbuf, bound);
+        zcap = bound;
+    }
+    size_t clen = ess_deflate_message(&zs, data, len, zbuf);
+    if (clen == 0)
+        return 0;
+    int text = known_text >= 0 ? known_text : ess_utf8_valid(data, len);
+    size_t hl = header_len(clen);
+    ess_out_block_t *b = k->q ? room_for(k->q, hl + clen) : log_room(k->log, hl + clen);
+    uint8_t *h = b->data + ESS_OUT_HEADROOM + b->used;
+    memcpy(h + hl, zbuf, clen);
+    h[0] = (uint8_t)((text ? 0x81 : 0x82) | 0x40); /* RSV1: compressed */
+    put_len(h, clen);
+    b->used += hl + clen;
+    b->payload += clen;
+    b->frames++;
+    if (has_offset) {
+        b->has_offset = 1;
+        b->last_offset = offset;
+    }
+    if (k->q) {
+        k->q->payload += clen;
+    } else {
+        k->log->bytes += hl + clen;
+        k->log->payload += clen;
+    }
+    return 1;
+}
+
 /* Frame data; known_text is 1 or 0 when the caller already knows whether
  * data is valid UTF-8, -1 when not. */
 static void frame(const sink_t *k, const uint8_t *data, size_t len, int known_text, int has_offset,
                   uint64_t offset)
 {
+    if ((k->q ? k->q->deflate : k->log->deflate) && len >= ESS_DEFLATE_MIN &&
+        frame_deflated(k, data, len, known_text, has_offset, offset))
+        return;
     size_t hl = header_len(len);
     ess_out_block_t *b = k->q ? room_for(k->q, hl + len) : log_room(k->log, hl + len);
     uint8_t *h = b->data + ESS_OUT_HEADROOM + b->used;
@@ -282,6 +335,7 @@ void ess_outlog_init(ess_outlog_t *log)
     log->tail->refs = 1;
     log->bytes = 0;
     log->payload = 0;
+    log->deflate = 0;
 }
 
 void ess_outlog_release(ess_outlog_t *log)

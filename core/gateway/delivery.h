@@ -38,7 +38,8 @@ typedef struct ess_out_block_s {
 
 typedef struct {
     ess_out_block_t *head, *tail;
-    size_t payload; /* payload bytes queued */
+    size_t payload; /* payload bytes queued (compressed size when deflate) */
+    int deflate;    /* frames permessage-deflate compressed (http/deflate.h) */
 } ess_outq_t;
 
 /** The frames of b, ready for the socket. */
@@ -71,6 +72,7 @@ typedef struct {
     ess_out_block_t *tail; /* frames are appended here; never NULL while open */
     uint64_t bytes;        /* framed bytes appended, in total */
     uint64_t payload;      /* payload bytes appended, in total */
+    int deflate;           /* frames permessage-deflate compressed; set after init */
 } ess_outlog_t;
 
 /** One reader of a log: what it has handed on so far. */

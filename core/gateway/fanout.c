@@ -1,12 +1,11 @@
 /*
  * Shared subscriptions (gateway/fanout.h). Owns the groups: one per broker
- * stream with live members, each with its broker source, its shared log,
- * its member and waiting lists and a copy of the event stream its hook
- * calls see. A group's message is framed once into the log; then one pass
- * over the members wakes those that were idle and marks those that are a
- * budget behind, which leave afterwards (session.c resubscribes them on
- * their own). A group without members is freed, its source unsubscribed.
- * Loop thread only.
+ * stream with live members (and per framing: members that negotiated
+ * permessage-deflate read a group whose log holds compressed frames), each with its broker source,
+ * its shared log, its member and waiting lists and a copy of the event stream its hook calls see. A
+ * group's message is framed once into the log; then one pass over the members wakes those that were
+ * idle and marks those that are a budget behind, which leave afterwards (session.c resubscribes
+ * them on their own). A group without members is freed, its source unsubscribed. Loop thread only.
  */
 #include "gateway/fanout.h"
 #include "ess.h"
@@ -47,10 +46,12 @@ int64_t ess_fanout_groups(void)
     return ngroups;
 }
 
-static ess_fanout_t *find(const char *stream)
+/* Compressing and plain members read separate groups (and logs): a
+ * group's frames are either all compressed or none. */
+static ess_fanout_t *find(const char *stream, int deflate)
 {
     for (ess_fanout_t *g = groups; g; g = g->next)
-        if (strcmp(g->stream, stream) == 0)
+        if (g->log.deflate == deflate && strcmp(g->stream, stream) == 0)
             return g;
     return NULL;
 }
@@ -295,7 +296,7 @@ static void on_ended(void *ud, int status, int established)
 
 int ess_fanout_join(ess_app_t *app, const char *stream, const ess_hook_es_t *es, ess_session_t *s)
 {
-    ess_fanout_t *g = find(stream);
+    ess_fanout_t *g = find(stream, ess__session_deflate(s));
     if (g == NULL) {
         g = ess_xcalloc(1, sizeof *g);
         g->app = app;
@@ -307,6 +308,7 @@ int ess_fanout_join(ess_app_t *app, const char *stream, const ess_hook_es_t *es,
         g->es.routing_key = g->routing_key;
         g->es.ref = -2; /* LUA_NOREF */
         ess_outlog_init(&g->log);
+        g->log.deflate = ess__session_deflate(s);
         ess_route_t route = {0};
         snprintf(route.stream, sizeof route.stream, "%s", stream);
         static const ess_source_cbs_t cbs = {on_message, on_ended};
@@ -332,7 +334,7 @@ int ess_fanout_try_rejoin(ess_app_t *app, const char *stream, ess_session_t *s, 
     if (groups == NULL || !ess_fanout_eligible(app, stream))
         return 0;
     ess_fan_member_t *f = ess__session_fan(s);
-    ess_fanout_t *g = f->waiting ? f->waiting : find(stream);
+    ess_fanout_t *g = f->waiting ? f->waiting : find(stream, ess__session_deflate(s));
     if (g == NULL || g->n == 0 || (g->has_last && g->last > offset)) {
         unwait(s);
         return 0;

@@ -257,6 +257,11 @@ static int subscribe_own(ess_session_t *s, ess_offset_spec_t from)
     return ESS_OK;
 }
 
+int ess__session_deflate(const ess_session_t *s)
+{
+    return s->out.deflate;
+}
+
 ess_fan_member_t *ess__session_fan(ess_session_t *s)
 {
     return &s->fan;
@@ -445,6 +450,7 @@ ess_session_t *ess_session_open(ess_app_t *app, const ess_session_request_t *req
     s->app = app;
     s->transport = transport;
     s->conn = conn;
+    s->out.deflate = req->deflate;
     s->hook_es.ref = -2; /* LUA_NOREF */
     s->last_progress_ms = uv_now(app->loop);
     s->connected_ms = wall_ms();

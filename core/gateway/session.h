@@ -27,6 +27,7 @@ typedef struct {
     unsigned count[ESS_SEL_SOURCES];
     const char *peer;       /* the client's address (for the console), or NULL */
     const char *user_agent; /* its User-Agent header, or NULL */
+    int deflate;            /* permessage-deflate was negotiated (http/deflate.h) */
 } ess_session_request_t;
 
 /** The transport's side: how a session asks to be written. */
@@ -87,6 +88,8 @@ int64_t ess_session_es_id(const ess_session_t *s);
 /* ---- For gateway/fanout.c only ---- */
 /** The session's member state (gateway/fanout.h). */
 ess_fan_member_t *ess__session_fan(ess_session_t *s);
+/** Whether the session's frames are permessage-deflate compressed. */
+int ess__session_deflate(const ess_session_t *s);
 /** New frames in the group's log for a member that had sent everything: ask for a write. */
 void ess__session_fan_wake(ess_session_t *s);
 /** A member is a budget behind (or the hook turned per_stream): leave, continue on its own. */

@@ -56,6 +56,7 @@ typedef struct {
     struct ess_session_s *session; /* gateway/session.c; freed at LWS_CALLBACK_CLOSED */
     int close_sent;                /* the close frame is handed to lws */
     int counted;                   /* counted in app->ws_open */
+    int deflate;                   /* permessage-deflate answered (set at ADD_HEADERS) */
 } ess_ws_pss_t;
 #define ESS_WS_PSS_SIZE sizeof(ess_ws_pss_t)
 /* Largest single send() lws makes on a public WebSocket: one output block

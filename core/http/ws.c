@@ -11,6 +11,7 @@
 #include "app.h"
 #include "gateway/session.h"
 #include "http/http.h"
+#include "http/deflate.h"
 #include "http/wsguard.h"
 #include "util/log.h"
 
@@ -89,7 +90,7 @@ static char *header(struct lws *wsi, const char *name)
     return buf;
 }
 
-static ess_session_t *open_session(ess_app_t *app, struct lws *wsi)
+static ess_session_t *open_session(ess_app_t *app, struct lws *wsi, int deflate)
 {
     int plen = lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI);
     char *path = ess_xmalloc(plen > 0 ? (size_t)plen + 1 : 1);
@@ -110,6 +111,7 @@ static ess_session_t *open_session(ess_app_t *app, struct lws *wsi)
         ua[0] = '\0';
     req.peer = peer;
     req.user_agent = ua;
+    req.deflate = deflate;
     ess_session_t *s = ess_session_open(app, &req, &transport, wsi);
     for (int i = 0; i < 3; i++)
         free(hdrs[i]);
@@ -218,6 +220,7 @@ static void guard_attach(struct lws *wsi, ess_ws_pss_t *pss)
         return;
     gd->wsi = wsi;
     gd->pss = pss;
+    gd->g.deflate = (uint8_t)pss->deflate;
     if (gd->g.code)
         guard_violation(gd);
 }
@@ -252,9 +255,9 @@ static int write_close(struct lws *wsi, int code, const char *reason)
 }
 
 /* Hands whole output blocks to lws as raw bytes (the frames are already
- * framed: no extension such as permessage-deflate is offered, so they need
- * no lws state): one send() per block, or per run of a shared log's block
- * (fan-out). lws buffers what the socket does not take and reports the
+ * framed, and compressed by essd itself when permessage-deflate was
+ * negotiated: lws has no extension active, so they need no lws state): one send() per block, or per
+ * run of a shared log's block (fan-out). lws buffers what the socket does not take and reports the
  * pipe choked until it is out; the first block is always written, further
  * ones only while the pipe is clear. LWS_WRITE_RAW (LWS_WRITE_HTTP) goes
  * straight to lws_issue_raw: lws writes nothing before or into the bytes,
@@ -283,6 +286,26 @@ static int writeable(struct lws *wsi, ess_ws_pss_t *pss)
         pss->close_sent = 1;
         return write_close(wsi, code, reason);
     }
+    return 0;
+}
+
+/* Answer a permessage-deflate offer (RFC 7692) in the 101 response: only
+ * the no-context-takeover form, and only when the client's offer allows it.
+ * A header essd cannot read whole is no offer. */
+static int add_deflate_header(struct lws *wsi, ess_ws_pss_t *pss, void *in)
+{
+    static const char line[] = "Sec-WebSocket-Extensions: " ESS_DEFLATE_RESPONSE "\r\n";
+    struct lws_process_html_args *a = in;
+    char offer[1024];
+    int n = lws_hdr_total_length(wsi, WSI_TOKEN_EXTENSIONS);
+    if (a == NULL || n <= 0 || (size_t)n >= sizeof offer ||
+        lws_hdr_copy(wsi, offer, sizeof offer, WSI_TOKEN_EXTENSIONS) < 0 ||
+        !ess_deflate_offer_ok(offer) || a->max_len < (int)sizeof line)
+        return 0;
+    memcpy(a->p, line, sizeof line - 1);
+    a->p += sizeof line - 1;
+    a->max_len -= (int)sizeof line - 1;
+    pss->deflate = 1;
     return 0;
 }
 
@@ -319,13 +342,24 @@ int ess__ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *us
          * and closing leaves no unread body to be parsed as a request. */
         return -1;
     }
-    case LWS_CALLBACK_ESTABLISHED:
+    case LWS_CALLBACK_ADD_HEADERS:
+        /* lws writes the 101 answer: permessage-deflate when it is on and
+         * the client offers a form essd can honour (http/deflate.h). */
+        if (pss)
+            pss->deflate = 0;
+        if (pss && app->cfg->compression && lws_hdr_total_length(wsi, WSI_TOKEN_UPGRADE) > 0)
+            return add_deflate_header(wsi, pss, in);
+        return 0;
+    case LWS_CALLBACK_ESTABLISHED: {
+        int deflate = pss->deflate;
         memset(pss, 0, sizeof *pss);
+        pss->deflate = deflate;
         app->ws_open++;
         pss->counted = 1;
-        pss->session = open_session(app, wsi);
+        pss->session = open_session(app, wsi, deflate);
         guard_attach(wsi, pss);
         return 0;
+    }
     case LWS_CALLBACK_SERVER_WRITEABLE: return pss->session ? writeable(wsi, pss) : -1;
     case LWS_CALLBACK_RECEIVE:
         /* Clients have nothing to say: their frames are read and dropped,

@@ -1,7 +1,8 @@
 /*
  * The client frame check (wsguard.h): a byte-at-a-time parser of frame
  * headers, unmasking only what it validates as UTF-8 (text messages across
- * their fragments, close reasons). It never changes the bytes.
+ * their fragments, close reasons). It changes no byte but the RSV1 bit of
+ * a compressed message's first frame when permessage-deflate is on.
  */
 #include "http/wsguard.h"
 
@@ -72,7 +73,7 @@ static int header_done(ess_wsguard_t *g)
     }
     if (!(g->opcode & 8)) {
         if (g->opcode != 0)
-            g->text = g->opcode == 1, g->u_need = 0;
+            g->text = g->opcode == 1, g->u_need = 0, g->compressed = (b0 & 0x40) != 0;
         g->in_msg = !g->fin;
     }
     return 0;
@@ -83,7 +84,7 @@ static int payload_done(ess_wsguard_t *g)
 {
     if (g->opcode == 8 && g->c_need)
         return fail(g, 1007, "invalid UTF-8 in the close reason");
-    if (!(g->opcode & 8) && g->fin && g->text && g->u_need)
+    if (!(g->opcode & 8) && g->fin && g->text && !g->compressed && g->u_need)
         return fail(g, 1007, "invalid UTF-8 in a text message");
     return 0;
 }
@@ -93,7 +94,8 @@ static int header_start(ess_wsguard_t *g)
 {
     uint8_t b0 = g->hdr[0], b1 = g->hdr[1];
     int opcode = b0 & 0x0f, fin = b0 >> 7, len = b1 & 0x7f;
-    if (b0 & 0x70)
+    int rsv1_ok = g->deflate && !(opcode & 8) && opcode != 0;
+    if (b0 & (rsv1_ok ? 0x30 : 0x70))
         return fail(g, 1002, "protocol error: RSV bits set without an extension");
     if ((opcode > 2 && opcode < 8) || opcode > 10)
         return fail(g, 1002, "protocol error: reserved opcode");
@@ -113,7 +115,7 @@ static int header_start(ess_wsguard_t *g)
     return 0;
 }
 
-size_t ess_wsguard_feed(ess_wsguard_t *g, const uint8_t *buf, size_t n)
+size_t ess_wsguard_feed(ess_wsguard_t *g, uint8_t *buf, size_t n)
 {
     if (g->code)
         return 0;
@@ -127,6 +129,9 @@ size_t ess_wsguard_feed(ess_wsguard_t *g, const uint8_t *buf, size_t n)
                 started_here = 1;
             }
             g->hdr[g->hlen++] = buf[i++];
+            if (g->hlen == 1 && g->deflate && (buf[i - 1] & 0x40) && (buf[i - 1] & 0x0f) != 0 &&
+                !(buf[i - 1] & 8))
+                buf[i - 1] &= (uint8_t)~0x40; /* a compressed message: lws must not see RSV1 */
             int bad = 0;
             if (g->hlen == 2)
                 bad = header_start(g);
@@ -144,7 +149,7 @@ size_t ess_wsguard_feed(ess_wsguard_t *g, const uint8_t *buf, size_t n)
         /* Payload: only text messages and close frames are looked at. */
         size_t take = n - i < g->left ? n - i : (size_t)g->left;
         int data = !(g->opcode & 8);
-        if ((data && g->text) || g->opcode == 8) {
+        if ((data && g->text && !g->compressed) || g->opcode == 8) {
             for (size_t k = 0; k < take; k++) {
                 uint8_t c = buf[i + k] ^ g->mask[g->mpos];
                 g->mpos = (g->mpos + 1) & 3;

@@ -135,6 +135,7 @@ int ess__config_from_table(lua_State *L, int idx, ess_config_t *c, char *err, si
     c->ping_interval_s = (int)num(&r, "public.ping_interval_s");
     c->outbound_budget_bytes = num(&r, "public.outbound_budget_bytes");
     c->stall_timeout_s = (int)num(&r, "public.stall_timeout_s");
+    c->compression = flag(&r, "public.compression");
     listen_at(&r, "internal.listen", &c->internal_listen);
     c->max_body_bytes = num(&r, "internal.max_body_bytes");
     c->api_token = str(&r, "internal.api_token");

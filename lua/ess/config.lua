@@ -302,6 +302,11 @@ local SCHEMA = {
         int("stall_timeout_s", 30, 1, 86400,
             "Seconds queued frames may wait for a client that reads none before it is "
                 .. "closed (1008)."),
+        leaf("compression", "boolean (off | on)", false,
+            "permessage-deflate (RFC 7692) for clients that offer it: each message compressed"
+                .. " alone (no context takeover). Off by default: costs CPU, see"
+                .. " docs/benchmarks.md.",
+            check_bool, "ESS_PUBLIC_COMPRESSION", "bool"),
     } },
     { name = "internal", doc = "the internal REST API", keys = {
         leaf("listen", "host:port", "0.0.0.0:8081", "Address of the internal REST API listener.",

@@ -23,7 +23,7 @@ describe("ess.config", function()
                 public = {
                     listen = "0.0.0.0:8080", max_connections = 10000, max_header_bytes = 8192,
                     max_frame_bytes = 65536, ping_interval_s = 30,
-                    outbound_budget_bytes = 1048576, stall_timeout_s = 30,
+                    outbound_budget_bytes = 1048576, stall_timeout_s = 30, compression = false,
                 },
                 internal = { listen = "0.0.0.0:8081", max_body_bytes = 65536, api_token = "" },
                 ingress = { location = "localhost:8080", secure = false },
