@@ -38,7 +38,8 @@
 #include <stdlib.h>
 #include <uv.h>
 
-#if UV_VERSION_MAJOR == 1 && UV_VERSION_MINOR >= 30 && UV_VERSION_MINOR < 46 && defined(__linux__)
+#if UV_VERSION_MAJOR == 1 && UV_VERSION_MINOR >= 30 && UV_VERSION_MINOR < 46 &&                    \
+    defined(__linux__) && !defined(ESS_UVPOLL_FORCE_FALLBACK)
 #define ESS_UVPOLL_FAST 1
 #else
 #define ESS_UVPOLL_FAST 0
@@ -54,7 +55,7 @@ static unsigned long fast_calls, early_calls;
 
 /* Handles that started asking for POLLOUT in this loop turn. */
 static uv_poll_t **early;
-static size_t nearly, capearly;
+static size_t nearly;
 static uv_check_t check;
 static uv_loop_t *check_loop;
 static int check_state; /* 0 none, 1 running, 2 closing or stopped */
@@ -85,6 +86,8 @@ unsigned long ess__uvpoll_early(void)
 }
 
 #if ESS_UVPOLL_FAST /* the early offer needs libuv's watcher layout */
+static size_t capearly;
+
 static void on_check(uv_check_t *c)
 {
     (void)c;
