@@ -147,6 +147,31 @@ typedef struct {
     ess_outlog_t *log;
 } sink_t;
 
+/* Room for a frame of framed bytes in the sink's current block. */
+static ess_out_block_t *sink_room(const sink_t *k, size_t framed)
+{
+    return k->q ? room_for(k->q, framed) : log_room(k->log, framed);
+}
+
+/* Count a frame of hl + plen bytes just written at the end of b. */
+static void sink_commit(const sink_t *k, ess_out_block_t *b, size_t hl, size_t plen, int has_offset,
+                        uint64_t offset)
+{
+    b->used += hl + plen;
+    b->payload += plen;
+    b->frames++;
+    if (has_offset) {
+        b->has_offset = 1;
+        b->last_offset = offset;
+    }
+    if (k->q) {
+        k->q->payload += plen;
+    } else {
+        k->log->bytes += hl + plen;
+        k->log->payload += plen;
+    }
+}
+
 /* The loop thread's compressor: no context takeover resets it for every
  * message, so one serves every session and group. */
 static ess_deflate_t zs;
@@ -170,24 +195,12 @@ static int frame_deflated(const sink_t *k, const uint8_t *data, size_t len, int 
         return 0;
     int text = known_text >= 0 ? known_text : ess_utf8_valid(data, len);
     size_t hl = header_len(clen);
-    ess_out_block_t *b = k->q ? room_for(k->q, hl + clen) : log_room(k->log, hl + clen);
+    ess_out_block_t *b = sink_room(k, hl + clen);
     uint8_t *h = b->data + ESS_OUT_HEADROOM + b->used;
     memcpy(h + hl, zbuf, clen);
     h[0] = (uint8_t)((text ? 0x81 : 0x82) | 0x40); /* RSV1: compressed */
     put_len(h, clen);
-    b->used += hl + clen;
-    b->payload += clen;
-    b->frames++;
-    if (has_offset) {
-        b->has_offset = 1;
-        b->last_offset = offset;
-    }
-    if (k->q) {
-        k->q->payload += clen;
-    } else {
-        k->log->bytes += hl + clen;
-        k->log->payload += clen;
-    }
+    sink_commit(k, b, hl, clen, has_offset, offset);
     return 1;
 }
 
@@ -200,25 +213,13 @@ static void frame(const sink_t *k, const uint8_t *data, size_t len, int known_te
         frame_deflated(k, data, len, known_text, has_offset, offset))
         return;
     size_t hl = header_len(len);
-    ess_out_block_t *b = k->q ? room_for(k->q, hl + len) : log_room(k->log, hl + len);
+    ess_out_block_t *b = sink_room(k, hl + len);
     uint8_t *h = b->data + ESS_OUT_HEADROOM + b->used;
     int text = copy_ascii(h + hl, data, len);
     if (!text)
         text = known_text >= 0 ? known_text : ess_utf8_valid(h + hl, len);
     put_header(h, !text, len);
-    b->used += hl + len;
-    b->payload += len;
-    b->frames++;
-    if (has_offset) {
-        b->has_offset = 1;
-        b->last_offset = offset;
-    }
-    if (k->q) {
-        k->q->payload += len;
-    } else {
-        k->log->bytes += hl + len;
-        k->log->payload += len;
-    }
+    sink_commit(k, b, hl, len, has_offset, offset);
 }
 
 ess_out_block_t *ess_outq_pop(ess_outq_t *q)
