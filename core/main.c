@@ -123,12 +123,20 @@ static void on_reload(ess_app_t *app)
 
 /* Every connection is a descriptor: raise the soft open-file limit (often
  * 1024) toward the hard one so that public.max_connections can be reached;
- * without it accept() fails with EMFILE long before. */
+ * without it accept() fails with EMFILE long before. A soft limit above
+ * ESS_FD_LIMIT_MAX (or none) is lowered to it (http/server.h). */
 static void raise_fd_limit(const ess_config_t *cfg)
 {
     struct rlimit rl;
     rlim_t want = (rlim_t)cfg->max_connections + 256;
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want)
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > ESS_FD_LIMIT_MAX) {
+        rl.rlim_cur = ESS_FD_LIMIT_MAX;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            ess_log_warn("cannot lower the open-file limit to %d", ESS_FD_LIMIT_MAX);
+    }
+    if (rl.rlim_cur >= want)
         return;
     rl.rlim_cur = rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want ? rl.rlim_max : want;
     if (setrlimit(RLIMIT_NOFILE, &rl) != 0 || getrlimit(RLIMIT_NOFILE, &rl) != 0 ||

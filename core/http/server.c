@@ -14,6 +14,7 @@
 
 #include <libwebsockets.h>
 #include <string.h>
+#include <unistd.h>
 
 static const struct lws_protocols internal_protocols[] = {
     {"ess-http", ess__api_callback, sizeof(ess_api_req_t), 0, 0, NULL, 0},
@@ -43,6 +44,22 @@ static void lws_logger(int level, const char *line)
 
 /* lws stores a head in a table with some overhead per header: room for
  * twice what edge.c lets through. */
+/* lws 4.1 indexes its connections by descriptor when its table is as
+ * large as the open-file limit; given a smaller fd_limit_per_thread it
+ * switches to a packed table searched linearly on every poll event,
+ * insertion and removal (wsi_from_fd: 5% of essd's CPU in a 1,000-client
+ * fan-out) and drops any socket beyond it without a close frame. So the
+ * table covers the whole limit (main.c keeps that limit at most
+ * ESS_FD_LIMIT_MAX, beyond which lws would assume 2,560); admission is
+ * essd's (public.max_connections, session.c). Its two arrays are calloc'd
+ * and only touched where descriptors are used. */
+static unsigned int fd_table_size(const ess_app_t *app)
+{
+    long open_max = sysconf(_SC_OPEN_MAX);
+    long want = (long)app->cfg->max_connections + 64;
+    return (unsigned int)(open_max > want ? open_max : want);
+}
+
 static unsigned short header_table_bytes(const ess_app_t *app)
 {
     long n = (long)app->cfg->max_header_bytes * 2 + 1024;
@@ -98,7 +115,7 @@ int ess_server_start(ess_app_t *app, char *err, size_t errlen)
     /* A table is held only while a complete request is served (edge.c
      * reads the head), and tables are allocated as needed. */
     info.max_http_header_pool = 256;
-    info.fd_limit_per_thread = (unsigned int)(app->cfg->max_connections + 64);
+    info.fd_limit_per_thread = fd_table_size(app);
     info.pt_serv_buf_size = 32 * 1024;
     info.timeout_secs = 30;
     app->lws = lws_create_context(&info);

@@ -8,6 +8,12 @@
 #include "app.h"
 
 /** Create the lws context and both listeners. ESS_OK, or ESS_EIO with err. */
+/* The highest open-file limit essd runs with: lws 4.1 takes a limit above
+ * 10,000,000 (or none) for a mistake and assumes 2,560 descriptors, and
+ * sizes its connection table by the limit (server.c). main.c lowers a
+ * higher soft limit to this. */
+#define ESS_FD_LIMIT_MAX 1048576
+
 int ess_server_start(ess_app_t *app, char *err, size_t errlen);
 
 /**
