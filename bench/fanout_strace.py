@@ -1,6 +1,6 @@
 """Syscalls of essd per delivered frame in the fan-out case (issue 15): N clients
 on one stream live, 1,000 msg/s for 5 s, essd under strace -c -f while it delivers.
-Usage: python3 bench/fanout_strace.py [N] [--perf]  (uses build-bench/, or
+Usage: [ESS_FAN_RATE=msgs/s] python3 bench/fanout_strace.py [N] [--perf]  (uses build-bench/, or
 $ESS_BENCH_BUILD; strace slows essd, so frames batch more per send() than
 without it; --perf counts the same system calls with `perf stat` tracepoints,
 which barely slow essd, and also reports the load client's latency)."""
@@ -18,13 +18,13 @@ B = os.environ.get("ESS_BENCH_BUILD") or os.path.join(
 PERF = "--perf" in sys.argv
 sys.argv = [x for x in sys.argv if x != "--perf"]
 PERF_EVENTS = ",".join("syscalls:sys_enter_" + c for c in
-                       ("sendto", "epoll_ctl", "epoll_wait", "recvfrom", "write", "read", "writev"))
+                       ("sendto", "epoll_ctl", "epoll_wait", "recvfrom", "write", "read", "writev", "poll", "ioctl"))
 scenarios.LC = B + "/bench/loadclient"
 scenarios.CAT = B + "/ess-cat"
 scenarios.PREFIX = "bench-strace-%d" % os.getpid()
 scenarios.WORK = tempfile.mkdtemp(prefix="ess-fan-strace-")
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 200
-RATE, SECS = 1000, 5
+RATE, SECS = int(os.environ.get("ESS_FAN_RATE", "1000")), 5
 esslib.ESSD = B + "/essd"
 e = esslib.Essd().start()
 stream = scenarios.new_stream("fan-strace")
