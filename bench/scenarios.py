@@ -443,6 +443,30 @@ def s3_essd(essd, clients, streams):
     return res
 
 
+def s3_floor(clients):
+    """The same burst against `loadclient burst-server`, which only accepts,
+    reads the head and answers 101 and one frame: what this machine's
+    kernel and the load client allow before any server work."""
+    port = esslib.free_port()
+    srv = subprocess.Popen([LC, "burst-server", "--port", str(port), "--clients", str(clients), "--timeout", "120"],
+                           stdout=subprocess.PIPE, text=True)
+    try:
+        srv.stdout.readline()
+        res = lc("ess", "--port", port, "--path", "/", "--clients", clients, "--count", 1, "--timeout", 120,
+                 timeout=300)
+    finally:
+        try:
+            srv.wait(30)
+        except subprocess.TimeoutExpired:
+            srv.kill()
+            srv.wait()
+    log("S3 floor %d: open p99 %s ms, first message p99 %s ms" % (
+        clients, (res.get("open_ms") or {}).get("p99"), (res.get("first_msg_ms") or {}).get("p99")))
+    out = {k: res.get(k) for k in ("opened", "failed", "open_ms", "first_msg_ms", "client_cpu_s")}
+    out.update({"clients": clients, "rss_per_conn_kib": None, "released": "n/a (floor)"})
+    return out
+
+
 def s3():
     wait_broker()
     nstreams = 1000
@@ -465,6 +489,7 @@ def s3():
     out = {"streams": nstreams}
     RESULTS["s3"] = out
     for clients in S3_CLIENTS:
+        out["floor_%d" % clients] = s3_floor(clients)
         wd = os.path.join(WORK, "s3-%d" % clients)
         os.makedirs(wd, exist_ok=True)
         essd = esslib.Essd(workdir=wd).start()  # a fresh process: its RSS baseline holds no earlier work
