@@ -12,8 +12,10 @@ Writes bench/results/<date>-fanout-rates.json and prints a Markdown table."""
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -30,6 +32,38 @@ def cpu_times():
         v = [int(x) for x in f.readline().split()[1:]]
     idle = v[3] + v[4]
     return sum(v) - idle, sum(v)
+
+
+def schedstat(pid):
+    """Seconds on a CPU and waiting on a run queue (/proc/PID/schedstat)."""
+    try:
+        with open("/proc/%d/schedstat" % pid) as f:
+            run, wait, _ = f.read().split()
+        return int(run) / 1e9, int(wait) / 1e9
+    except (OSError, ValueError):
+        return None
+
+
+class ClientWatch(threading.Thread):
+    """The load client's last run/wait seconds, sampled while it lives."""
+
+    def __init__(self, port):
+        super().__init__(daemon=True)
+        self.port, self.last, self.stop = str(port), None, False
+
+    def run(self):
+        pid = None
+        while not self.stop:
+            if pid is None:
+                r = subprocess.run(["pgrep", "-f", "loadclient ess --port %s " % self.port],
+                                   capture_output=True, text=True)
+                pid = int(r.stdout.split()[0]) if r.stdout.split() else None
+            if pid is not None:
+                v = schedstat(pid)
+                if v is None:
+                    return
+                self.last = v
+            time.sleep(0.1)
 
 
 def main():
@@ -51,7 +85,13 @@ def main():
             scenarios.wait_broker()
             beam = scenarios.beam_pid()
             b0, m0 = scenarios.cpu_s(beam), cpu_times()
+            w = ClientWatch(e.public_port)
+            w.start()
+            s0 = schedstat(e.proc.pid)
             r = scenarios.fanout_run(e, "essd", clients, rate, a.seconds)
+            s1 = schedstat(e.proc.pid)
+            w.stop = True
+            w.join(5)
             b1, m1 = scenarios.cpu_s(beam), cpu_times()
             lat = r.get("latency_us") or {}
             row = {"clients": clients, "rate": rate, "frames_per_s": clients * rate,
@@ -60,7 +100,11 @@ def main():
                    "client_cpu_s": r.get("client_cpu_s"),
                    "broker_cpu_s": round(b1 - b0, 2) if b0 is not None and b1 is not None else None,
                    "machine_busy": round((m1[0] - m0[0]) / max(1, m1[1] - m0[1]), 3),
-                   "broker_subscriptions": r["broker_subscriptions"]}
+                   "broker_subscriptions": r["broker_subscriptions"],
+                   # essd's seconds waiting for a CPU while runnable, from the
+                   # clients' opening to their end; the client's over its life
+                   "essd_runq_wait_s": round(s1[1] - s0[1], 3) if s0 and s1 else None,
+                   "client_runq_wait_s": round(w.last[1], 3) if w.last else None}
             rows.append(row)
             print(json.dumps(row), flush=True)
     finally:
@@ -75,14 +119,14 @@ def main():
     with open(path, "w") as f:
         json.dump(out, f, indent=1)
     print("\n| clients | msg/s | frames/s out | lost | p50 ms | p99 ms | p99 / 1 client | essd CPU s | "
-          "essd us/frame | client CPU s | broker CPU s | cores busy |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+          "essd us/frame | client CPU s | broker CPU s | cores busy | essd / client run-queue wait s |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for w in rows:
-        print("| %d | %d | %d | %d | %.1f | %.1f | %s | %s | %s | %s | %s | %.0f%% |" % (
+        print("| %d | %d | %d | %d | %.1f | %.1f | %s | %s | %s | %s | %s | %.0f%% | %s / %s |" % (
             w["clients"], w["rate"], w["frames_per_s"], w["lost"], (w["p50_us"] or 0) / 1e3,
             (w["p99_us"] or 0) / 1e3, "%.2f" % (w["p99_us"] / one) if one and w["p99_us"] else "-",
             w["essd_cpu_s"], w["essd_us_per_frame"], w["client_cpu_s"], w["broker_cpu_s"],
-            100 * w["machine_busy"]))
+            100 * w["machine_busy"], w["essd_runq_wait_s"], w["client_runq_wait_s"]))
     print("\n%s (load at the end %.1f)" % (path, os.getloadavg()[0]))
 
 
