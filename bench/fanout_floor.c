@@ -47,7 +47,7 @@ typedef struct {
 
 typedef struct { /* what the reader sends back through the pipe */
     int ok;
-    uint64_t bytes, short_conns, reads;
+    uint64_t bytes, short_conns, reads, waits, nvcsw;
     double cpu_user_s, cpu_sys_s, wall_s;
 } reader_report_t;
 
@@ -69,13 +69,16 @@ static double tv_s(struct timeval tv)
     return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
 }
 
-static void cpu_now(double *user, double *sys)
+/* CPU seconds so far, and voluntary and involuntary context switches. */
+static void cpu_now(double *user, double *sys, uint64_t csw[2])
 {
     struct rusage ru;
     if (getrusage(RUSAGE_SELF, &ru) != 0)
         die("getrusage");
     *user = tv_s(ru.ru_utime);
     *sys = tv_s(ru.ru_stime);
+    csw[0] = (uint64_t)ru.ru_nvcsw;
+    csw[1] = (uint64_t)ru.ru_nivcsw;
 }
 
 static void set_nonblock(int fd)
@@ -121,12 +124,14 @@ static void reader(const opts_t *o, int *fds, int report_fd)
             die("reader epoll_ctl");
     }
     double u0, s0;
-    cpu_now(&u0, &s0);
+    uint64_t c0[2], c1[2];
+    cpu_now(&u0, &s0, c0);
     int64_t t0 = now_ns(), deadline = t0 + (int64_t)o->timeout_s * 1000000000;
     long open = o->clients;
     struct epoll_event evs[256];
     while (open > 0 && now_ns() < deadline) {
         int n = epoll_wait(ep, evs, 256, 1000);
+        rep.waits++;
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -149,7 +154,8 @@ static void reader(const opts_t *o, int *fds, int report_fd)
     }
     rep.wall_s = (double)(now_ns() - t0) / 1e9;
     double u1, s1;
-    cpu_now(&u1, &s1);
+    cpu_now(&u1, &s1, c1);
+    rep.nvcsw = c1[0] - c0[0];
     rep.cpu_user_s = u1 - u0;
     rep.cpu_sys_s = s1 - s0;
     for (long i = 0; i < o->clients; i++) {
@@ -269,7 +275,8 @@ int main(int argc, char **argv)
     long rounds = (o.frames + o.batch - 1) / o.batch;
     struct epoll_event evs[256];
     double u0, s0;
-    cpu_now(&u0, &s0);
+    uint64_t c0[2], c1[2];
+    cpu_now(&u0, &s0, c0);
     int64_t t0 = now_ns(), deadline = t0 + (int64_t)o.timeout_s * 1000000000;
     int failed = 0;
     for (long r = 0; r < rounds && !failed; r++) {
@@ -336,7 +343,7 @@ int main(int argc, char **argv)
         }
     }
     double u1, s1;
-    cpu_now(&u1, &s1);
+    cpu_now(&u1, &s1, c1);
     int64_t t1 = now_ns();
     for (long i = 0; i < o.clients; i++)
         close(srv[i]);
@@ -365,15 +372,18 @@ int main(int argc, char **argv)
     printf("{\"ok\":%s,\"clients\":%ld,\"batch\":%ld,\"frames_per_client\":%ld,\"size\":%ld,"
            "\"frames\":%.0f,\"sends\":%" PRIu64 ",\"frames_per_send\":%.2f,\"eagain\":%" PRIu64
            ",\"partial\":%" PRIu64 ",\"epoll_waits\":%" PRIu64 ","
+           "\"sender_nvcsw\":%" PRIu64 ",\"sender_nivcsw\":%" PRIu64 ","
            "\"sender_cpu_user_s\":%.3f,\"sender_cpu_sys_s\":%.3f,\"sender_cpu_us_per_frame\":%.4f,"
            "\"send_wall_s\":%.3f,\"total_wall_s\":%.3f,\"frames_per_s\":%.0f,"
            "\"reader_cpu_s\":%.3f,\"reader_bytes\":%" PRIu64 ",\"reader_short_conns\":%" PRIu64
-           ",\"reader_reads\":%" PRIu64 ",\"loadavg\":[%.2f,%.2f,%.2f]}\n",
+           ",\"reader_reads\":%" PRIu64 ",\"reader_epoll_waits\":%" PRIu64
+           ",\"reader_nvcsw\":%" PRIu64 ",\"loadavg\":[%.2f,%.2f,%.2f]}\n",
            ok ? "true" : "false", o.clients, o.batch, o.frames, o.size, frames, sends,
-           sends ? frames / (double)sends : 0.0, eagain, partial, waits, u1 - u0, s1 - s0,
-           cpu / frames * 1e6, (double)(t1 - t0) / 1e9, (double)(t2 - t0) / 1e9,
-           frames / ((double)(t2 - t0) / 1e9), rep.cpu_user_s + rep.cpu_sys_s, rep.bytes,
-           rep.short_conns, rep.reads, ld[0], ld[1], ld[2]);
+           sends ? frames / (double)sends : 0.0, eagain, partial, waits, c1[0] - c0[0],
+           c1[1] - c0[1], u1 - u0, s1 - s0, cpu / frames * 1e6, (double)(t1 - t0) / 1e9,
+           (double)(t2 - t0) / 1e9, frames / ((double)(t2 - t0) / 1e9),
+           rep.cpu_user_s + rep.cpu_sys_s, rep.bytes, rep.short_conns, rep.reads, rep.waits,
+           rep.nvcsw, ld[0], ld[1], ld[2]);
     free(block);
     free(left);
     free(srv);
