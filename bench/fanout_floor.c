@@ -261,7 +261,7 @@ int main(int argc, char **argv)
     int ep = epoll_create1(0);
     if (!block || !left || ep < 0)
         die("sender setup");
-    for (long f = 0; f < o.batch; f++) { /* a 288-byte text frame: header, then payload */
+    for (long f = 0; f < o.batch; f++) { /* a text frame of --size bytes: 0x81, then payload */
         char *p = block + (size_t)f * (size_t)o.size;
         memset(p, 'x', (size_t)o.size);
         p[0] = (char)0x81;
