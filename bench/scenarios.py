@@ -265,9 +265,18 @@ def s2r_run(essd, rate):
     try:
         time.sleep(3.5)  # every subscription is live
         c0 = proc_cpu_s(essd.proc.pid)
+        w0 = {"essd": schedstat(essd.proc.pid), "essd_client": schedstat(procs["essd"].pid)}
         pub = lc("pub", "--stream", stream, "--rate", rate, "--seconds", S2_SECS, "--size", 250,
                  timeout=S2_SECS * 4 + 30)
         row["publish"] = pub
+        time.sleep(0.5)
+        # Seconds essd and its client waited for a CPU while runnable (the
+        # two processes ess-cat's path does not have), and their wake-ups.
+        for k, pid in (("essd", essd.proc.pid), ("essd_client", procs["essd"].pid)):
+            w1 = schedstat(pid)
+            if w0[k] and w1:
+                row[k + "_runq_wait_ms"] = round(1e3 * (w1[1] - w0[k][1]), 1)
+                row[k + "_slices"] = w1[2] - w0[k][2]
         for k, p in procs.items():
             so, se = p.communicate(timeout=S2_SECS + 30)
             res = ess_cat_summary(so) if k == "ess_cat" else json.loads(
@@ -290,6 +299,17 @@ def s2r_run(essd, rate):
     return row
 
 
+def schedstat(pid):
+    """(seconds on a CPU, seconds waiting on a run queue, time slices) of a
+    process (/proc/PID/schedstat, readable until it is reaped), or None."""
+    try:
+        with open("/proc/%d/schedstat" % pid) as f:
+            run, wait, slices = f.read().split()
+        return int(run) / 1e9, int(wait) / 1e9, int(slices)
+    except (OSError, ValueError):
+        return None
+
+
 def s2r(essd):
     wait_broker()
     out = []
@@ -305,8 +325,11 @@ def s2r(essd):
                 continue
             row["repeat"] = rep
             out.append(row)
-            log("S2r %d/s: p50 essd - ess-cat %s us, p99 essd / ess-cat %s; %s" % (
+            log("S2r %d/s: p50 essd - ess-cat %s us, p99 essd / ess-cat %s; run-queue wait ms essd %s "
+                "(%s slices), its client %s (%s); %s" % (
                 rate, row.get("p50_essd_minus_ess_cat_us"), row.get("p99_essd_over_ess_cat"),
+                row.get("essd_runq_wait_ms"), row.get("essd_slices"), row.get("essd_client_runq_wait_ms"),
+                row.get("essd_client_slices"),
                 {k: (row[k].get("latency_us"), row[k]["lost"]) for k in ("ess_cat", "essd", "web_stomp")}))
 
 
@@ -883,6 +906,15 @@ def summary(cmd):
                     fmt(lat.get("p50")), fmt(lat.get("p99")), fmt(lat.get("p999")), fmt(lat.get("max")),
                     fmt(row.get("p50_essd_minus_ess_cat_us")) if t == "essd" else "",
                     row.get("p99_essd_over_ess_cat") if t == "essd" else ""))
+        L += ["", "Run-queue wait (ms a process was runnable but waited for a CPU, /proc/PID/schedstat) "
+              "during each run, for the two processes on essd's path that ess-cat's path does not have:", "",
+              "| rate/s | essd wait ms (time slices) | essd's client wait ms (time slices) |",
+              "| ---: | ---: | ---: |"]
+        for row in R["s2r"]:
+            if "error" not in row:
+                L.append("| %s | %s (%s) | %s (%s) |" % (
+                    fmt(row["rate"]), row.get("essd_runq_wait_ms"), row.get("essd_slices"),
+                    row.get("essd_client_runq_wait_ms"), row.get("essd_client_slices")))
         L.append("")
     if "s2" in R:
         L += ["## S2 live publish-to-receive latency (AMQP 0-9-1 publish, µs)", "",
