@@ -49,14 +49,23 @@ int ess__ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *us
  * on the public listener (ws.c, the client frame check); forget it else. */
 void ess__ws_guard_fd(int fd, int public);
 
+/* Stop the public keepalive's timer (ws.c); at shutdown. */
+void ess__ws_keepalive_stop(void);
+
 struct ess_session_s;
 
 /* The public WebSocket per-connection data (lws allocates it, ws.c fills it). */
-typedef struct {
+typedef struct ess_ws_pss_s {
     struct ess_session_s *session; /* gateway/session.c; freed at LWS_CALLBACK_CLOSED */
     int close_sent;                /* the close frame is handed to lws */
     int counted;                   /* counted in app->ws_open */
     int deflate;                   /* permessage-deflate answered (set at ADD_HEADERS) */
+    /* Keepalive (ws.c): on its list while established. */
+    struct lws *wsi;
+    struct ess_ws_pss_s *ka_prev, *ka_next;
+    uint64_t heard_ms; /* loop time of the last frame from the peer, or the upgrade */
+    int ping_due;      /* a ping waits for the next WRITEABLE */
+    int pinged;        /* a ping went out since heard_ms */
 } ess_ws_pss_t;
 #define ESS_WS_PSS_SIZE sizeof(ess_ws_pss_t)
 /* Largest single send() lws makes on a public WebSocket: one output block

@@ -84,14 +84,10 @@ static struct lws_vhost *vhost(ess_app_t *app, const char *name, int fake_port,
     info.timeout_secs = 30;
     info.timeout_secs_ah_idle = 10;
     info.max_http_header_data = header_table_bytes(app);
-    if (protocols == public_protocols && app->cfg->ping_interval_s > 0) {
-        /* Ping a connection idle for the interval; hang up after twice that
-         * with no valid traffic (a dead peer). */
-        static lws_retry_bo_t policy;
-        policy.secs_since_valid_ping = (uint16_t)app->cfg->ping_interval_s;
-        policy.secs_since_valid_hangup = (uint16_t)(app->cfg->ping_interval_s * 2 + 5);
-        info.retry_and_idle_policy = &policy;
-    }
+    /* Pings on the public vhost are essd's (ws.c keepalive): lws 4.1's
+     * retry_and_idle_policy keeps a timer per connection in one sorted
+     * list, inserted by a walk from its head, which made every upgrade,
+     * ping and pong cost O(connections). */
     return lws_create_vhost(app->lws, &info);
 }
 
@@ -196,6 +192,7 @@ void ess_server_destroy(ess_app_t *app)
     ess__edge_stop();
     ess__uvpoll_stop(0);
     ess__feed_stop();
+    ess__ws_keepalive_stop();
     if (app->lws != NULL)
         lws_context_destroy(app->lws);
 }
