@@ -1,10 +1,10 @@
 /*
  * lws_dll2_add_sorted, defined over libwebsockets' own for this process
  * (essd's link asks for it: CMakeLists.txt). lws 4.1 keeps every pending
- * timer of a service thread (each connection's timeout, validity ping,
- * hrtimer) in one list sorted by expiry, and its lws_dll2_add_sorted walks
- * that list from the head to find where a timer goes: in a burst of N
- * connections each new timer is later than all the others, so each
+ * timer of a service thread (each connection's timeouts, any hrtimer or
+ * validity timer) in one list sorted by expiry, and its lws_dll2_add_sorted
+ * walks that list from the head to find where a timer goes: in a burst of
+ * N connections each new timer is later than all the others, so each
  * insertion walks all N (3-8% of essd's CPU for a 1,000 burst, 8 insertions
  * per connection). Measured in such a burst, every insertion landed at one
  * end of the list or the other, so this version looks from both ends at
