@@ -3,7 +3,7 @@ once, each on its own event stream over --streams broker streams with one
 message each, from ordinal 0; prints open / first-message percentiles, essd
 and broker CPU seconds, RSS per connection, and with --strace the system
 calls (strace -c -f; FULL=1: every call, -tt) or with --perf a profile
-(CHILDREN=1, DWARF=1). The streams (burstdev-NNNN) are kept in $ESS_AB_WORK
+(CHILDREN=1, DWARF=1, FREQ=Hz for DWARF). The streams (burstdev-NNNN) are kept in $ESS_AB_WORK
 for the next run; --delete-streams deletes them. Run from the repository:
     python3 bench/ab/burst.py build-bench/essd 1000 --strace"""
 import os, sys, json, subprocess, time, argparse
@@ -51,7 +51,7 @@ try:
         tr = subprocess.Popen(["strace", *(["-c"] if not os.environ.get("FULL") else ["-tt"]), "-f", "-o", wd + "/strace.txt", "-p", str(e.proc.pid)], stderr=subprocess.DEVNULL)
         time.sleep(1)
     if a.perf:
-        tr = subprocess.Popen(["perf", "record", *(["--call-graph", "dwarf,16384", "-F", "499"] if os.environ.get("DWARF") else ["-g"]), "-o", wd + "/perf.data", "-p", str(e.proc.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        tr = subprocess.Popen(["perf", "record", *(["--call-graph", "dwarf,16384", "-F", os.environ.get("FREQ", "499")] if os.environ.get("DWARF") else ["-g"]), "-o", wd + "/perf.data", "-p", str(e.proc.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)
     def cpu(pid):
         v = open("/proc/%d/stat" % pid).read().split(")")[1].split()

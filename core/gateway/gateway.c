@@ -20,6 +20,7 @@
 #include <sys/random.h>
 
 #define BUCKETS 4096
+#define TOKENS 32
 
 /* One entry of the index: the gateway's own node, so sessions know nothing
  * of how they are indexed. */
@@ -41,6 +42,8 @@ typedef struct ess_gateway_s {
     size_t count; /* sessions in the index */
     int stopping;
     void (*stopped)(ess_app_t *app);
+    uint64_t tokens[TOKENS]; /* random claim tokens not handed out yet (new_token) */
+    size_t ntokens;
 } gateway_t;
 
 static entry_t **bucket_of(gateway_t *g, int64_t id)
@@ -54,10 +57,15 @@ static entry_t **bucket_of(gateway_t *g, int64_t id)
 static ess_session_t **snapshot(gateway_t *g, int all, int64_t id, size_t *n)
 {
     *n = 0;
-    if (g->count == 0)
+    size_t from = all ? 0 : (uint64_t)id % BUCKETS, to = all ? BUCKETS : from + 1, cap = 0;
+    if (all)
+        cap = g->count;
+    else /* one chain: size the copy to its matches (none, on most connections) */
+        for (entry_t *e = g->buckets[from]; e; e = e->next)
+            cap += e->id == id;
+    if (cap == 0)
         return NULL;
-    ess_session_t **v = ess_xmalloc(g->count * sizeof *v);
-    size_t from = all ? 0 : (uint64_t)id % BUCKETS, to = all ? BUCKETS : from + 1;
+    ess_session_t **v = ess_xmalloc(cap * sizeof *v);
     for (size_t b = from; b < to; b++)
         for (entry_t *e = g->buckets[b]; e; e = e->next)
             if (all || e->id == id)
@@ -265,6 +273,21 @@ int ess_gateway_subscribe(ess_app_t *app, const ess_route_t *route, ess_offset_s
     return ess_stream_source_subscribe(g->client, route->stream, from, cbs, ud, out);
 }
 
+/* A connection claim's token: random, from a pool that one getrandom call
+ * fills for TOKENS claims (at most 256 bytes, which getrandom never
+ * returns in part); from the clock and salt's address when the kernel
+ * gives none. */
+static uint64_t new_token(gateway_t *g, const void *salt)
+{
+    if (g->ntokens == 0) {
+        ssize_t got = getrandom(g->tokens, sizeof g->tokens, 0);
+        g->ntokens = got > 0 ? (size_t)got / sizeof g->tokens[0] : 0;
+    }
+    if (g->ntokens > 0)
+        return g->tokens[--g->ntokens];
+    return uv_hrtime() ^ (uint64_t)(uintptr_t)salt;
+}
+
 void ess_gateway_attach(ess_app_t *app, ess_session_t *s)
 {
     gateway_t *g = app->gateway;
@@ -279,8 +302,7 @@ void ess_gateway_attach(ess_app_t *app, ess_session_t *s)
     entry_t *e = ess_xcalloc(1, sizeof *e);
     e->id = id;
     e->s = s;
-    if (getrandom(&e->token, sizeof e->token, 0) != (ssize_t)sizeof e->token)
-        e->token = uv_hrtime() ^ (uint64_t)(uintptr_t)e;
+    e->token = new_token(g, e);
     /* Tell the other replicas (the shared registry; nothing for SQLite). */
     ess_registry_claim(g->app->registry, id, e->token);
     e->next = *bucket_of(g, id);

@@ -209,9 +209,8 @@ void ess__stream_client_maybe_finish(ess_stream_client_t *c)
     while (c->conns) {
         ess__stream_conn_t *k = c->conns;
         c->conns = k->next;
-        while (k->reqs) {
-            ess__stream_req_t *r = k->reqs;
-            k->reqs = r->next;
+        for (ess__stream_req_t *r = ess__stream_conn_take_reqs(k), *next; r; r = next) {
+            next = r->next;
             ess__stream_req_free(r);
         }
         ess_proto_buf_free(&k->rbuf);

@@ -305,8 +305,7 @@ static void conn_reset(ess__stream_conn_t *k, int err)
         k->tcp_open = 0;
         uv_close((uv_handle_t *)&k->tcp, on_conn_handle_closed);
     }
-    ess__stream_req_t *reqs = k->reqs;
-    k->reqs = NULL;
+    ess__stream_req_t *reqs = ess__stream_conn_take_reqs(k);
     while (reqs) {
         ess__stream_req_t *r = reqs;
         reqs = r->next;
@@ -366,6 +365,40 @@ static void conn_reset(ess__stream_conn_t *k, int err)
         schedule_retry(k); /* no handle to wait for */
 }
 
+void ess__stream_conn_add_req(ess__stream_conn_t *k, ess__stream_req_t *r)
+{
+    r->next = NULL;
+    if (k->reqs_last)
+        k->reqs_last->next = r;
+    else
+        k->reqs = r;
+    k->reqs_last = r;
+}
+
+ess__stream_req_t *ess__stream_conn_take_reqs(ess__stream_conn_t *k)
+{
+    ess__stream_req_t *r = k->reqs;
+    k->reqs = k->reqs_last = NULL;
+    return r;
+}
+
+ess__stream_req_t *ess__stream_conn_answered(ess__stream_conn_t *k, uint32_t corr)
+{
+    for (ess__stream_req_t *prev = NULL, *r = k->reqs; r; prev = r, r = r->next) {
+        if (!r->sent || r->corr != corr)
+            continue;
+        if (prev)
+            prev->next = r->next;
+        else
+            k->reqs = r->next;
+        if (k->reqs_last == r)
+            k->reqs_last = prev;
+        r->next = NULL;
+        return r;
+    }
+    return NULL;
+}
+
 void ess__stream_conn_send_req(ess__stream_conn_t *k, ess__stream_req_t *r)
 {
     ess_proto_buf_t b = {0};
@@ -376,8 +409,7 @@ void ess__stream_conn_send_req(ess__stream_conn_t *k, ess__stream_req_t *r)
     }
     r->corr = ++k->next_corr;
     r->sent = 1;
-    r->next = k->reqs;
-    k->reqs = r;
+    ess__stream_conn_add_req(k, r);
     int rc = ESS_OK;
     switch (r->kind) {
     case R_SUBSCRIBE: return; /* encoded by send_subscribe */
@@ -409,8 +441,7 @@ void ess__stream_conn_queue_req(ess__stream_conn_t *k, ess__stream_req_t *r)
         return;
     }
     r->sent = 0;
-    r->next = k->reqs;
-    k->reqs = r;
+    ess__stream_conn_add_req(k, r);
 }
 
 /* Remember the node's advertised host:port (Open response properties):
@@ -461,16 +492,16 @@ static void on_ready(ess__stream_conn_t *k)
         uv_timer_start(&k->timer, on_conn_timer, k->heartbeat_s * 500u, k->heartbeat_s * 500u);
     else
         uv_timer_stop(&k->timer);
-    /* Unsent requests, oldest first (the list is newest first). */
-    ess__stream_req_t *unsent = NULL, **pp = &k->reqs;
-    while (*pp) {
-        ess__stream_req_t *r = *pp;
-        if (!r->sent) {
-            *pp = r->next;
-            r->next = unsent;
-            unsent = r;
+    /* Unsent requests, oldest first, apart from any already sent. */
+    ess__stream_req_t *unsent = NULL, **tail = &unsent;
+    for (ess__stream_req_t *r = ess__stream_conn_take_reqs(k), *next; r; r = next) {
+        next = r->next;
+        if (r->sent) {
+            ess__stream_conn_add_req(k, r);
         } else {
-            pp = &r->next;
+            r->next = NULL;
+            *tail = r;
+            tail = &r->next;
         }
     }
     unsigned gen = k->gen;

@@ -148,7 +148,7 @@ struct ess__stream_conn_s {
     int nsubs;
     ess_stream_pub_t *pubs[MAX_PUBS];
     int npubs;
-    ess__stream_req_t *reqs;
+    ess__stream_req_t *reqs, *reqs_last; /* oldest first (ess__stream_conn_add_req) */
 };
 
 /* Unlink n from the doubly linked list whose first element is head. */
@@ -238,6 +238,13 @@ void ess__stream_conn_destroy(ess__stream_conn_t *k);
 void ess__stream_conn_maybe_idle(ess__stream_conn_t *k);
 void ess__stream_conn_send_req(ess__stream_conn_t *k, ess__stream_req_t *r);
 void ess__stream_conn_queue_req(ess__stream_conn_t *k, ess__stream_req_t *r);
+/* k's request list, oldest first: add appends r (k owns it), take detaches
+ * the whole list (the caller owns it), answered unlinks and returns the sent
+ * request whose correlation id is corr, or NULL. The broker answers in the
+ * order it was asked, so answered finds its request at or near the head. */
+void ess__stream_conn_add_req(ess__stream_conn_t *k, ess__stream_req_t *r);
+ess__stream_req_t *ess__stream_conn_take_reqs(ess__stream_conn_t *k);
+ess__stream_req_t *ess__stream_conn_answered(ess__stream_conn_t *k, uint32_t corr);
 ess__stream_conn_t *ess__stream_conn_new(ess_stream_client_t *c, const char *host, int port,
                                          int is_locator);
 ess__stream_conn_t *ess__stream_conn_for(ess_stream_client_t *c, const char *host, int port,

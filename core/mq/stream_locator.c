@@ -39,8 +39,7 @@ void ess__stream_req_fail(ess_stream_client_t *c, ess__stream_req_t *r, int err)
         if (r->sub->ever_live && !r->sub->dead && !c->closing && c->locator != NULL) {
             /* A live subscription waits for the locator to come back. */
             r->sent = 0;
-            r->next = c->locator->reqs;
-            c->locator->reqs = r;
+            ess__stream_conn_add_req(c->locator, r);
             return;
         }
         /* The request's reference is dropped after sub_fail: it ends with
@@ -192,14 +191,7 @@ static int pick_host(ess_stream_client_t *c, const ess_proto_frame_t *f, ess_str
 void ess__stream_on_response(ess__stream_conn_t *k, const ess_proto_frame_t *f)
 {
     ess_stream_client_t *c = k->c;
-    ess__stream_req_t **pp = &k->reqs, *r = NULL;
-    for (; *pp; pp = &(*pp)->next) {
-        if ((*pp)->sent && (*pp)->corr == f->corr) {
-            r = *pp;
-            *pp = r->next;
-            break;
-        }
-    }
+    ess__stream_req_t *r = ess__stream_conn_answered(k, f->corr);
     if (r == NULL)
         return;
     int status = ess_proto_code_to_ess(f->code);

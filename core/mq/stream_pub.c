@@ -296,8 +296,7 @@ void ess__stream_pub_req_fail(ess_stream_client_t *c, ess__stream_req_t *r, int 
     if (r->kind == R_LOCATE_PUB && p->ever_ready && !p->dead && !c->closing && c->locator != NULL) {
         /* A declared publisher waits for the locator to come back. */
         r->sent = 0;
-        r->next = c->locator->reqs;
-        c->locator->reqs = r;
+        ess__stream_conn_add_req(c->locator, r);
         return;
     }
     /* The request's reference is dropped after locate_failed: pub_fail
