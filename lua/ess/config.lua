@@ -290,7 +290,10 @@ local SCHEMA = {
         leaf("listen", "host:port", "0.0.0.0:8080",
             "Address of the public WebSocket listener (IPv4, [IPv6] or name, port 1..65535).",
             check_listen, "ESS_PUBLIC_LISTEN"),
-        int("max_connections", 10000, 1, 1000000, "Most WebSocket connections open at once."),
+        int("max_connections", 10000, 1, 1000000,
+            "Most WebSocket connections open at once; more close 1013. essd raises its soft "
+                .. "open-file limit toward the hard one to reach it, and lowers one above "
+                .. "1,048,576 to that."),
         int("max_header_bytes", 8192, 1024, 1048576,
             "Largest HTTP request header block accepted (public upgrades and the internal API)."),
         int("max_frame_bytes", 65536, 125, 16777216,
