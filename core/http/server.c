@@ -42,8 +42,6 @@ static void lws_logger(int level, const char *line)
         ess_log_debug("lws: %.*s", (int)n, line);
 }
 
-/* lws stores a head in a table with some overhead per header: room for
- * twice what edge.c lets through. */
 /* lws 4.1 indexes its connections by descriptor when its table is as
  * large as the open-file limit; given a smaller fd_limit_per_thread it
  * switches to a packed table searched linearly on every poll event,
@@ -55,11 +53,15 @@ static void lws_logger(int level, const char *line)
  * and only touched where descriptors are used. */
 static unsigned int fd_table_size(const ess_app_t *app)
 {
-    long open_max = sysconf(_SC_OPEN_MAX);
+    long open_max = sysconf(_SC_OPEN_MAX); /* -1: no limit */
     long want = (long)app->cfg->max_connections + 64;
+    if (open_max < 0 || open_max > ESS_FD_LIMIT_MAX)
+        open_max = ESS_FD_LIMIT_MAX;
     return (unsigned int)(open_max > want ? open_max : want);
 }
 
+/* lws stores a head in a table with some overhead per header: room for
+ * twice what edge.c lets through. */
 static unsigned short header_table_bytes(const ess_app_t *app)
 {
     long n = (long)app->cfg->max_header_bytes * 2 + 1024;

@@ -349,11 +349,16 @@ void ess__ws_keepalive_stop(void)
 }
 
 /* The ping the sweep asked for, before any data; not while lws holds part
- * of an earlier write (the ping would land inside it). */
+ * of an earlier write (the ping would land inside it): then at the next
+ * WRITEABLE. */
 static int write_ping(struct lws *wsi, ess_ws_pss_t *pss)
 {
-    if (!pss->ping_due || lws_partial_buffered(wsi))
+    if (!pss->ping_due)
         return 0;
+    if (lws_partial_buffered(wsi)) {
+        lws_callback_on_writable(wsi);
+        return 0;
+    }
     pss->ping_due = 0;
     /* Not empty: lws 4.1 reports no empty pong (RECEIVE_PONG needs a payload). */
     uint8_t buf[LWS_PRE + 3];
